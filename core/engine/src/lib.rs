@@ -1,0 +1,19 @@
+//! The inference engine: GGUF models, tokenizer, chat template, CPU kernels and sampler.
+//!
+//! It owns everything between token ids and logits (and the text on either side of them), and
+//! exposes one step API, [`model::Model::forward`], that runs a batch of sequences at different
+//! positions through a paged KV cache. It never decides which sequences run or which KV blocks
+//! they get — that is the scheduler's — and it does no network or async I/O; the one exception
+//! to "no I/O" is [`model_store`], which fetches and verifies model files for the CLI and tests.
+
+pub mod chat_template;
+pub mod engine;
+pub mod gguf;
+pub mod kernels;
+pub mod kv;
+pub mod model;
+pub mod model_store;
+pub mod quant;
+pub mod sampler;
+pub mod threadpool;
+pub mod tokenizer;

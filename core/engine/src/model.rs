@@ -1,0 +1,617 @@
+//! The Llama-architecture forward pass over a batch of sequences with a paged KV cache.
+//!
+//! One [`Model::forward`] call runs a step: the tokens of every sequence in the batch (prefill
+//! chunks and single decode tokens alike) are flattened into one activation matrix so each
+//! weight matrix is read once per step, attention walks each sequence's block table, and logits
+//! are produced only for the positions that asked for them. Hyperparameters come from GGUF
+//! metadata; nothing about SmolLM2 is hard-coded.
+
+use crate::gguf::{Gguf, GgufError, GgufHeader};
+use crate::kernels::{self, Isa, SharedMut};
+use crate::kv::KvCache;
+use crate::quant::{PackedMatrix, QuantError, QuantizedActs};
+use crate::threadpool::ThreadPool;
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file is not a readable GGUF.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A weight has an unsupported type or the wrong shape.
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    /// The architecture is not one we run.
+    #[error("general.architecture is {0:?}; supported: \"llama\"")]
+    Architecture(String),
+    /// A hyperparameter is missing or out of range.
+    #[error("{key} is {value}: {reason}")]
+    Hyperparameter {
+        /// The metadata key.
+        key: String,
+        /// The value found.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A required tensor is absent.
+    #[error("tensor {0} is missing")]
+    MissingTensor(String),
+}
+
+/// Why a step was rejected. Nothing is written to the KV cache when a step is rejected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StepError {
+    /// A token id outside the vocabulary.
+    #[error("batch[{seq}].tokens[{index}] = {id} is outside the vocabulary of {vocab}")]
+    BadToken {
+        /// Sequence index in the batch.
+        seq: usize,
+        /// Position in its tokens.
+        index: usize,
+        /// The id.
+        id: u32,
+        /// Vocabulary size.
+        vocab: usize,
+    },
+    /// Positions past the model's context length.
+    #[error("batch[{seq}]: positions up to {end} exceed the context length {limit}")]
+    ContextOverflow {
+        /// Sequence index.
+        seq: usize,
+        /// One past the last position.
+        end: usize,
+        /// The model's context length.
+        limit: usize,
+    },
+    /// The block table does not cover the positions.
+    #[error("batch[{seq}]: block table has {have} blocks, positions up to {end} need {need}")]
+    BlockTableShort {
+        /// Sequence index.
+        seq: usize,
+        /// Blocks given.
+        have: usize,
+        /// Blocks needed.
+        need: usize,
+        /// One past the last position.
+        end: usize,
+    },
+    /// A block id outside the cache.
+    #[error("batch[{seq}].blocks contains {block}, the cache has {num_blocks} blocks")]
+    BadBlock {
+        /// Sequence index.
+        seq: usize,
+        /// The id.
+        block: u32,
+        /// Blocks in the cache.
+        num_blocks: usize,
+    },
+    /// A sequence with no tokens.
+    #[error("batch[{seq}].tokens is empty")]
+    EmptySequence {
+        /// Sequence index.
+        seq: usize,
+    },
+    /// More tokens in one step than the scratch sizing allows.
+    #[error("step has {tokens} tokens, above the limit of {limit}")]
+    TooManyTokens {
+        /// Tokens given.
+        tokens: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Which positions of a sequence need logits this step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// None (a prefill chunk that is not the last).
+    None,
+    /// Only the last token (the usual case).
+    Last,
+    /// Every token (teacher forcing, prompt logprobs).
+    All,
+}
+
+/// One sequence's part of a step.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqStep<'a> {
+    /// Tokens to run, at positions `pos..pos + tokens.len()`.
+    pub tokens: &'a [u32],
+    /// Position of `tokens[0]`; positions before it are already in the KV cache.
+    pub pos: usize,
+    /// KV block ids covering positions `0..pos + tokens.len()`.
+    pub blocks: &'a [u32],
+    /// Which logits to return.
+    pub logits: LogitsFor,
+}
+
+/// Hyperparameters, all read from GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Transformer blocks.
+    pub n_layers: usize,
+    /// Hidden size.
+    pub dim: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub n_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Feed-forward inner size.
+    pub ffn_dim: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Trained context length.
+    pub ctx_len: usize,
+    /// RoPE base frequency.
+    pub rope_theta: f32,
+    /// Dimensions rotated by RoPE (from the start of each head).
+    pub rope_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+}
+
+impl LlamaConfig {
+    /// Reads the hyperparameters of a `llama` GGUF.
+    pub fn from_gguf(h: &GgufHeader) -> Result<Self, ModelError> {
+        let arch = h.str("general.architecture")?;
+        if arch != "llama" {
+            return Err(ModelError::Architecture(arch.into()));
+        }
+        let get = |k: &str, lo: u64, hi: u64| -> Result<usize, ModelError> {
+            let key = format!("{arch}.{k}");
+            let v = h.u64(&key)?;
+            if v < lo || v > hi {
+                return Err(ModelError::Hyperparameter {
+                    key,
+                    value: v.to_string(),
+                    reason: "out of the supported range",
+                });
+            }
+            Ok(v as usize)
+        };
+        let n_layers = get("block_count", 1, 1024)?;
+        let dim = get("embedding_length", 32, 65536)?;
+        let n_heads = get("attention.head_count", 1, 1024)?;
+        let n_kv_heads = match h.opt_u64(&format!("{arch}.attention.head_count_kv"))? {
+            None => n_heads,
+            Some(_) => get("attention.head_count_kv", 1, 1024)?,
+        };
+        let ffn_dim = get("feed_forward_length", 32, 1 << 20)?;
+        let ctx_len = get("context_length", 1, 1 << 22)?;
+        let tokens = h.array("tokenizer.ggml.tokens").map(|a| a.len()).unwrap_or(0);
+        let vocab = match h.opt_u64(&format!("{arch}.vocab_size"))? {
+            Some(v) => v as usize,
+            None => tokens,
+        };
+        let bad = |key: &str, value: String, reason| ModelError::Hyperparameter {
+            key: format!("{arch}.{key}"),
+            value,
+            reason,
+        };
+        if dim % n_heads != 0 {
+            return Err(bad("embedding_length", dim.to_string(), "not a multiple of attention.head_count"));
+        }
+        if n_heads % n_kv_heads != 0 {
+            return Err(bad("attention.head_count_kv", n_kv_heads.to_string(), "does not divide attention.head_count"));
+        }
+        let head_dim = dim / n_heads;
+        if head_dim % 16 != 0 || dim % 32 != 0 || ffn_dim % 32 != 0 {
+            return Err(bad(
+                "embedding_length",
+                dim.to_string(),
+                "head size must be a multiple of 16 and widths of 32",
+            ));
+        }
+        let rope_dim = match h.opt_u64(&format!("{arch}.rope.dimension_count"))? {
+            None => head_dim,
+            Some(d) if d as usize <= head_dim && d % 2 == 0 => d as usize,
+            Some(d) => {
+                return Err(bad("rope.dimension_count", d.to_string(), "must be even and at most the head size"));
+            }
+        };
+        let rope_theta = match h.get(&format!("{arch}.rope.freq_base")) {
+            None => 10000.0,
+            Some(_) => h.f32(&format!("{arch}.rope.freq_base"))?,
+        };
+        let rms_eps = h.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?;
+        if !(rope_theta.is_finite() && rope_theta > 1.0) {
+            return Err(bad("rope.freq_base", rope_theta.to_string(), "must be a finite number above 1"));
+        }
+        if !(rms_eps.is_finite() && rms_eps > 0.0 && rms_eps < 1.0) {
+            return Err(bad("attention.layer_norm_rms_epsilon", rms_eps.to_string(), "must be in (0, 1)"));
+        }
+        if vocab == 0 || vocab > 1 << 22 {
+            return Err(bad("vocab_size", vocab.to_string(), "must be in 1..=4194304"));
+        }
+        Ok(Self {
+            n_layers,
+            dim,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            ffn_dim,
+            vocab,
+            ctx_len,
+            rope_theta,
+            rope_dim,
+            rms_eps,
+        })
+    }
+
+    /// Width of the K (or V) projection.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}
+
+/// A linear layer: one packed matrix, or several written side by side when the fused parts
+/// have different storage types.
+#[derive(Debug)]
+struct Linear {
+    parts: Vec<PackedMatrix>,
+    n: usize,
+}
+
+impl Linear {
+    fn load(g: &Gguf, names: &[String], k: usize, ns: &[usize]) -> Result<Self, ModelError> {
+        let infos = names
+            .iter()
+            .map(|n| g.header().tensor(n).ok_or_else(|| ModelError::MissingTensor(n.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (info, &n) in infos.iter().zip(ns) {
+            if info.dims != [k as u64, n as u64] {
+                return Err(QuantError::Shape {
+                    tensor: info.name.clone(),
+                    expected: vec![k as u64, n as u64],
+                    found: info.dims.clone(),
+                }
+                .into());
+            }
+        }
+        let total: usize = ns.iter().sum();
+        // Fusing the parts lets one kernel launch (one barrier) cover q/k/v or gate/up.
+        if infos.iter().all(|i| i.ty == infos[0].ty) {
+            let bytes: Vec<u8> = infos.iter().flat_map(|i| g.data(i).iter().copied()).collect();
+            let m = PackedMatrix::from_rows(infos[0].ty, &bytes, k, total)
+                .ok_or_else(|| QuantError::Unsupported { tensor: infos[0].name.clone(), ty: infos[0].ty })?;
+            return Ok(Self { parts: vec![m], n: total });
+        }
+        let parts = infos
+            .iter()
+            .zip(ns)
+            .map(|(i, &n)| PackedMatrix::from_tensor(i, g.data(i), k, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { parts, n: total })
+    }
+
+    fn forward(&self, pool: &ThreadPool, isa: Isa, xf: &[f32], xq: &QuantizedActs, y: &mut [f32]) {
+        let mut col = 0;
+        for p in &self.parts {
+            kernels::matmul(pool, isa, p, xf, xq, &mut y[col..], self.n);
+            col += p.n;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    wqkv: Linear,
+    wo: Linear,
+    ffn_norm: Vec<f32>,
+    w_gate_up: Linear,
+    w_down: Linear,
+}
+
+/// A loaded model: weights packed for the CPU kernels.
+#[derive(Debug)]
+pub struct Model {
+    /// Hyperparameters.
+    pub cfg: LlamaConfig,
+    embed: PackedMatrix,
+    output: Option<Linear>,
+    output_norm: Vec<f32>,
+    layers: Vec<Layer>,
+    inv_freq: Vec<f64>,
+}
+
+fn norm_weights(g: &Gguf, name: &str, dim: usize) -> Result<Vec<f32>, ModelError> {
+    let info = g.header().tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+    let m = PackedMatrix::from_tensor(info, g.data(info), dim, 1).or_else(|_| {
+        // Norm weights are 1-D; accept `[dim]` as well as `[dim, 1]`.
+        if info.dims == [dim as u64] {
+            PackedMatrix::from_rows(info.ty, g.data(info), dim, 1)
+                .ok_or(QuantError::Unsupported { tensor: name.into(), ty: info.ty })
+        } else {
+            Err(QuantError::Shape { tensor: name.into(), expected: vec![dim as u64], found: info.dims.clone() })
+        }
+    })?;
+    let mut out = vec![0f32; dim];
+    m.dequantize_row(0, &mut out);
+    Ok(out)
+}
+
+/// Reusable per-step buffers, so a decode step allocates nothing of size `dim` or more.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    qkv: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    ffn: Vec<f32>,
+    act: Vec<f32>,
+    xq: QuantizedActs,
+    rope: Vec<(f32, f32)>,
+}
+
+/// Largest number of tokens in one step (bounds scratch memory).
+pub const MAX_STEP_TOKENS: usize = 8192;
+
+impl Model {
+    /// Loads and packs every weight of a `llama` GGUF.
+    pub fn load(g: &Gguf) -> Result<Self, ModelError> {
+        let cfg = LlamaConfig::from_gguf(g.header())?;
+        let (dim, kv, ffn) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim);
+        let embed_info = g
+            .header()
+            .tensor("token_embd.weight")
+            .ok_or_else(|| ModelError::MissingTensor("token_embd.weight".into()))?;
+        let embed = PackedMatrix::from_tensor(embed_info, g.data(embed_info), dim, cfg.vocab)?;
+        let output = match g.header().tensor("output.weight") {
+            Some(_) => Some(Linear::load(g, &["output.weight".into()], dim, &[cfg.vocab])?),
+            None => None,
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let t = |s: &str| format!("blk.{l}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: norm_weights(g, &t("attn_norm"), dim)?,
+                wqkv: Linear::load(g, &[t("attn_q"), t("attn_k"), t("attn_v")], dim, &[dim, kv, kv])?,
+                wo: Linear::load(g, &[t("attn_output")], dim, &[dim])?,
+                ffn_norm: norm_weights(g, &t("ffn_norm"), dim)?,
+                w_gate_up: Linear::load(g, &[t("ffn_gate"), t("ffn_up")], dim, &[ffn, ffn])?,
+                w_down: Linear::load(g, &[t("ffn_down")], ffn, &[dim])?,
+            });
+        }
+        let output_norm = norm_weights(g, "output_norm.weight", dim)?;
+        let inv_freq = (0..cfg.rope_dim / 2)
+            .map(|i| f64::from(cfg.rope_theta).powf(-2.0 * i as f64 / cfg.rope_dim as f64))
+            .collect();
+        Ok(Self { cfg, embed, output, output_norm, layers, inv_freq })
+    }
+
+    /// Checks a step against the model and cache without touching either.
+    pub fn validate(&self, kv: &KvCache, batch: &[SeqStep<'_>]) -> Result<usize, StepError> {
+        let mut total = 0;
+        for (seq, s) in batch.iter().enumerate() {
+            if s.tokens.is_empty() {
+                return Err(StepError::EmptySequence { seq });
+            }
+            if let Some((index, &id)) = s.tokens.iter().enumerate().find(|(_, id)| **id as usize >= self.cfg.vocab) {
+                return Err(StepError::BadToken { seq, index, id, vocab: self.cfg.vocab });
+            }
+            let end = s.pos.saturating_add(s.tokens.len());
+            if end > self.cfg.ctx_len {
+                return Err(StepError::ContextOverflow { seq, end, limit: self.cfg.ctx_len });
+            }
+            let need = end.div_ceil(kv.block_size());
+            if s.blocks.len() < need {
+                return Err(StepError::BlockTableShort { seq, have: s.blocks.len(), need, end });
+            }
+            if let Some(&block) = s.blocks[..need].iter().find(|b| **b as usize >= kv.num_blocks()) {
+                return Err(StepError::BadBlock { seq, block, num_blocks: kv.num_blocks() });
+            }
+            total += s.tokens.len();
+        }
+        if total > MAX_STEP_TOKENS {
+            return Err(StepError::TooManyTokens { tokens: total, limit: MAX_STEP_TOKENS });
+        }
+        Ok(total)
+    }
+
+    /// Runs one step. `logits` receives one row of `vocab` floats per requested position, in
+    /// batch order (per sequence: the last token, or all tokens, as asked).
+    pub fn forward(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        kv: &mut KvCache,
+        batch: &[SeqStep<'_>],
+        scratch: &mut Scratch,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), StepError> {
+        let t = self.validate(kv, batch)?;
+        logits.clear();
+        if t == 0 {
+            return Ok(());
+        }
+        let c = &self.cfg;
+        let (dim, kvd, hd) = (c.dim, c.kv_dim(), c.head_dim);
+        let qkv_w = dim + 2 * kvd;
+        let s = scratch;
+        s.x.resize(t * dim, 0.0);
+        s.xn.resize(t * dim, 0.0);
+        s.qkv.resize(t * qkv_w, 0.0);
+        s.attn.resize(t * dim, 0.0);
+        s.proj.resize(t * dim, 0.0);
+        s.ffn.resize(t * 2 * c.ffn_dim, 0.0);
+        s.act.resize(t * c.ffn_dim, 0.0);
+
+        // Token positions and their sequences, flattened.
+        let mut positions = Vec::with_capacity(t);
+        let mut row = 0;
+        for sq in batch {
+            for (i, &tok) in sq.tokens.iter().enumerate() {
+                self.embed.dequantize_row(tok as usize, &mut s.x[row * dim..][..dim]);
+                positions.push(sq.pos + i);
+                row += 1;
+            }
+        }
+        s.rope.clear();
+        for &p in &positions {
+            s.rope.extend(self.inv_freq.iter().map(|f| {
+                let th = p as f64 * f;
+                (th.cos() as f32, th.sin() as f32)
+            }));
+        }
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            rms_norm(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn);
+            s.xq.quantize(&s.xn, t, dim);
+            layer.wqkv.forward(pool, isa, &s.xn, &s.xq, &mut s.qkv);
+            let half = c.rope_dim / 2;
+            for (r, row) in s.qkv.chunks_exact_mut(qkv_w).enumerate() {
+                let cs = &s.rope[r * half..][..half];
+                for head in row[..dim + kvd].chunks_exact_mut(hd) {
+                    for (pair, &(cos, sin)) in head[..c.rope_dim].chunks_exact_mut(2).zip(cs) {
+                        let (a, b) = (pair[0], pair[1]);
+                        pair[0] = a * cos - b * sin;
+                        pair[1] = a * sin + b * cos;
+                    }
+                }
+            }
+            // Write this step's keys and values before attending, so a chunk sees itself.
+            let mut r = 0;
+            for sq in batch {
+                for i in 0..sq.tokens.len() {
+                    let row = &s.qkv[r * qkv_w..][..qkv_w];
+                    kv.write(li, sq.blocks, sq.pos + i, &row[dim..dim + kvd], &row[dim + kvd..]);
+                    r += 1;
+                }
+            }
+            self.attention(pool, isa, kv, li, batch, &s.qkv, &mut s.attn);
+            s.xq.quantize(&s.attn, t, dim);
+            layer.wo.forward(pool, isa, &s.attn, &s.xq, &mut s.proj);
+            for (x, p) in s.x.iter_mut().zip(&s.proj) {
+                *x += p;
+            }
+
+            rms_norm(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.xn);
+            s.xq.quantize(&s.xn, t, dim);
+            layer.w_gate_up.forward(pool, isa, &s.xn, &s.xq, &mut s.ffn);
+            let f = c.ffn_dim;
+            for (gu, a) in s.ffn.chunks_exact(2 * f).zip(s.act.chunks_exact_mut(f)) {
+                for ((o, &g), &u) in a.iter_mut().zip(&gu[..f]).zip(&gu[f..]) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+            s.xq.quantize(&s.act, t, f);
+            layer.w_down.forward(pool, isa, &s.act, &s.xq, &mut s.proj);
+            for (x, p) in s.x.iter_mut().zip(&s.proj) {
+                *x += p;
+            }
+        }
+
+        // Logits only for the rows that asked.
+        let mut rows = Vec::new();
+        let mut r = 0;
+        for sq in batch {
+            let n = sq.tokens.len();
+            match sq.logits {
+                LogitsFor::None => {}
+                LogitsFor::Last => rows.push(r + n - 1),
+                LogitsFor::All => rows.extend(r..r + n),
+            }
+            r += n;
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut sel = Vec::with_capacity(rows.len() * dim);
+        for &r in &rows {
+            sel.extend_from_slice(&s.x[r * dim..][..dim]);
+        }
+        let mut normed = vec![0f32; sel.len()];
+        rms_norm(&sel, &self.output_norm, c.rms_eps, &mut normed);
+        s.xq.quantize(&normed, rows.len(), dim);
+        logits.resize(rows.len() * c.vocab, 0.0);
+        match &self.output {
+            Some(o) => o.forward(pool, isa, &normed, &s.xq, logits),
+            None => kernels::matmul(pool, isa, &self.embed, &normed, &s.xq, logits, c.vocab),
+        }
+        Ok(())
+    }
+
+    /// Causal attention of every query row against its sequence's cached keys and values.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        kv: &KvCache,
+        layer: usize,
+        batch: &[SeqStep<'_>],
+        qkv: &[f32],
+        out: &mut [f32],
+    ) {
+        let c = &self.cfg;
+        let (dim, hd) = (c.dim, c.head_dim);
+        let qkv_w = dim + 2 * c.kv_dim();
+        let group = c.n_heads / c.n_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        // Work items: (sequence, head, chunk of query rows); chunks keep long prefills balanced.
+        const QCHUNK: usize = 16;
+        let mut items = Vec::new();
+        let mut row0 = 0;
+        for (si, sq) in batch.iter().enumerate() {
+            let n = sq.tokens.len();
+            for h in 0..c.n_heads {
+                for q0 in (0..n).step_by(QCHUNK) {
+                    items.push((si, h, row0 + q0, q0..(q0 + QCHUNK).min(n)));
+                }
+            }
+            row0 += n;
+        }
+        let out_ptr = SharedMut(out.as_mut_ptr());
+        let out_len = out.len();
+        pool.for_chunks(items.len(), 1, &|range| {
+            let mut scores = Vec::new();
+            for (si, h, first_row, qs) in items[range].iter().cloned() {
+                let sq = &batch[si];
+                let kvh = h / group;
+                for (k, qi) in qs.enumerate() {
+                    let row = first_row + k;
+                    let q = &qkv[row * qkv_w + h * hd..][..hd];
+                    let pos = sq.pos + qi;
+                    scores.clear();
+                    let mut max = f32::NEG_INFINITY;
+                    for p in 0..=pos {
+                        let s = kernels::dot_f16(isa, q, kv.key(layer, sq.blocks, p, kvh)) * scale;
+                        max = max.max(s);
+                        scores.push(s);
+                    }
+                    let mut sum = 0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let inv = 1.0 / sum;
+                    assert!(row * dim + h * hd + hd <= out_len);
+                    // SAFETY: in bounds (above); each (row, head) pair belongs to one work item.
+                    #[allow(unsafe_code)]
+                    let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(row * dim + h * hd), hd) };
+                    o.fill(0.0);
+                    for (p, &w) in scores.iter().enumerate() {
+                        kernels::axpy_f16(isa, o, w * inv, kv.value(layer, sq.blocks, p, kvh));
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        // Sum of squares in f64, as ggml does: the norm feeds every later rounding.
+        let ss = (xr.iter().map(|&v| f64::from(v * v)).sum::<f64>() / dim as f64) as f32;
+        let inv = 1.0 / (ss + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The step API's batching must not change results: a sequence computes the same logits
+//! whether its prompt runs in one step or in chunks, alone or beside other sequences.
+
+use chorus_engine::kernels::Isa;
+use chorus_engine::kv::{BlockAllocator, KvCache};
+use chorus_engine::model::{LogitsFor, Scratch, SeqStep};
+use chorus_engine::threadpool::ThreadPool;
+
+use crate::common::fixture;
+
+fn prompt(seed: u32, len: usize) -> Vec<u32> {
+    (0..len as u32).map(|i| (i * 7919 + seed * 104729) % 49000 + 17).collect()
+}
+
+/// Logits for the last token of `tokens`, fed in chunks of `chunk` tokens.
+fn chunked(isa: Isa, tokens: &[u32], chunk: usize) -> Vec<f32> {
+    let m = &fixture().model;
+    let pool = ThreadPool::new(2);
+    let mut kv = KvCache::new(m.cfg.n_layers, m.cfg.n_kv_heads, m.cfg.head_dim, 16, 16).unwrap();
+    let mut alloc = BlockAllocator::new(16, 16);
+    let mut table = Vec::new();
+    assert!(alloc.ensure(&mut table, tokens.len()));
+    let (mut scratch, mut logits) = (Scratch::default(), Vec::new());
+    for (i, c) in tokens.chunks(chunk).enumerate() {
+        let step = SeqStep { tokens: c, pos: i * chunk, blocks: &table, logits: LogitsFor::Last };
+        m.forward(&pool, isa, &mut kv, &[step], &mut scratch, &mut logits).unwrap();
+    }
+    logits
+}
+
+#[test]
+fn chunked_prefill_equals_one_step() {
+    let p = prompt(1, 40);
+    let whole = chunked(Isa::detect(), &p, 40);
+    assert_eq!(whole, chunked(Isa::detect(), &p, 1), "token by token");
+    assert_eq!(whole, chunked(Isa::detect(), &p, 7), "chunks of 7");
+}
+
+#[test]
+fn batched_sequences_equal_sequences_alone() {
+    let m = &fixture().model;
+    let pool = ThreadPool::new(2);
+    let prompts: Vec<Vec<u32>> = (0..5).map(|s| prompt(s, 5 + 9 * s as usize)).collect();
+    let alone: Vec<Vec<f32>> = prompts.iter().map(|p| chunked(Isa::detect(), p, p.len())).collect();
+    let mut kv = KvCache::new(m.cfg.n_layers, m.cfg.n_kv_heads, m.cfg.head_dim, 16, 32).unwrap();
+    let mut alloc = BlockAllocator::new(32, 16);
+    let tables: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut t = Vec::new();
+            assert!(alloc.ensure(&mut t, p.len()));
+            t
+        })
+        .collect();
+    // Mixed step: three sequences prefill, then all decode their last token together.
+    let steps: Vec<SeqStep<'_>> = prompts
+        .iter()
+        .zip(&tables)
+        .map(|(p, t)| SeqStep { tokens: &p[..p.len() - 1], pos: 0, blocks: t, logits: LogitsFor::None })
+        .collect();
+    let (mut scratch, mut logits) = (Scratch::default(), Vec::new());
+    m.forward(&pool, Isa::detect(), &mut kv, &steps, &mut scratch, &mut logits).unwrap();
+    assert!(logits.is_empty());
+    let steps: Vec<SeqStep<'_>> = prompts
+        .iter()
+        .zip(&tables)
+        .map(|(p, t)| SeqStep { tokens: &p[p.len() - 1..], pos: p.len() - 1, blocks: t, logits: LogitsFor::Last })
+        .collect();
+    m.forward(&pool, Isa::detect(), &mut kv, &steps, &mut scratch, &mut logits).unwrap();
+    for (i, want) in alone.iter().enumerate() {
+        assert_eq!(&logits[i * m.cfg.vocab..][..m.cfg.vocab], &want[..], "sequence {i}");
+    }
+}
+
+#[test]
+fn scalar_and_simd_agree_on_the_real_model() {
+    let p = prompt(3, 12);
+    let simd = chunked(Isa::detect(), &p, 12);
+    let scalar = chunked(Isa::Scalar, &p, 12);
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert_eq!(argmax(&simd), argmax(&scalar));
+    let max_diff = simd.iter().zip(&scalar).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_diff < 0.05, "max logit difference {max_diff}");
+}

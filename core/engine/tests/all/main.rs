@@ -1,0 +1,5 @@
+//! Engine integration tests against the real SmolLM2 model (fetched once, cached).
+
+mod batching;
+mod common;
+mod reference;
