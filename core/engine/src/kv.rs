@@ -84,6 +84,16 @@ impl KvCache {
         layer * self.layer_stride + ((block * 2 + v) * self.block_size + slot) * self.kv_dim
     }
 
+    /// One layer's storage and its geometry, for kernels that walk block tables themselves.
+    pub fn layer_view(&self, layer: usize) -> KvLayer<'_> {
+        KvLayer {
+            data: &self.data[layer * self.layer_stride..][..self.layer_stride],
+            block_size: self.block_size,
+            kv_dim: self.kv_dim,
+            head_dim: self.head_dim,
+        }
+    }
+
     /// Stores the key and value rows (all KV heads) of position `pos`.
     pub fn write(&mut self, layer: usize, blocks: &[u32], pos: usize, k: &[f32], v: &[f32]) {
         let ko = self.offset(layer, blocks, pos, 0);
@@ -109,6 +119,20 @@ impl KvCache {
         let o = self.offset(layer, blocks, pos, 1) + h * self.head_dim;
         &self.data[o..o + self.head_dim]
     }
+}
+
+/// One layer of a [`KvCache`]: block `b` holds `block_size` key rows then `block_size` value rows,
+/// each `kv_dim` wide.
+#[derive(Debug, Clone, Copy)]
+pub struct KvLayer<'a> {
+    /// The layer's f16 bits.
+    pub data: &'a [u16],
+    /// Tokens per block.
+    pub block_size: usize,
+    /// Width of one key or value row (all KV heads).
+    pub kv_dim: usize,
+    /// Width of one head.
+    pub head_dim: usize,
 }
 
 /// A plain free list of block ids for single-user drivers; the scheduler has its own.

@@ -243,29 +243,38 @@ pub struct QuantizedActs {
 impl QuantizedActs {
     /// Quantizes `x` (`t` rows of `k`), reusing this buffer's allocations.
     pub fn quantize(&mut self, x: &[f32], t: usize, k: usize) {
+        self.quantize_with(crate::kernels::Isa::detect(), x, t, k);
+    }
+
+    /// [`Self::quantize`] on a given instruction set (tests compare them).
+    pub fn quantize_with(&mut self, isa: crate::kernels::Isa, x: &[f32], t: usize, k: usize) {
         let nb = k / QK;
         self.t = t;
         self.k = k;
         self.q.resize(t * k, 0);
         self.d.resize(t * nb, 0.0);
         self.s.resize(t * nb, 0.0);
-        for (i, blk) in x[..t * k].chunks_exact(QK).enumerate() {
-            let amax = blk.iter().fold(0f32, |a, &v| a.max(v.abs()));
-            // ggml's exact arithmetic (127/amax, not 1/d), so ties round as llama.cpp's do.
-            let d = amax / 127.0;
-            let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            let q = &mut self.q[i * QK..][..QK];
-            let mut sum = 0i32;
-            for (dst, &v) in q.iter_mut().zip(blk) {
-                let r = (v * id).round_ties_even() as i8;
-                *dst = r;
-                sum += i32::from(r);
-            }
-            let d16 = f16::from_f32(d).to_f32();
+        for (i, (blk, q)) in x[..t * k].chunks_exact(QK).zip(self.q.chunks_exact_mut(QK)).enumerate() {
+            let (blk, q): (&[f32; QK], &mut [i8; QK]) = (blk.try_into().expect("QK"), q.try_into().expect("QK"));
+            let (amax, sum) = crate::kernels::quantize_block(isa, blk, q);
+            let d16 = f16::from_f32(amax / 127.0).to_f32();
             self.d[i] = d16;
             self.s[i] = d16 * sum as f32;
         }
     }
+}
+
+/// Scalar block quantization, ggml's arithmetic (127/amax, round to nearest even).
+pub fn quantize_block_scalar(blk: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32) {
+    let amax = blk.iter().fold(0f32, |a, &v| a.max(v.abs()));
+    let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0i32;
+    for (dst, &v) in q.iter_mut().zip(blk) {
+        let r = (v * id).round_ties_even() as i8;
+        *dst = r;
+        sum += i32::from(r);
+    }
+    (amax, sum)
 }
 
 /// Scalar reference for `y[t][row] = Σ_k w[row][k]·x[t][k]` over rows `groups` (in units of

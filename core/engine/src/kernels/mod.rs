@@ -149,6 +149,66 @@ pub fn axpy_f16(isa: Isa, out: &mut [f32], a: f32, v: &[u16]) {
     }
 }
 
+/// `out[g] = qs[g] · k` for the queries of one GQA group (at most 8), `qs` query-major.
+#[inline]
+pub fn dot_f16_group(isa: Isa, qs: &[f32], k: &[u16], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && k.len() % 16 == 0 && out.len() <= 8 {
+        return x86::dot_f16_group(qs, k, out);
+    }
+    let hd = k.len();
+    for (g, o) in out.iter_mut().enumerate() {
+        *o = dot_f16(Isa::Scalar, &qs[g * hd..][..hd], k);
+    }
+}
+
+/// `outs[g] += ws[g] · v` for the queries of one GQA group, `outs` query-major.
+#[inline]
+pub fn axpy_f16_group(isa: Isa, outs: &mut [f32], ws: &[f32], v: &[u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar && v.len() % 16 == 0 {
+        return x86::axpy_f16_group(outs, ws, v);
+    }
+    let hd = v.len();
+    for (g, &w) in ws.iter().enumerate() {
+        axpy_f16(Isa::Scalar, &mut outs[g * hd..][..hd], w, v);
+    }
+}
+
+/// SIMD causal attention for one query row and one GQA group over positions `0..n`; returns
+/// `false` when this ISA or shape has no fused kernel (the caller falls back).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn attend_group(
+    isa: Isa,
+    q: &[f32],
+    kv: &crate::kv::KvLayer<'_>,
+    blocks: &[u32],
+    kvh: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return x86::attend_group(q, kv, blocks, kvh, n, scale, scores, out);
+    }
+    let _ = (isa, q, kv, blocks, kvh, n, scale, scores, out);
+    false
+}
+
+/// Quantizes one block of activations; see [`quant::quantize_block_scalar`].
+#[inline]
+pub fn quantize_block(isa: Isa, x: &[f32; quant::QK], q: &mut [i8; quant::QK]) -> (f32, i32) {
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        return x86::quantize_block(x, q);
+    }
+    let _ = isa;
+    quant::quantize_block_scalar(x, q)
+}
+
 /// Rows handled per packed group (re-exported for callers that size buffers).
 pub const GROUP_ROWS: usize = ROWS;
 
@@ -184,6 +244,70 @@ mod tests {
     }
 
     #[test]
+    fn activation_quantization_agrees_across_isas() {
+        let mut rng = Lcg(9);
+        for scale in [1e-3f32, 1.0, 300.0] {
+            let mut x: Vec<f32> = (0..32 * 40).map(|_| rng.f() * scale).collect();
+            // Exact halves exercise ties-to-even; zeros the empty block.
+            x[5] = 0.5 * scale;
+            x[32..64].fill(0.0);
+            let mut want = QuantizedActs::default();
+            want.quantize_with(Isa::Scalar, &x, 40, 32);
+            for isa in Isa::available() {
+                let mut got = QuantizedActs::default();
+                got.quantize_with(isa, &x, 40, 32);
+                assert_eq!(got.q, want.q, "{isa:?} scale {scale}");
+                assert_eq!(got.d, want.d);
+                assert_eq!(got.s, want.s);
+            }
+        }
+    }
+
+    #[test]
+    fn fused_attention_matches_the_definition() {
+        let mut rng = Lcg(21);
+        let (hd, kv_heads, bs) = (64, 3, 16);
+        let mut kv = crate::kv::KvCache::new(2, kv_heads, hd, bs, 8).unwrap();
+        let blocks = [6u32, 1, 4, 0];
+        let n = 50;
+        let rows: Vec<(Vec<f32>, Vec<f32>)> = (0..n)
+            .map(|_| ((0..kv_heads * hd).map(|_| rng.f()).collect(), (0..kv_heads * hd).map(|_| rng.f()).collect()))
+            .collect();
+        for (p, (k, v)) in rows.iter().enumerate() {
+            kv.write(1, &blocks, p, k, v);
+        }
+        let f = |x: f32| half::f16::from_f32(x).to_f32();
+        for g in 1..=4 {
+            let q: Vec<f32> = (0..g * hd).map(|_| rng.f() * 2.0).collect();
+            let kvh = 2;
+            for isa in Isa::available() {
+                let mut out = vec![0f32; g * hd];
+                let mut scores = Vec::new();
+                let fused = attend_group(isa, &q, &kv.layer_view(1), &blocks, kvh, n, 0.125, &mut scores, &mut out);
+                if !fused {
+                    assert_eq!(isa, Isa::Scalar);
+                    continue;
+                }
+                for gi in 0..g {
+                    let qh = &q[gi * hd..][..hd];
+                    let s: Vec<f32> = rows
+                        .iter()
+                        .map(|(k, _)| (0..hd).map(|i| qh[i] * f(k[kvh * hd + i])).sum::<f32>() * 0.125)
+                        .collect();
+                    let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+                    let z: f32 = e.iter().sum();
+                    for i in 0..hd {
+                        let want: f32 = rows.iter().zip(&e).map(|((_, v), w)| w / z * f(v[kvh * hd + i])).sum();
+                        let got = out[gi * hd + i];
+                        assert!((got - want).abs() < 1e-4, "{isa:?} g{g} head {gi} [{i}]: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn f16_helpers_agree_with_scalar() {
         let mut rng = Lcg(5);
         let q: Vec<f32> = (0..64).map(|_| rng.f()).collect();
@@ -192,6 +316,19 @@ mod tests {
             let a = dot_f16(isa, &q, &k);
             let b = dot_f16(Isa::Scalar, &q, &k);
             assert!((a - b).abs() < 1e-4, "{isa:?}");
+            let (mut g1, mut g2) = ([0f32; 3], [0f32; 3]);
+            let qs: Vec<f32> = (0..3 * 64).map(|i| q[i % 64] * (1.0 + i as f32 / 100.0)).collect();
+            dot_f16_group(isa, &qs, &k, &mut g1);
+            dot_f16_group(Isa::Scalar, &qs, &k, &mut g2);
+            for (a, b) in g1.iter().zip(&g2) {
+                assert!((a - b).abs() < 1e-4, "{isa:?} group dot");
+            }
+            let (mut o3, mut o4) = (qs.clone(), qs.clone());
+            axpy_f16_group(isa, &mut o3, &[0.5, -1.0, 2.0], &k);
+            axpy_f16_group(Isa::Scalar, &mut o4, &[0.5, -1.0, 2.0], &k);
+            for (a, b) in o3.iter().zip(&o4) {
+                assert!((a - b).abs() < 1e-5, "{isa:?} group axpy");
+            }
             let mut o1 = q.clone();
             let mut o2 = q.clone();
             axpy_f16(isa, &mut o1, 0.37, &k);

@@ -272,3 +272,190 @@ pub(super) fn axpy_f16(out: &mut [f32], a: f32, v: &[u16]) {
     // SAFETY: as above.
     unsafe { axpy_f16_impl(out, a, v) }
 }
+
+/// Quantizes one 32-element block to i8 (ggml's rounding: 127/amax, nearest-even); returns
+/// `(amax, Σq)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block_impl(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32) {
+    unsafe {
+        let sign = _mm256_set1_ps(-0.0);
+        let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(x.as_ptr().add(8 * i)));
+        let mut m = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+        m = _mm256_max_ps(m, _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+        let id = _mm256_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+        let i: [__m256i; 4] = std::array::from_fn(|k| {
+            _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+        });
+        let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+        let s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+        let s1 = _mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b10_11_00_01));
+        // packs interleave 128-bit lanes; the permute restores element order.
+        let p16a = _mm256_packs_epi32(i[0], i[1]);
+        let p16b = _mm256_packs_epi32(i[2], i[3]);
+        let p8 = _mm256_packs_epi16(p16a, p16b);
+        let ordered = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q.as_mut_ptr().cast(), ordered);
+        (amax, _mm_cvtsi128_si32(s1))
+    }
+}
+
+/// See [`quantize_block_impl`].
+pub(crate) fn quantize_block(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32) {
+    // SAFETY: only called when `Isa::detect()` found AVX2/FMA/F16C.
+    unsafe { quantize_block_impl(x, q) }
+}
+
+/// `out[g] = qs[g] · k` for each of the `out.len()` queries of a GQA group, `qs` laid out
+/// query-major with `k.len()` (a multiple of 16) elements each; `k` is converted once.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_group_impl(qs: &[f32], k: &[u16], out: &mut [f32]) {
+    unsafe {
+        let hd = k.len();
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let g = out.len();
+        for i in (0..hd).step_by(8) {
+            let kv = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast()));
+            for (j, a) in acc.iter_mut().enumerate().take(g) {
+                *a = _mm256_fmadd_ps(_mm256_loadu_ps(qs.as_ptr().add(j * hd + i)), kv, *a);
+            }
+        }
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = hsum(acc[j]);
+        }
+    }
+}
+
+/// `outs[g] += ws[g] · v` for each query of a group (`outs` query-major, `v.len()` each).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f16_group_impl(outs: &mut [f32], ws: &[f32], v: &[u16]) {
+    unsafe {
+        let hd = v.len();
+        for i in (0..hd).step_by(8) {
+            let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
+            for (j, &w) in ws.iter().enumerate() {
+                let o = outs.as_mut_ptr().add(j * hd + i);
+                _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(w), vv, _mm256_loadu_ps(o)));
+            }
+        }
+    }
+}
+
+pub(super) fn dot_f16_group(qs: &[f32], k: &[u16], out: &mut [f32]) {
+    assert!(out.len() <= 8 && k.len() % 16 == 0 && qs.len() >= out.len() * k.len());
+    // SAFETY: bounds checked; SIMD `Isa` detected by the caller.
+    unsafe { dot_f16_group_impl(qs, k, out) }
+}
+
+pub(super) fn axpy_f16_group(outs: &mut [f32], ws: &[f32], v: &[u16]) {
+    assert!(v.len() % 16 == 0 && outs.len() >= ws.len() * v.len());
+    // SAFETY: as above.
+    unsafe { axpy_f16_group_impl(outs, ws, v) }
+}
+
+/// Causal attention of the `G` query heads of one GQA group (one query row) over positions
+/// `0..n` of a sequence, reading keys and values straight from the paged cache.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_group_impl<const G: usize>(
+    q: &[f32],
+    kv: &crate::kv::KvLayer<'_>,
+    blocks: &[u32],
+    kvh: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    unsafe {
+        const HD: usize = 64;
+        let bs = kv.block_size;
+        let row = kv.kv_dim;
+        let base = kv.data.as_ptr();
+        let qp = q.as_ptr();
+        scores.clear();
+        scores.reserve(n * G);
+        let sp = scores.as_mut_ptr();
+        let mut max = [f32::NEG_INFINITY; G];
+        for p in 0..n {
+            let blk = *blocks.get_unchecked(p / bs) as usize;
+            let k = base.add((blk * 2 * bs + p % bs) * row + kvh * HD);
+            let mut acc = [_mm256_setzero_ps(); G];
+            for i in (0..HD).step_by(8) {
+                let kv8 = _mm256_cvtph_ps(_mm_loadu_si128(k.add(i).cast()));
+                for (g, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * HD + i)), kv8, *a);
+                }
+            }
+            for g in 0..G {
+                let s = hsum(acc[g]) * scale;
+                *sp.add(p * G + g) = s;
+                max[g] = max[g].max(s);
+            }
+        }
+        scores.set_len(n * G);
+        let mut sum = [0f32; G];
+        for ps in scores.chunks_exact_mut(G) {
+            for g in 0..G {
+                ps[g] = (ps[g] - max[g]).exp();
+                sum[g] += ps[g];
+            }
+        }
+        let mut o = [[_mm256_setzero_ps(); 8]; G];
+        for p in 0..n {
+            let blk = *blocks.get_unchecked(p / bs) as usize;
+            let v = base.add(((blk * 2 + 1) * bs + p % bs) * row + kvh * HD);
+            let w: [__m256; G] = std::array::from_fn(|g| _mm256_set1_ps(*sp.add(p * G + g)));
+            for i in 0..8 {
+                let v8 = _mm256_cvtph_ps(_mm_loadu_si128(v.add(i * 8).cast()));
+                for g in 0..G {
+                    o[g][i] = _mm256_fmadd_ps(w[g], v8, o[g][i]);
+                }
+            }
+        }
+        for g in 0..G {
+            let inv = _mm256_set1_ps(1.0 / sum[g]);
+            for i in 0..8 {
+                _mm256_storeu_ps(out.as_mut_ptr().add(g * HD + i * 8), _mm256_mul_ps(o[g][i], inv));
+            }
+        }
+    }
+}
+
+/// SIMD attention for head size 64 and GQA groups of 1–4 query heads; `false` if the shape is
+/// not one this kernel covers (the caller then uses the portable path).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attend_group(
+    q: &[f32],
+    kv: &crate::kv::KvLayer<'_>,
+    blocks: &[u32],
+    kvh: usize,
+    n: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) -> bool {
+    let g = q.len() / 64;
+    if kv.head_dim != 64 || !(1..=4).contains(&g) || q.len() != g * 64 || out.len() != q.len() {
+        return false;
+    }
+    // Every position's block and row must lie inside the layer: checked once here so the
+    // kernel's loads need no bounds checks.
+    let need_blocks = n.div_ceil(kv.block_size);
+    assert!(blocks.len() >= need_blocks && (kvh + 1) * 64 <= kv.kv_dim);
+    let per_block = 2 * kv.block_size * kv.kv_dim;
+    assert!(blocks[..need_blocks].iter().all(|&b| (b as usize + 1) * per_block <= kv.data.len()));
+    // SAFETY: bounds established above; SIMD `Isa` detected by the caller.
+    unsafe {
+        match g {
+            1 => attend_group_impl::<1>(q, kv, blocks, kvh, n, scale, scores, out),
+            2 => attend_group_impl::<2>(q, kv, blocks, kvh, n, scale, scores, out),
+            3 => attend_group_impl::<3>(q, kv, blocks, kvh, n, scale, scores, out),
+            _ => attend_group_impl::<4>(q, kv, blocks, kvh, n, scale, scores, out),
+        }
+    }
+    true
+}
