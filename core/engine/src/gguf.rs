@@ -702,15 +702,6 @@ pub(crate) mod tests {
             self.kv.push((k.into(), 9, b));
             self
         }
-        pub fn kv_i32_array(&mut self, k: &str, v: &[i32]) -> &mut Self {
-            let mut b = 5u32.to_le_bytes().to_vec();
-            b.extend_from_slice(&(v.len() as u64).to_le_bytes());
-            for x in v {
-                b.extend_from_slice(&x.to_le_bytes());
-            }
-            self.kv.push((k.into(), 9, b));
-            self
-        }
         pub fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, data: Vec<u8>) -> &mut Self {
             self.tensors.push((name.into(), dims.to_vec(), ty, data));
             self
@@ -740,7 +731,7 @@ pub(crate) mod tests {
                 out.extend_from_slice(&ty.to_le_bytes());
                 out.extend_from_slice(&off.to_le_bytes());
             }
-            while out.len() % 32 != 0 {
+            while !out.len().is_multiple_of(32) {
                 out.push(0);
             }
             let base = out.len();

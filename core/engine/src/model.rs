@@ -7,9 +7,9 @@
 //! metadata; nothing about SmolLM2 is hard-coded.
 
 use crate::gguf::{Gguf, GgufError, GgufHeader};
-use crate::kernels::{self, Isa, SharedMut};
+use crate::kernels::{self, Isa, RowsMut, SharedMut, par_rows};
 use crate::kv::KvCache;
-use crate::quant::{PackedMatrix, QuantError, QuantizedActs};
+use crate::quant::{self, PackedMatrix, QK, QuantError, QuantizedActs};
 use crate::threadpool::ThreadPool;
 
 /// Why a model could not be loaded.
@@ -459,20 +459,39 @@ impl Model {
             }));
         }
 
+        let f = c.ffn_dim;
+        let half = c.rope_dim / 2;
+        let rope = &s.rope;
         for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn);
-            s.xq.quantize(&s.xn, t, dim);
+            // Residual from the previous layer's FFN, then norm and quantize, row-parallel.
+            let pending = li > 0;
+            residual_norm_quantize(
+                pool,
+                isa,
+                &mut s.x,
+                pending.then_some(&s.proj[..]),
+                &layer.attn_norm,
+                c.rms_eps,
+                &mut s.xn,
+                &mut s.xq,
+                t,
+            );
             layer.wqkv.forward(pool, isa, &s.xn, &s.xq, &mut s.qkv);
-            let half = c.rope_dim / 2;
-            for (r, row) in s.qkv.chunks_exact_mut(qkv_w).enumerate() {
-                let cs = &s.rope[r * half..][..half];
-                for head in row[..dim + kvd].chunks_exact_mut(hd) {
-                    for (pair, &(cos, sin)) in head[..c.rope_dim].chunks_exact_mut(2).zip(cs) {
-                        let (a, b) = (pair[0], pair[1]);
-                        pair[0] = a * cos - b * sin;
-                        pair[1] = a * sin + b * cos;
+            {
+                let rows = RowsMut::new(&mut s.qkv, qkv_w);
+                par_rows(pool, t, &|r| {
+                    // SAFETY: one row per call.
+                    #[allow(unsafe_code)]
+                    let row = unsafe { rows.get(r) };
+                    let cs = &rope[r * half..][..half];
+                    for head in row[..dim + kvd].chunks_exact_mut(hd) {
+                        for (pair, &(cos, sin)) in head[..c.rope_dim].chunks_exact_mut(2).zip(cs) {
+                            let (a, b) = (pair[0], pair[1]);
+                            pair[0] = a * cos - b * sin;
+                            pair[1] = a * sin + b * cos;
+                        }
                     }
-                }
+                });
             }
             // Write this step's keys and values before attending, so a chunk sees itself.
             let mut r = 0;
@@ -484,26 +503,42 @@ impl Model {
                 }
             }
             self.attention(pool, isa, kv, li, batch, &s.qkv, &mut s.attn);
-            s.xq.quantize(&s.attn, t, dim);
+            quantize_rows(pool, isa, &s.attn, &mut s.xq, t, dim);
             layer.wo.forward(pool, isa, &s.attn, &s.xq, &mut s.proj);
-            for (x, p) in s.x.iter_mut().zip(&s.proj) {
-                *x += p;
-            }
-
-            rms_norm(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.xn);
-            s.xq.quantize(&s.xn, t, dim);
+            residual_norm_quantize(
+                pool,
+                isa,
+                &mut s.x,
+                Some(&s.proj),
+                &layer.ffn_norm,
+                c.rms_eps,
+                &mut s.xn,
+                &mut s.xq,
+                t,
+            );
             layer.w_gate_up.forward(pool, isa, &s.xn, &s.xq, &mut s.ffn);
-            let f = c.ffn_dim;
-            for (gu, a) in s.ffn.chunks_exact(2 * f).zip(s.act.chunks_exact_mut(f)) {
-                for ((o, &g), &u) in a.iter_mut().zip(&gu[..f]).zip(&gu[f..]) {
-                    *o = g / (1.0 + (-g).exp()) * u;
-                }
+            {
+                s.xq.set_shape(t, f);
+                let nb = f / QK;
+                let (q, d, sm) = s.xq.parts_mut();
+                let (act, qr, dr, sr) =
+                    (RowsMut::new(&mut s.act, f), RowsMut::new(q, f), RowsMut::new(d, nb), RowsMut::new(sm, nb));
+                let ffn = &s.ffn;
+                par_rows(pool, t, &|r| {
+                    // SAFETY: one row per call.
+                    #[allow(unsafe_code)]
+                    let (a, q, d, sm) = unsafe { (act.get(r), qr.get(r), dr.get(r), sr.get(r)) };
+                    let gu = &ffn[r * 2 * f..][..2 * f];
+                    for ((o, &g), &u) in a.iter_mut().zip(&gu[..f]).zip(&gu[f..]) {
+                        *o = g / (1.0 + (-g).exp()) * u;
+                    }
+                    quant::quantize_row(isa, a, q, d, sm);
+                });
             }
-            s.xq.quantize(&s.act, t, f);
             layer.w_down.forward(pool, isa, &s.act, &s.xq, &mut s.proj);
-            for (x, p) in s.x.iter_mut().zip(&s.proj) {
-                *x += p;
-            }
+        }
+        for (x, p) in s.x.iter_mut().zip(&s.proj) {
+            *x += p;
         }
 
         // Logits only for the rows that asked.
@@ -617,6 +652,53 @@ impl Model {
             }
         });
     }
+}
+
+/// `x += residual` (if any), then `xn = rms_norm(x)` and its quantized form, row by row in parallel.
+#[allow(clippy::too_many_arguments)]
+fn residual_norm_quantize(
+    pool: &ThreadPool,
+    isa: Isa,
+    x: &mut [f32],
+    residual: Option<&[f32]>,
+    w: &[f32],
+    eps: f32,
+    xn: &mut [f32],
+    xq: &mut QuantizedActs,
+    t: usize,
+) {
+    let dim = w.len();
+    let nb = dim / QK;
+    xq.set_shape(t, dim);
+    let (q, d, s) = xq.parts_mut();
+    let (xr, nr, qr, dr, sr) =
+        (RowsMut::new(x, dim), RowsMut::new(xn, dim), RowsMut::new(q, dim), RowsMut::new(d, nb), RowsMut::new(s, nb));
+    par_rows(pool, t, &|r| {
+        // SAFETY: one row per call.
+        #[allow(unsafe_code)]
+        let (x, n, q, d, s) = unsafe { (xr.get(r), nr.get(r), qr.get(r), dr.get(r), sr.get(r)) };
+        if let Some(res) = residual {
+            for (a, b) in x.iter_mut().zip(&res[r * dim..][..dim]) {
+                *a += b;
+            }
+        }
+        rms_norm(x, w, eps, n);
+        quant::quantize_row(isa, n, q, d, s);
+    });
+}
+
+/// Quantizes `t` rows of `x` in parallel.
+fn quantize_rows(pool: &ThreadPool, isa: Isa, x: &[f32], xq: &mut QuantizedActs, t: usize, k: usize) {
+    let nb = k / QK;
+    xq.set_shape(t, k);
+    let (q, d, s) = xq.parts_mut();
+    let (qr, dr, sr) = (RowsMut::new(q, k), RowsMut::new(d, nb), RowsMut::new(s, nb));
+    par_rows(pool, t, &|r| {
+        // SAFETY: one row per call.
+        #[allow(unsafe_code)]
+        let (q, d, s) = unsafe { (qr.get(r), dr.get(r), sr.get(r)) };
+        quant::quantize_row(isa, &x[r * k..][..k], q, d, s);
+    });
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {

@@ -248,19 +248,43 @@ impl QuantizedActs {
 
     /// [`Self::quantize`] on a given instruction set (tests compare them).
     pub fn quantize_with(&mut self, isa: crate::kernels::Isa, x: &[f32], t: usize, k: usize) {
+        self.set_shape(t, k);
+        let nb = k / QK;
+        for r in 0..t {
+            quantize_row(
+                isa,
+                &x[r * k..][..k],
+                &mut self.q[r * k..][..k],
+                &mut self.d[r * nb..][..nb],
+                &mut self.s[r * nb..][..nb],
+            );
+        }
+    }
+
+    /// Sizes the buffers for `t` rows of `k` (contents unspecified until rows are quantized).
+    pub fn set_shape(&mut self, t: usize, k: usize) {
         let nb = k / QK;
         self.t = t;
         self.k = k;
         self.q.resize(t * k, 0);
         self.d.resize(t * nb, 0.0);
         self.s.resize(t * nb, 0.0);
-        for (i, (blk, q)) in x[..t * k].chunks_exact(QK).zip(self.q.chunks_exact_mut(QK)).enumerate() {
-            let (blk, q): (&[f32; QK], &mut [i8; QK]) = (blk.try_into().expect("QK"), q.try_into().expect("QK"));
-            let (amax, sum) = crate::kernels::quantize_block(isa, blk, q);
-            let d16 = f16::from_f32(amax / 127.0).to_f32();
-            self.d[i] = d16;
-            self.s[i] = d16 * sum as f32;
-        }
+    }
+
+    /// Split borrows of the three buffers, for filling rows in parallel.
+    pub fn parts_mut(&mut self) -> (&mut [i8], &mut [f32], &mut [f32]) {
+        (&mut self.q, &mut self.d, &mut self.s)
+    }
+}
+
+/// Quantizes one row `x` into `q` (same length) and its per-block `d` and `s`.
+pub fn quantize_row(isa: crate::kernels::Isa, x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    for (((blk, q), d), s) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).zip(d.iter_mut()).zip(s.iter_mut()) {
+        let (blk, q): (&[f32; QK], &mut [i8; QK]) = (blk.try_into().expect("QK"), q.try_into().expect("QK"));
+        let (amax, sum) = crate::kernels::quantize_block(isa, blk, q);
+        let d16 = f16::from_f32(amax / 127.0).to_f32();
+        *d = d16;
+        *s = d16 * sum as f32;
     }
 }
 

@@ -232,47 +232,6 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_f16_impl(q: &[f32], k: &[u16]) -> f32 {
-    unsafe {
-        let mut a0 = _mm256_setzero_ps();
-        let mut a1 = _mm256_setzero_ps();
-        for i in (0..q.len()).step_by(16) {
-            let k0 = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i).cast()));
-            let k1 = _mm256_cvtph_ps(_mm_loadu_si128(k.as_ptr().add(i + 8).cast()));
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i)), k0, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(i + 8)), k1, a1);
-        }
-        hsum(_mm256_add_ps(a0, a1))
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn axpy_f16_impl(out: &mut [f32], a: f32, v: &[u16]) {
-    unsafe {
-        let av = _mm256_set1_ps(a);
-        for i in (0..out.len()).step_by(8) {
-            let vv = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i).cast()));
-            let o = out.as_mut_ptr().add(i);
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(av, vv, _mm256_loadu_ps(o)));
-        }
-    }
-}
-
-/// `q · k` for `q.len()` a multiple of 16.
-pub(super) fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
-    assert!(k.len() >= q.len() && q.len() % 16 == 0);
-    // SAFETY: lengths checked; callers only pass a SIMD `Isa` detected on this CPU.
-    unsafe { dot_f16_impl(q, k) }
-}
-
-/// `out += a · v` for `out.len()` a multiple of 16.
-pub(super) fn axpy_f16(out: &mut [f32], a: f32, v: &[u16]) {
-    assert!(v.len() >= out.len() && out.len() % 16 == 0);
-    // SAFETY: as above.
-    unsafe { axpy_f16_impl(out, a, v) }
-}
-
 /// Quantizes one 32-element block to i8 (ggml's rounding: 127/amax, nearest-even); returns
 /// `(amax, Σq)`.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -345,13 +304,13 @@ unsafe fn axpy_f16_group_impl(outs: &mut [f32], ws: &[f32], v: &[u16]) {
 }
 
 pub(super) fn dot_f16_group(qs: &[f32], k: &[u16], out: &mut [f32]) {
-    assert!(out.len() <= 8 && k.len() % 16 == 0 && qs.len() >= out.len() * k.len());
+    assert!(out.len() <= 8 && k.len().is_multiple_of(16) && qs.len() >= out.len() * k.len());
     // SAFETY: bounds checked; SIMD `Isa` detected by the caller.
     unsafe { dot_f16_group_impl(qs, k, out) }
 }
 
 pub(super) fn axpy_f16_group(outs: &mut [f32], ws: &[f32], v: &[u16]) {
-    assert!(v.len() % 16 == 0 && outs.len() >= ws.len() * v.len());
+    assert!(v.len().is_multiple_of(16) && outs.len() >= ws.len() * v.len());
     // SAFETY: as above.
     unsafe { axpy_f16_group_impl(outs, ws, v) }
 }
@@ -359,7 +318,7 @@ pub(super) fn axpy_f16_group(outs: &mut [f32], ws: &[f32], v: &[u16]) {
 /// Causal attention of the `G` query heads of one GQA group (one query row) over positions
 /// `0..n` of a sequence, reading keys and values straight from the paged cache.
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // `i` indexes registers and memory alike
 unsafe fn attend_group_impl<const G: usize>(
     q: &[f32],
     kv: &crate::kv::KvLayer<'_>,

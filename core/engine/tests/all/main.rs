@@ -3,3 +3,4 @@
 mod batching;
 mod common;
 mod reference;
+mod tokenizer_ref;

@@ -1,0 +1,78 @@
+//! The `chorus` binary's script-facing interfaces: `tokenize --json`, `generate --json`, and
+//! clear errors for bad input.
+
+use std::process::Command;
+
+fn chorus(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chorus")).args(args).output().expect("chorus runs")
+}
+
+fn tmp(name: &str, body: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("chorus-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn tokenize_json_prints_ids_with_special_tokens_parsed() {
+    let out = chorus(&["tokenize", "--json", "<|endoftext|> text after special"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"ids": [0, 1694, 990, 1767]}));
+}
+
+#[test]
+fn generate_json_is_greedy_and_complete() {
+    let msgs = tmp("m.json", r#"[{"role":"user","content":"What is the capital of Australia?"}]"#);
+    let out = chorus(&[
+        "generate",
+        "--messages",
+        msgs.to_str().unwrap(),
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "--top-logprobs",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["prompt_token_ids"].as_array().unwrap().len(), 37);
+    // llama.cpp's first six tokens here all have top-2 margins above 1.9.
+    assert_eq!(v["token_ids"], serde_json::json!([504, 3575, 282, 4617, 314, 40136]));
+    assert_eq!(v["text"], "The capital of Australia is Canberra");
+    let lp = v["logprobs"].as_array().unwrap();
+    assert_eq!(lp.len(), 6);
+    for entry in lp {
+        let top = entry["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0]["id"], entry["id"], "greedy picks the top alternative");
+        assert!(entry["logprob"].as_f64().unwrap() <= 0.0);
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let msgs = tmp("ok.json", r#"[{"role":"user","content":"hi"}]"#);
+    let out = chorus(&["generate", "--messages", msgs.to_str().unwrap(), "--temperature", "9"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("temperature") && err.contains("0..=2"), "{err}");
+
+    let bad = tmp("bad.json", r#"[{"role":"user"}]"#);
+    let out = chorus(&["generate", "--messages", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("content"));
+
+    let out = chorus(&["tokenize", "--model", "/nonexistent/model.gguf", "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
+
+    let junk = tmp("junk.gguf", "GGUF\u{3}\0\0\0garbage");
+    let out = chorus(&["tokenize", "--model", junk.to_str().unwrap(), "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"), "{}", String::from_utf8_lossy(&out.stderr));
+}

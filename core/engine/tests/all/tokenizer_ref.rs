@@ -1,0 +1,97 @@
+//! The tokenizer and chat template against llama.cpp: ids in both parse_special modes, token
+//! pieces, decode round trips, streaming decode, rendered prompts and their ids.
+
+use chorus_engine::chat_template::ChatMessage;
+use chorus_engine::tokenizer::{StreamDecoder, Tokenizer};
+use serde_json::Value;
+
+use crate::common::{engine, reference};
+
+fn pieces(v: &Value) -> Vec<Vec<u8>> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|p| match p {
+            Value::String(s) => s.as_bytes().to_vec(),
+            Value::Array(bytes) => {
+                bytes.iter().map(|b| u8::try_from(b.as_u64().expect("byte")).expect("byte")).collect()
+            }
+            other => panic!("unexpected piece {other}"),
+        })
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().expect("array").iter().map(|x| u32::try_from(x.as_u64().expect("id")).expect("u32 id")).collect()
+}
+
+fn smollm2() -> &'static Tokenizer {
+    &engine().tokenizer
+}
+
+#[test]
+fn tokenizer_matches_llama_cpp() {
+    let tok = smollm2();
+    assert_eq!(tok.vocab_size(), 49152);
+    assert_eq!(tok.bos_id(), Some(1));
+    assert_eq!(tok.eos_id(), Some(2));
+    let reference = reference("smollm2_tokenizer.json");
+    let cases = reference["cases"].as_array().expect("cases");
+    assert_eq!(cases.len(), 10);
+    let mut failures = Vec::new();
+    for case in cases {
+        let text = case["text"].as_str().expect("text");
+        for (parse_special, key, pieces_key) in [
+            (true, "ids_parse_special_true", "pieces_parse_special_true"),
+            (false, "ids_parse_special_false", "pieces_parse_special_false"),
+        ] {
+            let want = ids(&case[key]);
+            let got = tok.encode(text, parse_special).expect("encode");
+            if got != want {
+                failures.push(format!("{text:?} parse_special={parse_special}: got {got:?}, want {want:?}"));
+            }
+            // llama.cpp pieces: a string, or a byte array where the piece is not valid UTF-8.
+            let want_pieces = pieces(&case[pieces_key]);
+            let got_pieces: Vec<Vec<u8>> = want.iter().map(|&id| tok.token_bytes(id).expect("id").to_vec()).collect();
+            if got_pieces != want_pieces {
+                failures.push(format!("{text:?} pieces: got {got_pieces:?}, want {want_pieces:?}"));
+            }
+            let roundtrip = tok.decode(&want, false).expect("decode") == text;
+            let want_roundtrip = case["detokenize_roundtrip_equal"].as_bool().expect("bool");
+            if roundtrip != want_roundtrip {
+                failures.push(format!("{text:?} roundtrip {roundtrip} != {want_roundtrip}"));
+            }
+            let mut stream = StreamDecoder::new(false);
+            let mut streamed: String = want.iter().map(|&id| stream.push(tok, id)).collect();
+            streamed.push_str(&stream.finish());
+            if streamed != tok.decode(&want, false).expect("decode") {
+                failures.push(format!("{text:?} stream decode differs"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn chat_template_and_prompt_ids_match_llama_cpp() {
+    let tok = smollm2();
+    let template = engine().template.as_ref().expect("the GGUF has a chat template");
+    let reference = reference("smollm2_greedy.json");
+    let cases = reference["cases"].as_array().expect("cases");
+    assert!(!cases.is_empty());
+    for case in cases {
+        let name = case["name"].as_str().unwrap_or("?");
+        let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).expect("messages");
+        let prompt = template.render(&messages, true).expect("render");
+        assert_eq!(prompt, case["templated_prompt"].as_str().expect("prompt"), "{name}");
+        assert_eq!(template.render(&messages, true).expect("render"), prompt, "{name}: stable");
+        let got = tok.encode(&prompt, true).expect("encode");
+        assert_eq!(got, ids(&case["prompt_token_ids"]), "{name}");
+        let n = case["n_prompt_tokens"].as_u64().expect("n") as usize;
+        assert_eq!(got.len(), n, "{name}");
+        // The generated continuation must also decode to the reference text.
+        let generated = ids(&case["generated_token_ids"]);
+        let text = tok.decode(&generated, true).expect("decode");
+        assert_eq!(text, case["generated_text"].as_str().expect("generated_text"), "{name}");
+    }
+}
