@@ -7,6 +7,7 @@
 //! benchmarks) use in its place.
 
 use half::f16;
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
 /// KV storage for every layer: `[layer][block][k|v][slot][kv_head][head_dim]`, f16 bits.
 #[derive(Debug)]
@@ -98,12 +99,10 @@ impl KvCache {
     pub fn write(&mut self, layer: usize, blocks: &[u32], pos: usize, k: &[f32], v: &[f32]) {
         let ko = self.offset(layer, blocks, pos, 0);
         let vo = self.offset(layer, blocks, pos, 1);
-        for (d, s) in self.data[ko..ko + self.kv_dim].iter_mut().zip(k) {
-            *d = f16::from_f32(*s).to_bits();
-        }
-        for (d, s) in self.data[vo..vo + self.kv_dim].iter_mut().zip(v) {
-            *d = f16::from_f32(*s).to_bits();
-        }
+        // Slice conversion: `half` converts eight at a time with F16C where the CPU has it.
+        let kd = self.kv_dim;
+        self.data[ko..ko + kd].reinterpret_cast_mut::<f16>().convert_from_f32_slice(&k[..kd]);
+        self.data[vo..vo + kd].reinterpret_cast_mut::<f16>().convert_from_f32_slice(&v[..kd]);
     }
 
     /// The key of KV head `h` at position `pos`.
