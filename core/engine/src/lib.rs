@@ -6,6 +6,7 @@
 //! they get — that is the scheduler's — and it does no network or async I/O; the one exception
 //! to "no I/O" is [`model_store`], which fetches and verifies model files for the CLI and tests.
 
+mod attention;
 pub mod chat_template;
 pub mod engine;
 pub mod gguf;

@@ -6,8 +6,9 @@
 //! are produced only for the positions that asked for them. Hyperparameters come from GGUF
 //! metadata; nothing about SmolLM2 is hard-coded.
 
+use crate::attention;
 use crate::gguf::{Gguf, GgufError, GgufHeader};
-use crate::kernels::{self, Isa, RowsMut, SharedMut, par_rows};
+use crate::kernels::{self, Isa, RowsMut, par_rows};
 use crate::kv::KvCache;
 use crate::quant::{self, PackedMatrix, QK, QuantError, QuantizedActs};
 use crate::threadpool::ThreadPool;
@@ -502,7 +503,7 @@ impl Model {
                     r += 1;
                 }
             }
-            self.attention(pool, isa, kv, li, batch, &s.qkv, &mut s.attn);
+            attention::attention(&self.cfg, pool, isa, kv, li, batch, &s.qkv, &mut s.attn);
             quantize_rows(pool, isa, &s.attn, &mut s.xq, t, dim);
             layer.wo.forward(pool, isa, &s.attn, &s.xq, &mut s.proj);
             residual_norm_quantize(
@@ -569,88 +570,6 @@ impl Model {
             None => kernels::matmul(pool, isa, &self.embed, &normed, &s.xq, logits, c.vocab),
         }
         Ok(())
-    }
-
-    /// Causal attention of every query row against its sequence's cached keys and values.
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        pool: &ThreadPool,
-        isa: Isa,
-        kv: &KvCache,
-        layer: usize,
-        batch: &[SeqStep<'_>],
-        qkv: &[f32],
-        out: &mut [f32],
-    ) {
-        let c = &self.cfg;
-        let (dim, hd) = (c.dim, c.head_dim);
-        let qkv_w = dim + 2 * c.kv_dim();
-        let group = c.n_heads / c.n_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
-        // Work items: (sequence, KV head, chunk of query rows). The query heads that share a KV
-        // head are done together so each cached key and value is converted once per query row;
-        // chunks keep long prefills balanced across threads.
-        const QCHUNK: usize = 16;
-        let mut items = Vec::new();
-        let mut row0 = 0;
-        for (si, sq) in batch.iter().enumerate() {
-            let n = sq.tokens.len();
-            for kvh in 0..c.n_kv_heads {
-                for q0 in (0..n).step_by(QCHUNK) {
-                    items.push((si, kvh, row0 + q0, q0..(q0 + QCHUNK).min(n)));
-                }
-            }
-            row0 += n;
-        }
-        let out_ptr = SharedMut(out.as_mut_ptr());
-        let out_len = out.len();
-        let layer_kv = kv.layer_view(layer);
-        pool.for_chunks(items.len(), 1, &|range| {
-            let mut scores: Vec<f32> = Vec::new();
-            let mut dots = vec![0f32; group];
-            let mut ws = vec![0f32; group];
-            for (si, kvh, first_row, qs) in items[range].iter().cloned() {
-                let sq = &batch[si];
-                for (k, qi) in qs.enumerate() {
-                    let row = first_row + k;
-                    let q = &qkv[row * qkv_w + kvh * group * hd..][..group * hd];
-                    let n = sq.pos + qi + 1;
-                    let start = row * dim + kvh * group * hd;
-                    assert!(start + group * hd <= out_len);
-                    // SAFETY: in bounds (above); each (row, KV head) belongs to one work item.
-                    #[allow(unsafe_code)]
-                    let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), group * hd) };
-                    if kernels::attend_group(isa, q, &layer_kv, sq.blocks, kvh, n, scale, &mut scores, o) {
-                        continue;
-                    }
-                    // scores[p * group + g]
-                    scores.clear();
-                    let mut max = vec![f32::NEG_INFINITY; group];
-                    for p in 0..n {
-                        kernels::dot_f16_group(isa, q, kv.key(layer, sq.blocks, p, kvh), &mut dots);
-                        for ((m, d), s) in max.iter_mut().zip(&dots).zip(std::iter::repeat(scale)) {
-                            *m = m.max(d * s);
-                        }
-                        scores.extend(dots.iter().map(|d| d * scale));
-                    }
-                    let mut sum = vec![0f32; group];
-                    for ps in scores.chunks_exact_mut(group) {
-                        for ((s, m), t) in ps.iter_mut().zip(&max).zip(sum.iter_mut()) {
-                            *s = (*s - m).exp();
-                            *t += *s;
-                        }
-                    }
-                    o.fill(0.0);
-                    for (p, ps) in scores.chunks_exact(group).enumerate() {
-                        for ((w, s), t) in ws.iter_mut().zip(ps).zip(&sum) {
-                            *w = s / t;
-                        }
-                        kernels::axpy_f16_group(isa, o, &ws, kv.value(layer, sq.blocks, p, kvh));
-                    }
-                }
-            }
-        });
     }
 }
 

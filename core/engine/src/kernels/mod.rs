@@ -201,27 +201,78 @@ pub fn axpy_f16_group(isa: Isa, outs: &mut [f32], ws: &[f32], v: &[u16]) {
     }
 }
 
-/// SIMD causal attention for one query row and one GQA group over positions `0..n`; returns
-/// `false` when this ISA or shape has no fused kernel (the caller falls back).
+/// Positions per attention segment. Attention is always computed segment by segment and the
+/// partial results combined in ascending order, so a row's result does not depend on whether
+/// its segments ran on one thread or several (batch invariance).
+pub const ATTN_SEGMENT: usize = 512;
+
+/// Largest GQA group the fused attention kernel handles.
+pub const ATTN_MAX_GROUP: usize = 4;
+
+/// One segment's attention for the query heads of one GQA group, before normalization:
+/// `o[g] = Σ_p e^(s_gp - m[g]) v_p` and `l[g] = Σ_p e^(s_gp - m[g])`.
+#[derive(Debug, Clone)]
+pub struct AttnPartial {
+    /// Running max per head.
+    pub m: [f32; ATTN_MAX_GROUP],
+    /// Sum of weights per head.
+    pub l: [f32; ATTN_MAX_GROUP],
+    /// Unnormalized outputs, head-major, 64 per head.
+    pub o: [f32; ATTN_MAX_GROUP * 64],
+}
+
+impl Default for AttnPartial {
+    fn default() -> Self {
+        Self { m: [f32::NEG_INFINITY; ATTN_MAX_GROUP], l: [0.0; ATTN_MAX_GROUP], o: [0.0; ATTN_MAX_GROUP * 64] }
+    }
+}
+
+/// SIMD attention of one query row's GQA group over `range`; `false` when this ISA or shape has
+/// no fused kernel (the caller falls back to the portable path).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn attend_group(
+pub fn attend_segment(
     isa: Isa,
     q: &[f32],
     kv: &crate::kv::KvLayer<'_>,
     blocks: &[u32],
     kvh: usize,
-    n: usize,
+    range: std::ops::Range<usize>,
     scale: f32,
     scores: &mut Vec<f32>,
-    out: &mut [f32],
+    part: &mut AttnPartial,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
-        return x86::attend_group(q, kv, blocks, kvh, n, scale, scores, out);
+        return x86::attend_segment(q, kv, blocks, kvh, range, scale, scores, part);
     }
-    let _ = (isa, q, kv, blocks, kvh, n, scale, scores, out);
+    let _ = (isa, q, kv, blocks, kvh, range, scale, scores, part);
     false
+}
+
+/// Combines segment partials (in the given order) into normalized outputs for `group` heads of
+/// `hd` elements each.
+pub fn combine_partials(parts: &[AttnPartial], group: usize, hd: usize, out: &mut [f32]) {
+    for g in 0..group {
+        let m = parts.iter().map(|p| p.m[g]).fold(f32::NEG_INFINITY, f32::max);
+        let o = &mut out[g * hd..][..hd];
+        o.fill(0.0);
+        let mut l = 0f32;
+        for p in parts {
+            if p.l[g] == 0.0 {
+                continue;
+            }
+            let f = (p.m[g] - m).exp();
+            l += f * p.l[g];
+            for (a, b) in o.iter_mut().zip(&p.o[g * hd..][..hd]) {
+                *a += f * b;
+            }
+        }
+        let inv = 1.0 / l;
+        for a in o.iter_mut() {
+            *a *= inv;
+        }
+    }
 }
 
 /// Quantizes one block of activations; see [`quant::quantize_block_scalar`].
@@ -309,11 +360,17 @@ mod tests {
             for isa in Isa::available() {
                 let mut out = vec![0f32; g * hd];
                 let mut scores = Vec::new();
-                let fused = attend_group(isa, &q, &kv.layer_view(1), &blocks, kvh, n, 0.125, &mut scores, &mut out);
+                // Two segments, combined, exercise the partial path as the model uses it.
+                let mut parts = vec![AttnPartial::default(); 2];
+                let mut fused = true;
+                for (part, range) in parts.iter_mut().zip([0..17, 17..n]) {
+                    fused &= attend_segment(isa, &q, &kv.layer_view(1), &blocks, kvh, range, 0.125, &mut scores, part);
+                }
                 if !fused {
                     assert_eq!(isa, Isa::Scalar);
                     continue;
                 }
+                combine_partials(&parts, g, hd, &mut out);
                 for gi in 0..g {
                     let qh = &q[gi * hd..][..hd];
                     let s: Vec<f32> = rows

@@ -315,19 +315,36 @@ pub(super) fn axpy_f16_group(outs: &mut [f32], ws: &[f32], v: &[u16]) {
     unsafe { axpy_f16_group_impl(outs, ws, v) }
 }
 
-/// Causal attention of the `G` query heads of one GQA group (one query row) over positions
-/// `0..n` of a sequence, reading keys and values straight from the paged cache.
+/// `e^x` for eight lanes (Cephes polynomial, ~1 ulp on [-87, 88]; lanes below -87 give ~0).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_ps(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3)), _mm256_set1_ps(88.3));
+    let n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(0.5)));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
+    let pow2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
+}
+
+/// Attention of the `G` query heads of one GQA group (one query row) over positions `range` of
+/// a sequence, read straight from the paged cache. Leaves the unnormalized result in `part`
+/// (see [`super::AttnPartial`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // `i` indexes registers and memory alike
-unsafe fn attend_group_impl<const G: usize>(
+unsafe fn attend_segment_impl<const G: usize>(
     q: &[f32],
     kv: &crate::kv::KvLayer<'_>,
     blocks: &[u32],
     kvh: usize,
-    n: usize,
+    range: Range<usize>,
     scale: f32,
     scores: &mut Vec<f32>,
-    out: &mut [f32],
+    part: &mut super::AttnPartial,
 ) {
     unsafe {
         const HD: usize = 64;
@@ -335,85 +352,94 @@ unsafe fn attend_group_impl<const G: usize>(
         let row = kv.kv_dim;
         let base = kv.data.as_ptr();
         let qp = q.as_ptr();
+        let len = range.len();
+        // scores[g * len + i], each head's run padded to a multiple of 8 for the vector exp.
+        let stride = len.next_multiple_of(8);
         scores.clear();
-        scores.reserve(n * G);
+        scores.resize(G * stride, f32::NEG_INFINITY);
         let sp = scores.as_mut_ptr();
         let mut max = [f32::NEG_INFINITY; G];
-        for p in 0..n {
+        for (i, p) in range.clone().enumerate() {
             let blk = *blocks.get_unchecked(p / bs) as usize;
             let k = base.add((blk * 2 * bs + p % bs) * row + kvh * HD);
             let mut acc = [_mm256_setzero_ps(); G];
-            for i in (0..HD).step_by(8) {
-                let kv8 = _mm256_cvtph_ps(_mm_loadu_si128(k.add(i).cast()));
+            for c in (0..HD).step_by(8) {
+                let kv8 = _mm256_cvtph_ps(_mm_loadu_si128(k.add(c).cast()));
                 for (g, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * HD + i)), kv8, *a);
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * HD + c)), kv8, *a);
                 }
             }
             for g in 0..G {
                 let s = hsum(acc[g]) * scale;
-                *sp.add(p * G + g) = s;
+                *sp.add(g * stride + i) = s;
                 max[g] = max[g].max(s);
             }
         }
-        scores.set_len(n * G);
-        let mut sum = [0f32; G];
-        for ps in scores.chunks_exact_mut(G) {
-            for g in 0..G {
-                ps[g] = (ps[g] - max[g]).exp();
-                sum[g] += ps[g];
+        for g in 0..G {
+            let m = _mm256_set1_ps(max[g]);
+            let mut sum = _mm256_setzero_ps();
+            for c in (0..stride).step_by(8) {
+                let v = _mm256_loadu_ps(sp.add(g * stride + c));
+                // Padding lanes hold -inf: masked to 0 so they add nothing.
+                let valid = _mm256_cmp_ps::<_CMP_NEQ_OQ>(v, _mm256_set1_ps(f32::NEG_INFINITY));
+                let e = _mm256_and_ps(exp_ps(_mm256_sub_ps(v, m)), valid);
+                _mm256_storeu_ps(sp.add(g * stride + c), e);
+                sum = _mm256_add_ps(sum, e);
             }
+            part.m[g] = max[g];
+            part.l[g] = hsum(sum);
         }
         let mut o = [[_mm256_setzero_ps(); 8]; G];
-        for p in 0..n {
+        for (i, p) in range.enumerate() {
             let blk = *blocks.get_unchecked(p / bs) as usize;
             let v = base.add(((blk * 2 + 1) * bs + p % bs) * row + kvh * HD);
-            let w: [__m256; G] = std::array::from_fn(|g| _mm256_set1_ps(*sp.add(p * G + g)));
-            for i in 0..8 {
-                let v8 = _mm256_cvtph_ps(_mm_loadu_si128(v.add(i * 8).cast()));
+            let w: [__m256; G] = std::array::from_fn(|g| _mm256_set1_ps(*sp.add(g * stride + i)));
+            for c in 0..8 {
+                let v8 = _mm256_cvtph_ps(_mm_loadu_si128(v.add(c * 8).cast()));
                 for g in 0..G {
-                    o[g][i] = _mm256_fmadd_ps(w[g], v8, o[g][i]);
+                    o[g][c] = _mm256_fmadd_ps(w[g], v8, o[g][c]);
                 }
             }
         }
         for g in 0..G {
-            let inv = _mm256_set1_ps(1.0 / sum[g]);
-            for i in 0..8 {
-                _mm256_storeu_ps(out.as_mut_ptr().add(g * HD + i * 8), _mm256_mul_ps(o[g][i], inv));
+            for c in 0..8 {
+                _mm256_storeu_ps(part.o.as_mut_ptr().add(g * HD + c * 8), o[g][c]);
             }
         }
     }
 }
 
-/// SIMD attention for head size 64 and GQA groups of 1–4 query heads; `false` if the shape is
-/// not one this kernel covers (the caller then uses the portable path).
+/// SIMD attention over one segment for head size 64 and GQA groups of 1–4 query heads; `false`
+/// if the shape is not one this kernel covers (the caller then uses the portable path).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn attend_group(
+pub(super) fn attend_segment(
     q: &[f32],
     kv: &crate::kv::KvLayer<'_>,
     blocks: &[u32],
     kvh: usize,
-    n: usize,
+    range: Range<usize>,
     scale: f32,
     scores: &mut Vec<f32>,
-    out: &mut [f32],
+    part: &mut super::AttnPartial,
 ) -> bool {
     let g = q.len() / 64;
-    if kv.head_dim != 64 || !(1..=4).contains(&g) || q.len() != g * 64 || out.len() != q.len() {
+    if kv.head_dim != 64 || !(1..=4).contains(&g) || q.len() != g * 64 || range.is_empty() {
         return false;
     }
     // Every position's block and row must lie inside the layer: checked once here so the
     // kernel's loads need no bounds checks.
-    let need_blocks = n.div_ceil(kv.block_size);
+    let need_blocks = range.end.div_ceil(kv.block_size);
     assert!(blocks.len() >= need_blocks && (kvh + 1) * 64 <= kv.kv_dim);
     let per_block = 2 * kv.block_size * kv.kv_dim;
-    assert!(blocks[..need_blocks].iter().all(|&b| (b as usize + 1) * per_block <= kv.data.len()));
+    let first = range.start / kv.block_size;
+    assert!(blocks[first..need_blocks].iter().all(|&b| (b as usize + 1) * per_block <= kv.data.len()));
     // SAFETY: bounds established above; SIMD `Isa` detected by the caller.
     unsafe {
         match g {
-            1 => attend_group_impl::<1>(q, kv, blocks, kvh, n, scale, scores, out),
-            2 => attend_group_impl::<2>(q, kv, blocks, kvh, n, scale, scores, out),
-            3 => attend_group_impl::<3>(q, kv, blocks, kvh, n, scale, scores, out),
-            _ => attend_group_impl::<4>(q, kv, blocks, kvh, n, scale, scores, out),
+            1 => attend_segment_impl::<1>(q, kv, blocks, kvh, range, scale, scores, part),
+            2 => attend_segment_impl::<2>(q, kv, blocks, kvh, range, scale, scores, part),
+            3 => attend_segment_impl::<3>(q, kv, blocks, kvh, range, scale, scores, part),
+            _ => attend_segment_impl::<4>(q, kv, blocks, kvh, range, scale, scores, part),
         }
     }
     true

@@ -12,8 +12,11 @@ use chorus_engine::sampler::SamplingParams;
 use crate::common::{engine, reference};
 
 /// Greedy tokens must agree up to the first position where llama.cpp's own top-2 margin is
-/// below this; from a near-tie on, either choice is correct.
-const GREEDY_MARGIN: f64 = 0.1;
+/// below this (short prompts / prompts over 60 tokens); from a near-tie on, either choice is
+/// correct. On the 72-token prompt llama.cpp itself flips a token with margin 0.12 when only its
+/// prompt batching changes (see the reference file's `llamacpp_self_sensitivity`).
+const GREEDY_MARGIN_SHORT: f64 = 0.1;
+const GREEDY_MARGIN_LONG: f64 = 0.3;
 /// Logprob agreement on prompts of at most 60 tokens, and on longer ones.
 const LOGPROB_TOL_SHORT: f64 = 0.2;
 const LOGPROB_TOL_LONG: f64 = 0.3;
@@ -37,16 +40,16 @@ fn greedy_and_logprobs_match_llama_cpp() {
             SamplingParams { temperature: 0.0, max_tokens: want.len() as u32, top_logprobs: 3, ..Default::default() };
         let got = e.session(1024).unwrap().generate(&prompt, &params, &mut |_| {}).unwrap();
         let positions = case["positions"].as_array().unwrap();
-        let tol = if prompt.len() <= 60 { LOGPROB_TOL_SHORT } else { LOGPROB_TOL_LONG };
+        let short = prompt.len() <= 60;
+        let tol = if short { LOGPROB_TOL_SHORT } else { LOGPROB_TOL_LONG };
+        let margin = if short { GREEDY_MARGIN_SHORT } else { GREEDY_MARGIN_LONG };
         let (mut max_err, mut sum_err, mut n) = (0f64, 0f64, 0usize);
         for (i, pos) in positions.iter().enumerate() {
             let Some(&ours) = got.token_ids.get(i) else { break };
             if ours != want[i] {
                 // Only a divergence after a near-tie is allowed; past it nothing is compared.
-                let first_fragile = positions
-                    .iter()
-                    .position(|p| p["top1_margin"].as_f64().unwrap() < GREEDY_MARGIN)
-                    .unwrap_or(usize::MAX);
+                let first_fragile =
+                    positions.iter().position(|p| p["top1_margin"].as_f64().unwrap() < margin).unwrap_or(usize::MAX);
                 if i < first_fragile {
                     failures.push(format!("{name}: greedy token {i} is {ours}, llama.cpp {}", want[i]));
                 }
