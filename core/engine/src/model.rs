@@ -631,3 +631,206 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgmlType;
+    use crate::gguf::tests::Builder;
+    use crate::kv::BlockAllocator;
+    use crate::quant::tests::{Lcg, random_blocks};
+
+    struct Shape {
+        dim: usize,
+        heads: usize,
+        kv_heads: usize,
+        ffn: usize,
+        vocab: usize,
+        ctx: usize,
+    }
+
+    fn f16_bytes(n: usize, rng: &mut Lcg) -> Vec<u8> {
+        (0..n).flat_map(|_| half::f16::from_f32(rng.f() * 0.2).to_le_bytes()).collect()
+    }
+
+    /// A small random Llama GGUF exercising every weight type and the unfused q/k/v path.
+    fn synthetic(s: &Shape, drop: Option<&str>) -> std::path::PathBuf {
+        let mut rng = Lcg(0x5eed);
+        let kv = s.dim / s.heads * s.kv_heads;
+        let mut b = Builder::default();
+        b.kv_str("general.architecture", "llama")
+            .kv_u32("llama.block_count", 2)
+            .kv_u32("llama.embedding_length", s.dim as u32)
+            .kv_u32("llama.feed_forward_length", s.ffn as u32)
+            .kv_u32("llama.attention.head_count", s.heads as u32)
+            .kv_u32("llama.attention.head_count_kv", s.kv_heads as u32)
+            .kv_u32("llama.context_length", s.ctx as u32)
+            .kv_u32("llama.vocab_size", s.vocab as u32)
+            .kv_f32("llama.rope.freq_base", 10000.0)
+            .kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
+        let ones: Vec<u8> = (0..s.dim).flat_map(|_| 1f32.to_le_bytes()).collect();
+        let mut t = |name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>| {
+            if drop != Some(name) {
+                let id = match ty {
+                    GgmlType::F32 => 0,
+                    GgmlType::F16 => 1,
+                    GgmlType::Q4_0 => 2,
+                    GgmlType::Q4_1 => 3,
+                    GgmlType::Q8_0 => 8,
+                    _ => 30,
+                };
+                b.tensor(name, dims, id, data);
+            }
+        };
+        let (d, f, v) = (s.dim as u64, s.ffn as u64, s.vocab as u64);
+        t("token_embd.weight", &[d, v], GgmlType::Q8_0, random_blocks(GgmlType::Q8_0, s.dim, s.vocab, &mut rng));
+        t("output.weight", &[d, v], GgmlType::F16, f16_bytes(s.dim * s.vocab, &mut rng));
+        t("output_norm.weight", &[d], GgmlType::F32, ones.clone());
+        for l in 0..2 {
+            let n = |x: &str| format!("blk.{l}.{x}.weight");
+            t(&n("attn_norm"), &[d], GgmlType::F32, ones.clone());
+            t(&n("ffn_norm"), &[d], GgmlType::F32, ones.clone());
+            t(&n("attn_q"), &[d, d], GgmlType::Q4_0, random_blocks(GgmlType::Q4_0, s.dim, s.dim, &mut rng));
+            t(&n("attn_k"), &[d, kv as u64], GgmlType::Q4_1, random_blocks(GgmlType::Q4_1, s.dim, kv, &mut rng));
+            t(&n("attn_v"), &[d, kv as u64], GgmlType::Q4_1, random_blocks(GgmlType::Q4_1, s.dim, kv, &mut rng));
+            t(&n("attn_output"), &[d, d], GgmlType::Q4_1, random_blocks(GgmlType::Q4_1, s.dim, s.dim, &mut rng));
+            t(&n("ffn_gate"), &[d, f], GgmlType::Q8_0, random_blocks(GgmlType::Q8_0, s.dim, s.ffn, &mut rng));
+            t(&n("ffn_up"), &[d, f], GgmlType::Q8_0, random_blocks(GgmlType::Q8_0, s.dim, s.ffn, &mut rng));
+            let bf: Vec<u8> =
+                (0..s.ffn * s.dim).flat_map(|_| half::bf16::from_f32(rng.f() * 0.1).to_le_bytes()).collect();
+            t(&n("ffn_down"), &[f, d], GgmlType::BF16, bf);
+        }
+        let dir = std::env::temp_dir().join(format!("chorus-synth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("m{}-{}-{}.gguf", s.dim, s.heads, drop.unwrap_or("full").replace('.', "_")));
+        std::fs::write(&path, b.build()).unwrap();
+        path
+    }
+
+    fn load(s: &Shape) -> Model {
+        Model::load(&Gguf::open(&synthetic(s, None)).unwrap()).unwrap()
+    }
+
+    /// Fused attention (head 64) and the portable path (head 32).
+    const SHAPES: [Shape; 2] = [
+        Shape { dim: 128, heads: 2, kv_heads: 1, ffn: 96, vocab: 64, ctx: 1100 },
+        Shape { dim: 64, heads: 2, kv_heads: 2, ffn: 64, vocab: 40, ctx: 1100 },
+    ];
+
+    struct Run<'m> {
+        m: &'m Model,
+        pool: ThreadPool,
+        kv: KvCache,
+        alloc: BlockAllocator,
+        scratch: Scratch,
+    }
+
+    impl<'m> Run<'m> {
+        fn new(m: &'m Model) -> Self {
+            let c = &m.cfg;
+            Self {
+                m,
+                pool: ThreadPool::new(2),
+                kv: KvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, 16, 256).unwrap(),
+                alloc: BlockAllocator::new(256, 16),
+                scratch: Scratch::default(),
+            }
+        }
+        fn table(&mut self, n: usize) -> Vec<u32> {
+            let mut t = Vec::new();
+            assert!(self.alloc.ensure(&mut t, n));
+            t
+        }
+        fn step(&mut self, isa: Isa, steps: &[SeqStep<'_>]) -> Result<Vec<f32>, StepError> {
+            let mut out = Vec::new();
+            self.m.forward(&self.pool, isa, &mut self.kv, steps, &mut self.scratch, &mut out)?;
+            Ok(out)
+        }
+    }
+
+    fn toks(n: usize, seed: u32, vocab: usize) -> Vec<u32> {
+        (0..n as u32).map(|i| (i * 31 + seed * 7) % vocab as u32).collect()
+    }
+
+    #[test]
+    fn long_prompts_are_batch_and_chunk_invariant() {
+        // 600 positions span two attention segments: decode alone spreads them over threads,
+        // decode beside a 40-token prefill does not; both must give the same bits.
+        for s in &SHAPES {
+            let m = load(s);
+            let isa = Isa::detect();
+            let p = toks(600, 1, s.vocab);
+            let mut a = Run::new(&m);
+            let ta = a.table(601);
+            a.step(isa, &[SeqStep { tokens: &p, pos: 0, blocks: &ta, logits: LogitsFor::None }]).unwrap();
+            let alone =
+                a.step(isa, &[SeqStep { tokens: &[3], pos: 600, blocks: &ta, logits: LogitsFor::Last }]).unwrap();
+            assert!(alone.iter().all(|v| v.is_finite()));
+
+            let mut b = Run::new(&m);
+            let tb = b.table(601);
+            for (i, c) in p.chunks(128).enumerate() {
+                b.step(isa, &[SeqStep { tokens: c, pos: i * 128, blocks: &tb, logits: LogitsFor::None }]).unwrap();
+            }
+            let other = toks(40, 9, s.vocab);
+            let to = b.table(40);
+            let both = b
+                .step(
+                    isa,
+                    &[
+                        SeqStep { tokens: &other, pos: 0, blocks: &to, logits: LogitsFor::All },
+                        SeqStep { tokens: &[3], pos: 600, blocks: &tb, logits: LogitsFor::Last },
+                    ],
+                )
+                .unwrap();
+            assert_eq!(both.len(), 41 * s.vocab);
+            assert_eq!(&both[40 * s.vocab..], &alone[..], "dim {}", s.dim);
+        }
+    }
+
+    #[test]
+    fn scalar_and_simd_agree_on_a_small_model() {
+        for s in &SHAPES {
+            let m = load(s);
+            let p = toks(70, 2, s.vocab);
+            let mut out = Vec::new();
+            for isa in Isa::available() {
+                let mut r = Run::new(&m);
+                let t = r.table(70);
+                out.push(r.step(isa, &[SeqStep { tokens: &p, pos: 0, blocks: &t, logits: LogitsFor::Last }]).unwrap());
+            }
+            let scale = out[0].iter().fold(0f32, |a, v| a.max(v.abs()));
+            for o in &out[1..] {
+                let diff = o.iter().zip(&out[0]).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+                assert!(diff <= 0.05 * scale, "dim {}: max diff {diff} of {scale}", s.dim);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_steps_are_typed_errors() {
+        let s = &SHAPES[0];
+        let m = load(s);
+        let mut r = Run::new(&m);
+        let t = r.table(32);
+        let isa = Isa::detect();
+        fn one<'a>(tokens: &'a [u32], pos: usize, blocks: &'a [u32]) -> Vec<SeqStep<'a>> {
+            vec![SeqStep { tokens, pos, blocks, logits: LogitsFor::Last }]
+        }
+        assert!(matches!(r.step(isa, &one(&[64], 0, &t)), Err(StepError::BadToken { id: 64, vocab: 64, .. })));
+        assert!(matches!(r.step(isa, &one(&[], 0, &t)), Err(StepError::EmptySequence { seq: 0 })));
+        assert!(matches!(r.step(isa, &one(&[1], 1100, &t)), Err(StepError::ContextOverflow { limit: 1100, .. })));
+        assert!(matches!(r.step(isa, &one(&[1], 40, &t)), Err(StepError::BlockTableShort { need: 3, have: 2, .. })));
+        assert!(matches!(r.step(isa, &one(&[1], 0, &[999])), Err(StepError::BadBlock { block: 999, .. })));
+        let e = r.step(isa, &one(&[64], 0, &t)).unwrap_err().to_string();
+        assert!(e.contains("tokens[0]") && e.contains("64"), "{e}");
+    }
+
+    #[test]
+    fn missing_tensors_are_named() {
+        let s = &SHAPES[1];
+        let g = Gguf::open(&synthetic(s, Some("blk.1.ffn_up.weight"))).unwrap();
+        let e = Model::load(&g).unwrap_err().to_string();
+        assert!(e.contains("blk.1.ffn_up.weight") && e.contains("missing"), "{e}");
+    }
+}
