@@ -28,7 +28,7 @@ pub(crate) fn attention(
     let group = c.n_heads / c.n_kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     if isa == Isa::Scalar || hd != 64 || group > kernels::ATTN_MAX_GROUP {
-        return attention_portable(cfg, pool, isa, kv, layer, batch, qkv, out);
+        return attention_portable(cfg, pool, isa, kv, layer, batch, qkv, out, scale);
     }
     // Each row attends segment by segment (kernels::ATTN_SEGMENT positions) and the partials
     // are combined in order; see `AttnPartial`. Rows of one sequence share its block table.
@@ -43,6 +43,27 @@ pub(crate) fn attention(
     let out_rows = RowsMut::new(out, dim);
     let seg_range = |pos: usize, sg: usize| sg * kernels::ATTN_SEGMENT..((sg + 1) * kernels::ATTN_SEGMENT).min(pos + 1);
     let q_of = |r: usize, kvh: usize| &qkv[r * qkv_w + kvh * group * hd..][..group * hd];
+    let segment = |r: usize, kvh: usize, sg: usize, scores: &mut Vec<f32>, part: &mut kernels::AttnPartial| {
+        let (si, pos) = rows[r];
+        let ok = kernels::attend_segment(
+            isa,
+            q_of(r, kvh),
+            &layer_kv,
+            batch[si].blocks,
+            kvh,
+            seg_range(pos, sg),
+            scale,
+            scores,
+            part,
+        );
+        debug_assert!(ok, "shape checked before choosing the fused path");
+    };
+    let combine = |r: usize, kvh: usize, parts: &[kernels::AttnPartial]| {
+        // SAFETY: each (row, KV head) is combined by exactly one work item.
+        #[allow(unsafe_code)]
+        let o = unsafe { &mut out_rows.get(r)[kvh * group * hd..][..group * hd] };
+        kernels::combine_partials(parts, group, hd, o);
+    };
     if max_segs > 1 && units < 4 * pool.n_threads() {
         // Few rows with long contexts (decode): spread the segments themselves over threads.
         let mut parts = vec![kernels::AttnPartial::default(); units * max_segs];
@@ -54,25 +75,14 @@ pub(crate) fn attention(
                 for item in items {
                     let (unit, sg) = (item / max_segs, item % max_segs);
                     let (r, kvh) = (unit / c.n_kv_heads, unit % c.n_kv_heads);
-                    let (si, pos) = rows[r];
+                    let pos = rows[r].1;
                     if sg >= segs(pos) {
                         continue;
                     }
                     // SAFETY: one slot per item.
                     #[allow(unsafe_code)]
                     let part = unsafe { &mut slots.get(item)[0] };
-                    let ok = kernels::attend_segment(
-                        isa,
-                        q_of(r, kvh),
-                        &layer_kv,
-                        batch[si].blocks,
-                        kvh,
-                        seg_range(pos, sg),
-                        scale,
-                        &mut scores,
-                        part,
-                    );
-                    debug_assert!(ok);
+                    segment(r, kvh, sg, &mut scores, part);
                 }
             });
         }
@@ -80,11 +90,7 @@ pub(crate) fn attention(
         pool.for_chunks(units, 1, &|us| {
             for unit in us {
                 let (r, kvh) = (unit / c.n_kv_heads, unit % c.n_kv_heads);
-                let n = segs(rows[r].1);
-                // SAFETY: each (row, KV head) unit writes its own heads of its own row.
-                #[allow(unsafe_code)]
-                let o = unsafe { &mut out_rows.get(r)[kvh * group * hd..][..group * hd] };
-                kernels::combine_partials(&parts[unit * max_segs..][..n], group, hd, o);
+                combine(r, kvh, &parts[unit * max_segs..][..segs(rows[r].1)]);
             }
         });
         return;
@@ -104,26 +110,12 @@ pub(crate) fn attention(
         for item in items {
             let (chunk, kvh) = (item / c.n_kv_heads, item % c.n_kv_heads);
             for r in chunks[chunk].clone() {
-                let (si, pos) = rows[r];
+                let pos = rows[r].1;
                 let n = segs(pos);
                 for (sg, part) in parts[..n].iter_mut().enumerate() {
-                    let ok = kernels::attend_segment(
-                        isa,
-                        q_of(r, kvh),
-                        &layer_kv,
-                        batch[si].blocks,
-                        kvh,
-                        seg_range(pos, sg),
-                        scale,
-                        &mut scores,
-                        part,
-                    );
-                    debug_assert!(ok);
+                    segment(r, kvh, sg, &mut scores, part);
                 }
-                // SAFETY: each (row, KV head) belongs to one work item.
-                #[allow(unsafe_code)]
-                let o = unsafe { &mut out_rows.get(r)[kvh * group * hd..][..group * hd] };
-                kernels::combine_partials(&parts[..n], group, hd, o);
+                combine(r, kvh, &parts[..n]);
             }
         }
     });
@@ -140,12 +132,12 @@ fn attention_portable(
     batch: &[SeqStep<'_>],
     qkv: &[f32],
     out: &mut [f32],
+    scale: f32,
 ) {
     let c = cfg;
     let (dim, hd) = (c.dim, c.head_dim);
     let qkv_w = dim + 2 * c.kv_dim();
     let group = c.n_heads / c.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
     // Work items: (sequence, KV head, chunk of query rows). The query heads that share a KV
     // head are done together so each cached key and value is converted once per query row;
     // chunks keep long prefills balanced across threads.
