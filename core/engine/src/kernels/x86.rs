@@ -14,7 +14,8 @@ use std::ops::Range;
 use super::Isa;
 use crate::quant::{PackedKind, PackedMatrix, QK, QuantizedActs, ROWS};
 
-/// Token rows processed together, sharing the unpacked weights held in registers.
+/// Token rows processed together, sharing the unpacked weights held in registers. Eight spills
+/// accumulators even with AVX-512VL's 32 registers; four does not.
 const NT: usize = 4;
 
 struct Tile {
@@ -270,6 +271,15 @@ pub(crate) fn quantize_block(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32) {
 
 /// `out[g] = qs[g] · k` for each of the `out.len()` queries of a GQA group, `qs` laid out
 /// query-major with `k.len()` (a multiple of 16) elements each; `k` is converted once.
+/// Horizontal sums of two vectors at once.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum2(a: __m256, b: __m256) -> (f32, f32) {
+    let h = _mm256_hadd_ps(a, b);
+    let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    let s = _mm_hadd_ps(s, s);
+    (_mm_cvtss_f32(s), _mm_cvtss_f32(_mm_shuffle_ps(s, s, 1)))
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16_group_impl(qs: &[f32], k: &[u16], out: &mut [f32]) {
     unsafe {
@@ -359,21 +369,36 @@ unsafe fn attend_segment_impl<const G: usize>(
         scores.resize(G * stride, f32::NEG_INFINITY);
         let sp = scores.as_mut_ptr();
         let mut max = [f32::NEG_INFINITY; G];
-        for (i, p) in range.clone().enumerate() {
-            let blk = *blocks.get_unchecked(p / bs) as usize;
-            let k = base.add((blk * 2 * bs + p % bs) * row + kvh * HD);
-            let mut acc = [_mm256_setzero_ps(); G];
+        let key = |p: usize| base.add((*blocks.get_unchecked(p / bs) as usize * 2 * bs + p % bs) * row + kvh * HD);
+        // Two positions per iteration: independent accumulator chains keep the FMA pipes busy
+        // (one position alone is a chain of eight dependent FMAs per head).
+        let mut i = 0;
+        while i < len {
+            let pair = i + 1 < len;
+            let k0 = key(range.start + i);
+            let k1 = if pair { key(range.start + i + 1) } else { k0 };
+            let mut a0 = [_mm256_setzero_ps(); G];
+            let mut a1 = [_mm256_setzero_ps(); G];
             for c in (0..HD).step_by(8) {
-                let kv8 = _mm256_cvtph_ps(_mm_loadu_si128(k.add(c).cast()));
-                for (g, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(qp.add(g * HD + c)), kv8, *a);
+                let x0 = _mm256_cvtph_ps(_mm_loadu_si128(k0.add(c).cast()));
+                let x1 = _mm256_cvtph_ps(_mm_loadu_si128(k1.add(c).cast()));
+                for g in 0..G {
+                    let qv = _mm256_loadu_ps(qp.add(g * HD + c));
+                    a0[g] = _mm256_fmadd_ps(qv, x0, a0[g]);
+                    a1[g] = _mm256_fmadd_ps(qv, x1, a1[g]);
                 }
             }
             for g in 0..G {
-                let s = hsum(acc[g]) * scale;
-                *sp.add(g * stride + i) = s;
-                max[g] = max[g].max(s);
+                let (s0, s1) = hsum2(a0[g], a1[g]);
+                let (s0, s1) = (s0 * scale, s1 * scale);
+                *sp.add(g * stride + i) = s0;
+                max[g] = max[g].max(s0);
+                if pair {
+                    *sp.add(g * stride + i + 1) = s1;
+                    max[g] = max[g].max(s1);
+                }
             }
+            i += 2;
         }
         for g in 0..G {
             let m = _mm256_set1_ps(max[g]);
