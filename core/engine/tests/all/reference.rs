@@ -44,7 +44,10 @@ fn greedy_and_logprobs_match_llama_cpp() {
         let tol = if short { LOGPROB_TOL_SHORT } else { LOGPROB_TOL_LONG };
         let margin = if short { GREEDY_MARGIN_SHORT } else { GREEDY_MARGIN_LONG };
         let (mut max_err, mut sum_err, mut n) = (0f64, 0f64, 0usize);
-        for (i, pos) in positions.iter().enumerate() {
+        // As the issue says: after llama.cpp's first near-tie (margin < 0.05) nothing more of the
+        // case is compared; its logits there are as fragile as ours.
+        let near_tie = positions.iter().position(|p| p["top1_margin"].as_f64().unwrap() < 0.05).unwrap_or(usize::MAX);
+        for (i, pos) in positions.iter().enumerate().take(near_tie) {
             let Some(&ours) = got.token_ids.get(i) else { break };
             if ours != want[i] {
                 // Only a divergence after a near-tie is allowed; past it nothing is compared.
@@ -64,7 +67,7 @@ fn greedy_and_logprobs_match_llama_cpp() {
             }
         }
         eprintln!(
-            "{name}: prompt {} tokens, {n}/{} tokens agree, logprob |Δ| mean {:.4} max {max_err:.4}",
+            "{name}: prompt {} tokens, {n} of {} positions compared, logprob |Δ| mean {:.4} max {max_err:.4}",
             prompt.len(),
             want.len(),
             sum_err / n.max(1) as f64
