@@ -2,5 +2,6 @@
 
 mod batching;
 mod common;
+mod generation;
 mod reference;
 mod tokenizer_ref;
