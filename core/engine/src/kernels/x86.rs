@@ -414,21 +414,26 @@ unsafe fn attend_segment_impl<const G: usize>(
             part.m[g] = max[g];
             part.l[g] = hsum(sum);
         }
-        let mut o = [[_mm256_setzero_ps(); 8]; G];
-        for (i, p) in range.enumerate() {
-            let blk = *blocks.get_unchecked(p / bs) as usize;
-            let v = base.add(((blk * 2 + 1) * bs + p % bs) * row + kvh * HD);
-            let w: [__m256; G] = std::array::from_fn(|g| _mm256_set1_ps(*sp.add(g * stride + i)));
-            for c in 0..8 {
-                let v8 = _mm256_cvtph_ps(_mm_loadu_si128(v.add(c * 8).cast()));
+        // Two 8-wide column chunks per pass keep 2·G accumulators in registers (all eight chunks
+        // at once would spill with AVX2's sixteen); each value row is still read once per chunk.
+        let vrow =
+            |p: usize| base.add(((*blocks.get_unchecked(p / bs) as usize * 2 + 1) * bs + p % bs) * row + kvh * HD);
+        for c in (0..HD).step_by(16) {
+            let mut o0 = [_mm256_setzero_ps(); G];
+            let mut o1 = [_mm256_setzero_ps(); G];
+            for (i, p) in range.clone().enumerate() {
+                let v = vrow(p).add(c);
+                let v0 = _mm256_cvtph_ps(_mm_loadu_si128(v.cast()));
+                let v1 = _mm256_cvtph_ps(_mm_loadu_si128(v.add(8).cast()));
                 for g in 0..G {
-                    o[g][c] = _mm256_fmadd_ps(w[g], v8, o[g][c]);
+                    let w = _mm256_set1_ps(*sp.add(g * stride + i));
+                    o0[g] = _mm256_fmadd_ps(w, v0, o0[g]);
+                    o1[g] = _mm256_fmadd_ps(w, v1, o1[g]);
                 }
             }
-        }
-        for g in 0..G {
-            for c in 0..8 {
-                _mm256_storeu_ps(part.o.as_mut_ptr().add(g * HD + c * 8), o[g][c]);
+            for g in 0..G {
+                _mm256_storeu_ps(part.o.as_mut_ptr().add(g * HD + c), o0[g]);
+                _mm256_storeu_ps(part.o.as_mut_ptr().add(g * HD + c + 8), o1[g]);
             }
         }
     }

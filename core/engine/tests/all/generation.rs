@@ -34,7 +34,8 @@ fn max_tokens_and_stop_strings_end_generation() {
     assert_eq!((g.token_ids.len(), g.finish_reason), (3, FinishReason::Length));
     assert_eq!(g.text, "The capital of");
 
-    let stop = SamplingParams { temperature: 0.0, max_tokens: 20, stop: vec![" Australia".into()], ..Default::default() };
+    let stop =
+        SamplingParams { temperature: 0.0, max_tokens: 20, stop: vec![" Australia".into()], ..Default::default() };
     let s = e.session(512).unwrap().generate(&p, &stop, &mut |_| {}).unwrap();
     assert_eq!((s.text.as_str(), s.finish_reason), ("The capital of", FinishReason::Stop));
 
