@@ -188,19 +188,22 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
     Ok(model_store::ensure(arg, &mut progress_printer())?)
 }
 
-/// Prints pull progress to stderr: phases as lines, hashing as a percentage.
+/// Prints pull progress to stderr: phases as lines; hashing as a live percentage on a terminal,
+/// one line when done otherwise.
 fn progress_printer() -> impl FnMut(Progress<'_>) {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
     let mut last = u64::MAX;
     move |p| match p {
         Progress::Phase(phase) => eprintln!("chorus: {phase}…"),
         Progress::Hashing { done, total } => {
             let pct = (done * 100).checked_div(total).unwrap_or(100);
-            if pct != last && (pct % 10 == 0 || done == total) {
+            if tty && pct != last {
                 last = pct;
-                eprint!("\rchorus: verifying sha256 {pct:3}%");
-                if done == total {
-                    eprintln!();
-                }
+                eprint!("\rchorus: sha256 {pct:3}%");
+            }
+            if done == total {
+                eprintln!("{}chorus: sha256 verified ({total} bytes)", if tty { "\r" } else { "" });
             }
         }
     }

@@ -234,13 +234,25 @@ fn fetch_into(
     }
 
     progress(Progress::Phase("verifying"));
-    let actual = sha256_file(&part, progress)?;
-    if actual != m.sha256 {
-        return Err(StoreError::HashMismatch { path: part.display().to_string(), expected: m.sha256.into(), actual });
+    install_verified(&part, m.sha256, dest, marker, progress)
+}
+
+/// Moves `part` to `dest` if its SHA-256 is `expected`, and records the check beside it; a
+/// mismatch leaves `dest` untouched.
+fn install_verified(
+    part: &Path,
+    expected: &str,
+    dest: &Path,
+    marker: &Path,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(), StoreError> {
+    let actual = sha256_file(part, progress)?;
+    if actual != expected {
+        return Err(StoreError::HashMismatch { path: part.display().to_string(), expected: expected.into(), actual });
     }
-    let len = std::fs::metadata(&part).map_err(io("reading", &part))?.len();
-    std::fs::rename(&part, dest).map_err(io("installing", dest))?;
-    std::fs::write(marker, format!("{} {len}\n", m.sha256)).map_err(io("writing", marker))?;
+    let len = std::fs::metadata(part).map_err(io("reading", part))?.len();
+    std::fs::rename(part, dest).map_err(io("installing", dest))?;
+    std::fs::write(marker, format!("{expected} {len}\n")).map_err(io("writing", marker))?;
     Ok(())
 }
 
@@ -287,6 +299,14 @@ mod tests {
         assert!(is_verified(&p, &marker, &h));
         std::fs::write(&p, b"abcd").unwrap();
         assert!(!is_verified(&p, &marker, &h), "a changed size invalidates the marker");
+
+        let (dest, mark2) = (dir.join("model.gguf"), dir.join("model.gguf.verified"));
+        let err = install_verified(&p, &h, &dest, &mark2, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, StoreError::HashMismatch { .. }) && err.to_string().contains(&h), "{err}");
+        assert!(!dest.exists() && !mark2.exists(), "a mismatch installs nothing");
+        let good = sha256_file(&p, &mut |_| {}).unwrap();
+        install_verified(&p, &good, &dest, &mark2, &mut |_| {}).unwrap();
+        assert!(is_verified(&dest, &mark2, &good));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
