@@ -210,6 +210,12 @@ fn progress_printer() -> impl FnMut(Progress<'_>) {
 }
 
 fn read_messages(path: &PathBuf) -> Result<Vec<ChatMessage>> {
+    /// A messages file larger than this is refused before it is read.
+    const MAX_MESSAGES_FILE: u64 = 8 << 20;
+    let len = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
+    if len > MAX_MESSAGES_FILE {
+        bail!("--messages {}: {len} bytes, above the limit of {MAX_MESSAGES_FILE}", path.display());
+    }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     let arr = match v {
