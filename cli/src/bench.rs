@@ -47,9 +47,11 @@ struct Bench<'e> {
     logits: Vec<f32>,
 }
 
-/// Deterministic, ordinary-looking token ids (skipping the control tokens at the start).
-fn tokens(n: usize, seed: usize) -> Vec<u32> {
-    (0..n).map(|i| ((i * 7919 + seed * 104_729) % 40_000 + 100) as u32).collect()
+/// Deterministic, ordinary-looking token ids (skipping the first 100, where vocabularies keep
+/// their control tokens), within a vocabulary of `vocab`.
+fn tokens(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
+    let span = vocab.saturating_sub(100).max(1);
+    (0..n).map(|i| ((i * 7919 + seed * 104_729) % span + 100.min(vocab - 1)) as u32).collect()
 }
 
 fn argmax(row: &[f32]) -> u32 {
@@ -90,7 +92,7 @@ impl Bench<'_> {
     /// Seconds to prefill `n` tokens.
     fn prefill(&mut self, n: usize) -> Result<f64> {
         let tables = self.tables(1, n)?;
-        let toks = tokens(n, 1);
+        let toks = tokens(n, 1, self.e.model.cfg.vocab);
         let t0 = Instant::now();
         self.step(&[SeqStep { tokens: &toks, pos: 0, blocks: &tables[0], logits: LogitsFor::Last }])?;
         let dt = t0.elapsed().as_secs_f64();
@@ -105,12 +107,12 @@ impl Bench<'_> {
         let mut next: Vec<u32> = Vec::with_capacity(b);
         if prompt > 0 {
             for (i, t) in tables.iter().enumerate() {
-                let toks = tokens(prompt, i + 2);
+                let toks = tokens(prompt, i + 2, vocab);
                 self.step(&[SeqStep { tokens: &toks, pos: 0, blocks: t, logits: LogitsFor::Last }])?;
                 next.push(argmax(&self.logits));
             }
         } else {
-            next = (0..b).map(|i| tokens(1, i + 2)[0]).collect();
+            next = (0..b).map(|i| tokens(1, i + 2, vocab)[0]).collect();
         }
         let t0 = Instant::now();
         for s in 0..steps {

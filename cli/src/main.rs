@@ -245,7 +245,8 @@ fn main() -> Result<()> {
             let engine = model.load()?;
             let prompt = engine.chat_prompt(&msgs)?;
             let params = sampling.params();
-            let mut session = engine.session(engine.model.cfg.ctx_len)?;
+            // Room for the prompt and the answer; the session refuses a prompt that leaves none.
+            let mut session = engine.session(prompt.len() + params.max_tokens as usize)?;
             let stdout = std::io::stdout();
             let out_gen = if json {
                 session.generate(&prompt, &params, &mut |_| {})?

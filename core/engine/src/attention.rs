@@ -56,12 +56,12 @@ pub(crate) fn attention(
             scores,
             part,
         );
-        debug_assert!(ok, "shape checked before choosing the fused path");
+        assert!(ok, "shape checked before choosing the fused path");
     };
     let combine = |r: usize, kvh: usize, parts: &[kernels::AttnPartial]| {
         // SAFETY: each (row, KV head) is combined by exactly one work item.
         #[allow(unsafe_code)]
-        let o = unsafe { &mut out_rows.get(r)[kvh * group * hd..][..group * hd] };
+        let o = unsafe { out_rows.get_range(r, kvh * group * hd, group * hd) };
         kernels::combine_partials(parts, group, hd, o);
     };
     if max_segs > 1 && units < 4 * pool.n_threads() {

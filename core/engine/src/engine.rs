@@ -54,6 +54,16 @@ pub enum LoadError {
         /// Available.
         best: &'static str,
     },
+    /// A special-token id outside the model's vocabulary.
+    #[error("{key} = {id} is outside the model's vocabulary of {vocab}")]
+    SpecialToken {
+        /// The metadata key.
+        key: String,
+        /// The id.
+        id: u64,
+        /// Vocabulary size.
+        vocab: usize,
+    },
     /// `threads` out of range.
     #[error("threads must be in 1..=256, got {0}")]
     Threads(usize),
@@ -127,7 +137,15 @@ impl Engine {
         let gguf = Gguf::open(path)?;
         let h = gguf.header();
         let model = Model::load(&gguf)?;
-        let u32_of = |k: &str| -> Result<Option<u32>, GgufError> { Ok(h.opt_u64(k)?.map(|v| v as u32)) };
+        let vocab = model.cfg.vocab;
+        // Special-token ids must name rows of the model's vocabulary.
+        let u32_of = |k: &str| -> Result<Option<u32>, LoadError> {
+            match h.opt_u64(k)? {
+                None => Ok(None),
+                Some(v) if (v as usize) < vocab => Ok(Some(v as u32)),
+                Some(v) => Err(LoadError::SpecialToken { key: k.to_string(), id: v, vocab }),
+            }
+        };
         let spec = TokenizerSpec {
             model: h.str("tokenizer.ggml.model")?.to_string(),
             pre: h.opt_str("tokenizer.ggml.pre")?.map(str::to_string),

@@ -402,7 +402,9 @@ impl<'a> Cursor<'a> {
                         self.buf.len(),
                     ));
                 }
-                let mut items = Vec::with_capacity(len as usize);
+                // Reserve by what the smallest encoding could hold, not by the count: a `Value` is
+                // 32 bytes, so trusting the count would let a 1-byte-per-item array cost 32x.
+                let mut items = Vec::with_capacity((len as usize).min(4096));
                 for i in 0..len {
                     let f = || format!("{}[{i}]", field());
                     items.push(self.value(elem_ty, depth + 1, &f)?);

@@ -12,6 +12,7 @@ use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 /// KV storage for every layer: `[layer][block][k|v][slot][kv_head][head_dim]`, f16 bits.
 #[derive(Debug)]
 pub struct KvCache {
+    layers: usize,
     block_size: usize,
     num_blocks: usize,
     kv_dim: usize,
@@ -59,6 +60,7 @@ impl KvCache {
             });
         }
         Ok(Self {
+            layers,
             block_size,
             num_blocks,
             kv_dim,
@@ -71,6 +73,21 @@ impl KvCache {
     /// Tokens per block.
     pub fn block_size(&self) -> usize {
         self.block_size
+    }
+
+    /// Layers stored.
+    pub fn layers(&self) -> usize {
+        self.layers
+    }
+
+    /// Width of one key or value row (all KV heads).
+    pub fn kv_dim(&self) -> usize {
+        self.kv_dim
+    }
+
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
     }
 
     /// Blocks in the cache.

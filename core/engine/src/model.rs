@@ -93,6 +93,24 @@ pub enum StepError {
         /// Sequence index.
         seq: usize,
     },
+    /// The KV cache was built for another model shape.
+    #[error(
+        "KV cache has {layers} layers of {kv_dim} (head {head_dim}); the model needs {want_layers} of {want_kv_dim} (head {want_head_dim})"
+    )]
+    CacheMismatch {
+        /// Cache layers.
+        layers: usize,
+        /// Cache row width.
+        kv_dim: usize,
+        /// Cache head width.
+        head_dim: usize,
+        /// Model layers.
+        want_layers: usize,
+        /// Model KV width.
+        want_kv_dim: usize,
+        /// Model head width.
+        want_head_dim: usize,
+    },
     /// More tokens in one step than the scratch sizing allows.
     #[error("step has {tokens} tokens, above the limit of {limit}")]
     TooManyTokens {
@@ -218,6 +236,11 @@ impl LlamaConfig {
             Some(_) => h.f32(&format!("{arch}.rope.freq_base"))?,
         };
         let rms_eps = h.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?;
+        // RoPE scaling (linear, YaRN, Llama 3 frequency factors) changes positions' angles; until it
+        // is implemented such models are refused rather than run with wrong logits.
+        if let Some(kind) = h.opt_str(&format!("{arch}.rope.scaling.type"))?.filter(|k| *k != "none") {
+            return Err(bad("rope.scaling.type", kind.to_string(), "RoPE scaling is not supported yet"));
+        }
         if !(rope_theta.is_finite() && rope_theta > 1.0) {
             return Err(bad("rope.freq_base", rope_theta.to_string(), "must be a finite number above 1"));
         }
@@ -357,6 +380,13 @@ impl Model {
     pub fn load(g: &Gguf) -> Result<Self, ModelError> {
         let cfg = LlamaConfig::from_gguf(g.header())?;
         let (dim, kv, ffn) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim);
+        if g.header().tensor("rope_freqs.weight").is_some() {
+            return Err(ModelError::Hyperparameter {
+                key: "rope_freqs.weight".into(),
+                value: "present".into(),
+                reason: "RoPE frequency factors are not supported yet",
+            });
+        }
         let embed_info = g
             .header()
             .tensor("token_embd.weight")
@@ -387,6 +417,17 @@ impl Model {
 
     /// Checks a step against the model and cache without touching either.
     pub fn validate(&self, kv: &KvCache, batch: &[SeqStep<'_>]) -> Result<usize, StepError> {
+        let c = &self.cfg;
+        if kv.layers() < c.n_layers || kv.kv_dim() != c.kv_dim() || kv.head_dim() != c.head_dim {
+            return Err(StepError::CacheMismatch {
+                layers: kv.layers(),
+                kv_dim: kv.kv_dim(),
+                head_dim: kv.head_dim(),
+                want_layers: c.n_layers,
+                want_kv_dim: c.kv_dim(),
+                want_head_dim: c.head_dim,
+            });
+        }
         let mut total = 0;
         for (seq, s) in batch.iter().enumerate() {
             if s.tokens.is_empty() {
@@ -425,6 +466,7 @@ impl Model {
         scratch: &mut Scratch,
         logits: &mut Vec<f32>,
     ) -> Result<(), StepError> {
+        isa.assert_supported();
         let t = self.validate(kv, batch)?;
         logits.clear();
         if t == 0 {
@@ -822,6 +864,10 @@ mod tests {
         assert!(matches!(r.step(isa, &one(&[1], 1100, &t)), Err(StepError::ContextOverflow { limit: 1100, .. })));
         assert!(matches!(r.step(isa, &one(&[1], 40, &t)), Err(StepError::BlockTableShort { need: 3, have: 2, .. })));
         assert!(matches!(r.step(isa, &one(&[1], 0, &[999])), Err(StepError::BadBlock { block: 999, .. })));
+        let mut wrong = KvCache::new(2, 2, 64, 16, 4).unwrap();
+        let mut out = Vec::new();
+        let err = m.forward(&r.pool, isa, &mut wrong, &one(&[1], 0, &[0]), &mut r.scratch, &mut out).unwrap_err();
+        assert!(matches!(err, StepError::CacheMismatch { .. }), "{err}");
         let e = r.step(isa, &one(&[64], 0, &t)).unwrap_err().to_string();
         assert!(e.contains("tokens[0]") && e.contains("64"), "{e}");
     }

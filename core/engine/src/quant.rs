@@ -11,6 +11,7 @@
 use half::{bf16, f16};
 
 use crate::gguf::{GgmlType, TensorInfo};
+use crate::kernels::OutRows;
 
 /// Elements per quantization block.
 pub const QK: usize = 32;
@@ -182,6 +183,18 @@ impl PackedMatrix {
                 }
             }
         }
+        // Q4_0/Q8_0 offsets are derived (-8d, -128d) and can overflow f16 for absurd scales; such a
+        // tensor is kept exact in f32 instead of turning into infinities.
+        if scales.iter().any(|&b| f16::from_bits(b).is_infinite()) {
+            return Some(Self {
+                kind: PackedKind::F32,
+                n,
+                k,
+                quants: Vec::new(),
+                scales: Vec::new(),
+                f32: dequantize_blocks(ty, data),
+            });
+        }
         Some(Self { kind, n, k, quants, scales, f32: Vec::new() })
     }
 
@@ -215,6 +228,29 @@ impl PackedMatrix {
             _ => qs[(j - 4) * 32 + r * 4 + i] >> 4,
         }
     }
+}
+
+/// Dequantizes Q4_0 / Q4_1 / Q8_0 blocks straight from the file format.
+pub(crate) fn dequantize_blocks(ty: GgmlType, data: &[u8]) -> Vec<f32> {
+    let bb = ty.block_bytes() as usize;
+    let mut out = Vec::with_capacity(data.len() / bb * QK);
+    let mut q = [0u8; QK];
+    for blk in data.chunks_exact(bb) {
+        let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+        match ty {
+            GgmlType::Q4_0 => {
+                unpack_nibbles(&blk[2..18], &mut q);
+                out.extend(q.iter().map(|&v| d * (f32::from(v) - 8.0)));
+            }
+            GgmlType::Q4_1 => {
+                let m = f16::from_le_bytes([blk[2], blk[3]]).to_f32();
+                unpack_nibbles(&blk[4..20], &mut q);
+                out.extend(q.iter().map(|&v| d * f32::from(v) + m));
+            }
+            _ => out.extend(blk[2..34].iter().map(|&v| d * f32::from(v as i8))),
+        }
+    }
+    out
 }
 
 /// ggml's nibble order: byte `i` holds element `i` (low) and `i + 16` (high).
@@ -279,6 +315,7 @@ impl QuantizedActs {
 
 /// Quantizes one row `x` into `q` (same length) and its per-block `d` and `s`.
 pub fn quantize_row(isa: crate::kernels::Isa, x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    isa.assert_supported();
     for (((blk, q), d), s) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).zip(d.iter_mut()).zip(s.iter_mut()) {
         let (blk, q): (&[f32; QK], &mut [i8; QK]) = (blk.try_into().expect("QK"), q.try_into().expect("QK"));
         let (amax, sum) = crate::kernels::quantize_block(isa, blk, q);
@@ -303,7 +340,7 @@ pub fn quantize_block_scalar(blk: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32) {
 
 /// Scalar reference for `y[t][row] = Σ_k w[row][k]·x[t][k]` over rows `groups` (in units of
 /// [`ROWS`]); `y` has row stride `ldy`. The SIMD kernels must agree with this.
-pub fn matmul_scalar(w: &PackedMatrix, x: &QuantizedActs, groups: std::ops::Range<usize>, y: &mut [f32], ldy: usize) {
+pub(crate) fn matmul_scalar(w: &PackedMatrix, x: &QuantizedActs, groups: std::ops::Range<usize>, y: &OutRows) {
     let nb = w.blocks();
     let gbb = w.group_block_bytes();
     for g in groups {
@@ -327,7 +364,11 @@ pub fn matmul_scalar(w: &PackedMatrix, x: &QuantizedActs, groups: std::ops::Rang
             for (r, a) in acc.iter().enumerate() {
                 let row = g * ROWS + r;
                 if row < w.n {
-                    y[t * ldy + row] = *a;
+                    // SAFETY: this call owns rows `groups` of every output row.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        y.set(t, row, *a)
+                    };
                 }
             }
         }
@@ -335,7 +376,7 @@ pub fn matmul_scalar(w: &PackedMatrix, x: &QuantizedActs, groups: std::ops::Rang
 }
 
 /// Scalar f32 matmul for [`PackedKind::F32`] over rows `rows`.
-pub fn matmul_f32(w: &PackedMatrix, x: &[f32], t: usize, rows: std::ops::Range<usize>, y: &mut [f32], ldy: usize) {
+pub(crate) fn matmul_f32(w: &PackedMatrix, x: &[f32], t: usize, rows: std::ops::Range<usize>, y: &OutRows) {
     let k = w.k;
     for row in rows {
         let wr = &w.f32[row * k..][..k];
@@ -349,7 +390,11 @@ pub fn matmul_f32(w: &PackedMatrix, x: &[f32], t: usize, rows: std::ops::Range<u
             }
             let tail: f32 =
                 wr.chunks_exact(8).remainder().iter().zip(xr.chunks_exact(8).remainder()).map(|(a, b)| a * b).sum();
-            y[ti * ldy + row] = acc.iter().sum::<f32>() + tail;
+            // SAFETY: this call owns columns `rows` of every output row.
+            #[allow(unsafe_code)]
+            unsafe {
+                y.set(ti, row, acc.iter().sum::<f32>() + tail)
+            };
         }
     }
 }
@@ -390,27 +435,7 @@ pub(crate) mod tests {
 
     /// Dequantizes GGUF blocks straight from the file format (independent of the packing).
     fn dequant_gguf(ty: GgmlType, data: &[u8], k: usize, n: usize) -> Vec<f32> {
-        let bb = ty.block_bytes() as usize;
-        let mut out = Vec::with_capacity(k * n);
-        for blk in data.chunks_exact(bb) {
-            let d = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            match ty {
-                GgmlType::Q4_0 | GgmlType::Q4_1 => {
-                    let (m, qs) = if ty == GgmlType::Q4_1 {
-                        (f16::from_le_bytes([blk[2], blk[3]]).to_f32(), &blk[4..20])
-                    } else {
-                        (-8.0 * d, &blk[2..18])
-                    };
-                    let mut v = [0f32; 32];
-                    for i in 0..16 {
-                        v[i] = d * f32::from(qs[i] & 15) + m;
-                        v[i + 16] = d * f32::from(qs[i] >> 4) + m;
-                    }
-                    out.extend_from_slice(&v);
-                }
-                _ => out.extend(blk[2..34].iter().map(|&q| d * f32::from(q as i8))),
-            }
-        }
+        let out = dequantize_blocks(ty, data);
         assert_eq!(out.len(), k * n);
         out
     }
@@ -434,6 +459,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn overflowing_derived_offsets_fall_back_to_exact_f32() {
+        // d = 60000: -128·d does not fit in f16.
+        let mut blk = f16::from_f32(60000.0).to_le_bytes().to_vec();
+        blk.extend((0..32).map(|i| i as u8));
+        let p = PackedMatrix::from_rows(GgmlType::Q8_0, &blk, 32, 1).unwrap();
+        assert_eq!(p.kind, PackedKind::F32);
+        let mut row = [0f32; 32];
+        p.dequantize_row(0, &mut row);
+        assert!(row.iter().all(|v| v.is_finite()) && row[2] == 2.0 * f16::from_f32(60000.0).to_f32());
+    }
+
+    #[test]
     fn scalar_matmul_matches_dequantized_dot() {
         let mut rng = Lcg(11);
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
@@ -445,7 +482,7 @@ pub(crate) mod tests {
             let mut qa = QuantizedActs::default();
             qa.quantize(&x, t, k);
             let mut y = vec![0f32; t * n];
-            matmul_scalar(&p, &qa, 0..p.groups(), &mut y, n);
+            matmul_scalar(&p, &qa, 0..p.groups(), &OutRows::new(&mut y, n));
             for ti in 0..t {
                 for r in 0..n {
                     let exact: f32 = (0..k).map(|c| w[r * k + c] * x[ti * k + c]).sum();

@@ -82,7 +82,8 @@ impl ThreadPool {
         self.n_threads
     }
 
-    /// Runs `f(thread_index)` on every thread and returns when all are done.
+    /// Runs `f(thread_index)` on every thread and returns when all are done. `f` must not call
+    /// back into the same pool (jobs do not nest; a nested call would wait on itself).
     pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         if self.n_threads == 1 {
             f(0);
@@ -105,13 +106,23 @@ impl ThreadPool {
             s.wake.notify_all();
         }
         let caller = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        let mut spins = 0u32;
         while s.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            // A worker that lost its core (more threads than cores, a busy host) would otherwise
+            // leave us spinning through a whole scheduler slice.
+            spins += 1;
+            if spins.is_multiple_of(1 << 14) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
+        // Clear the flag before re-raising, so a later healthy job does not inherit it.
+        let worker_panicked = s.panicked.swap(false, Ordering::Relaxed);
         if let Err(p) = caller {
             std::panic::resume_unwind(p);
         }
-        if s.panicked.swap(false, Ordering::Relaxed) {
+        if worker_panicked {
             panic!("a compute thread panicked inside a kernel");
         }
     }

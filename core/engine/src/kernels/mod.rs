@@ -39,9 +39,32 @@ impl Isa {
         Self::Scalar
     }
 
+    /// [`Self::detect`], computed once.
+    pub fn best() -> Self {
+        static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *BEST.get_or_init(Self::detect)
+    }
+
+    /// Whether this CPU can run `self`. Every kernel entry point asserts it: running an
+    /// instruction the CPU lacks would be undefined behaviour, not an error.
+    #[inline]
+    pub fn supported(self) -> bool {
+        self <= Self::best()
+    }
+
+    #[inline]
+    pub(crate) fn assert_supported(self) {
+        assert!(
+            self.supported(),
+            "instruction set {} is not available on this CPU (best: {})",
+            self.name(),
+            Self::best().name()
+        );
+    }
+
     /// Every level this CPU can run, from scalar up.
     pub fn available() -> Vec<Self> {
-        let best = Self::detect();
+        let best = Self::best();
         [Self::Scalar, Self::Avx2, Self::Avx512Vnni].into_iter().filter(|i| *i <= best).collect()
     }
 
@@ -75,35 +98,94 @@ impl<T> SharedMut<T> {
         self.0
     }
 }
-// SAFETY: users guarantee disjoint writes (each thread owns distinct rows/groups).
+// SAFETY: users guarantee disjoint writes (each thread owns distinct rows/groups), and only
+// `Send` data crosses threads.
 #[allow(unsafe_code)]
-unsafe impl<T> Sync for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
 #[allow(unsafe_code)]
-unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T: Send> Send for SharedMut<T> {}
 
-/// A row-major buffer whose rows threads fill in parallel, one row per thread at a time.
-pub(crate) struct RowsMut<T> {
+/// A row-major buffer whose rows (or parts of rows) threads fill in parallel. It never hands
+/// out a reference wider than the part a thread owns.
+pub(crate) struct RowsMut<'a, T> {
     ptr: SharedMut<T>,
     row: usize,
     rows: usize,
+    _buf: std::marker::PhantomData<&'a mut [T]>,
 }
 
-impl<T> RowsMut<T> {
+impl<'a, T: Send> RowsMut<'a, T> {
     /// Views `buf` as rows of `row` elements.
-    pub(crate) fn new(buf: &mut [T], row: usize) -> Self {
-        Self { ptr: SharedMut(buf.as_mut_ptr()), row, rows: buf.len() / row.max(1) }
+    pub(crate) fn new(buf: &'a mut [T], row: usize) -> Self {
+        Self { ptr: SharedMut(buf.as_mut_ptr()), row, rows: buf.len() / row.max(1), _buf: std::marker::PhantomData }
     }
 
     /// Row `r`.
     ///
     /// # Safety
-    /// No two threads may hold the same row at once, and the buffer must outlive the use.
+    /// No two threads may hold overlapping parts of one row at once.
     #[allow(unsafe_code)]
     #[allow(clippy::mut_from_ref)] // the point of the type: disjoint rows from shared threads
     pub(crate) unsafe fn get(&self, r: usize) -> &mut [T] {
-        assert!(r < self.rows, "row {r} of {}", self.rows);
+        // SAFETY: forwarded contract.
+        unsafe { self.get_range(r, 0, self.row) }
+    }
+
+    /// Elements `start..start + len` of row `r`.
+    ///
+    /// # Safety
+    /// As [`Self::get`].
+    #[allow(unsafe_code)]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn get_range(&self, r: usize, start: usize, len: usize) -> &mut [T] {
+        assert!(
+            r < self.rows && start.checked_add(len).is_some_and(|e| e <= self.row),
+            "row {r}[{start}..+{len}] of {}x{}",
+            self.rows,
+            self.row
+        );
         // SAFETY: in bounds (above); exclusivity is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.get().add(r * self.row), self.row) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.get().add(r * self.row + start), len) }
+    }
+}
+
+/// An output matrix written element- or tile-wise by several threads through a raw pointer,
+/// so no thread ever holds a `&mut` to parts another thread writes.
+pub(crate) struct OutRows {
+    ptr: SharedMut<f32>,
+    len: usize,
+    /// Row stride.
+    pub(crate) ld: usize,
+}
+
+impl OutRows {
+    /// Views `y` with row stride `ld`.
+    pub(crate) fn new(y: &mut [f32], ld: usize) -> Self {
+        Self { ptr: SharedMut(y.as_mut_ptr()), len: y.len(), ld }
+    }
+
+    /// A pointer to `n` consecutive elements starting at row `t`, column `col`.
+    pub(crate) fn span(&self, t: usize, col: usize, n: usize) -> *mut f32 {
+        let start = t.checked_mul(self.ld).and_then(|o| o.checked_add(col));
+        assert!(
+            start.and_then(|s| s.checked_add(n)).is_some_and(|e| e <= self.len),
+            "output [{t}][{col}..+{n}] out of bounds"
+        );
+        // SAFETY: in bounds (above).
+        #[allow(unsafe_code)]
+        unsafe {
+            self.ptr.get().add(t * self.ld + col)
+        }
+    }
+
+    /// Writes one element.
+    ///
+    /// # Safety
+    /// No other thread may write the same element concurrently.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn set(&self, t: usize, col: usize, v: f32) {
+        // SAFETY: `span` checked the bounds; exclusivity is the caller's contract.
+        unsafe { *self.span(t, col, 1) = v }
     }
 }
 
@@ -131,33 +213,26 @@ pub fn matmul(
 ) {
     let t = xq.t;
     let n = w.n;
-    assert!(ldy >= n && (t == 0 || y.len() >= (t - 1) * ldy + n) && xf.len() >= t * w.k);
-    let out = SharedMut(y.as_mut_ptr());
-    let y_len = y.len();
+    isa.assert_supported();
+    let covered = t.checked_sub(1).map_or(Some(0), |r| r.checked_mul(ldy).and_then(|o| o.checked_add(n)));
+    assert!(ldy >= n && covered.is_some_and(|c| c <= y.len()) && t.checked_mul(w.k).is_some_and(|e| e <= xf.len()));
+    let out = OutRows::new(y, ldy);
     if w.kind == PackedKind::F32 {
-        pool.for_chunks(n, 16, &|rows| {
-            // SAFETY: each chunk writes only the columns `rows` of every output row.
-            #[allow(unsafe_code)]
-            let y = unsafe { std::slice::from_raw_parts_mut(out.get(), y_len) };
-            quant::matmul_f32(w, xf, t, rows, y, ldy);
-        });
+        // Each chunk writes only the columns `rows` of every output row.
+        pool.for_chunks(n, 16, &|rows| quant::matmul_f32(w, xf, t, rows, &out));
         return;
     }
     assert_eq!(xq.k, w.k, "activation width must match the weight matrix");
     let groups = w.groups();
     // Enough chunks for dynamic balance, few enough that each is worth a fetch_add.
     let chunk = (groups / (pool.n_threads() * 8)).clamp(1, 64);
-    pool.for_chunks(groups, chunk, &|range| {
-        // SAFETY: each chunk writes only the outputs of its own row groups.
-        #[allow(unsafe_code)]
-        let y = unsafe { std::slice::from_raw_parts_mut(out.get(), y_len) };
-        match isa {
-            Isa::Scalar => quant::matmul_scalar(w, xq, range, y, ldy),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512Vnni => x86::matmul(isa, w, xq, range, y, ldy),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => quant::matmul_scalar(w, xq, range, y, ldy),
-        }
+    // Each chunk writes only the outputs of its own row groups.
+    pool.for_chunks(groups, chunk, &|range| match isa {
+        Isa::Scalar => quant::matmul_scalar(w, xq, range, &out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni => x86::matmul(isa, w, xq, range, &out),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => quant::matmul_scalar(w, xq, range, &out),
     });
 }
 
@@ -242,6 +317,7 @@ pub fn attend_segment(
     scores: &mut Vec<f32>,
     part: &mut AttnPartial,
 ) -> bool {
+    isa.assert_supported();
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         return x86::attend_segment(q, kv, blocks, kvh, range, scale, scores, part);
@@ -268,16 +344,18 @@ pub fn combine_partials(parts: &[AttnPartial], group: usize, hd: usize, out: &mu
                 *a += f * b;
             }
         }
-        let inv = 1.0 / l;
+        // No weight at all (every score -inf or NaN) yields zeros, not 0 * inf.
+        let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
         for a in o.iter_mut() {
             *a *= inv;
         }
     }
 }
 
-/// Quantizes one block of activations; see [`quant::quantize_block_scalar`].
+/// Quantizes one block of activations; see [`quant::quantize_block_scalar`]. Callers have
+/// checked `isa` (per row, not per block).
 #[inline]
-pub fn quantize_block(isa: Isa, x: &[f32; quant::QK], q: &mut [i8; quant::QK]) -> (f32, i32) {
+pub(crate) fn quantize_block(isa: Isa, x: &[f32; quant::QK], q: &mut [i8; quant::QK]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         return x86::quantize_block(x, q);

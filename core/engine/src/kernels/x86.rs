@@ -43,13 +43,15 @@ macro_rules! dispatch {
     };
 }
 
-pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Range<usize>, y: &mut [f32], ldy: usize) {
+pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Range<usize>, y: &super::OutRows) {
     let nb = w.blocks();
     let gbb = w.group_block_bytes();
     assert!(groups.end <= w.groups());
-    assert!(x.q.len() >= x.t * w.k && x.d.len() >= x.t * nb && x.s.len() >= x.t * nb);
-    assert!(x.t == 0 || y.len() >= (x.t - 1) * ldy + w.n);
-    assert!(w.quants.len() >= w.groups() * nb * gbb && w.scales.len() >= w.groups() * nb * 2 * ROWS);
+    assert!(x.t.checked_mul(nb).is_some_and(|e| e <= x.d.len() && e <= x.s.len()));
+    let packed = w.groups().checked_mul(nb);
+    assert!(packed.and_then(|p| p.checked_mul(gbb)).is_some_and(|b| b <= w.quants.len()));
+    assert!(packed.and_then(|p| p.checked_mul(2 * ROWS)).is_some_and(|b| b <= w.scales.len()));
+    assert!(x.t.checked_mul(w.k).is_some_and(|e| e <= x.q.len()));
     for g in groups {
         let rows = (w.n - g * ROWS).min(ROWS);
         let mut t0 = 0;
@@ -65,8 +67,12 @@ pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Rang
                 xd: unsafe { x.d.as_ptr().add(t0 * nb) },
                 xs: unsafe { x.s.as_ptr().add(t0 * nb) },
                 ldd: nb,
-                y: unsafe { y.as_mut_ptr().add(t0 * ldy + g * ROWS) },
-                ldy,
+                // The tile's last row is checked; earlier rows lie below it at stride `ld`.
+                y: {
+                    y.span(t0 + nt - 1, g * ROWS, rows);
+                    y.span(t0, g * ROWS, rows)
+                },
+                ldy: y.ld,
                 rows,
             };
             // SAFETY: the caller's `isa` was detected on this CPU (`Isa::available`).
@@ -458,11 +464,15 @@ pub(super) fn attend_segment(
     }
     // Every position's block and row must lie inside the layer: checked once here so the
     // kernel's loads need no bounds checks.
+    assert!(kv.block_size > 0 && (kvh + 1).checked_mul(64).is_some_and(|e| e <= kv.kv_dim));
     let need_blocks = range.end.div_ceil(kv.block_size);
-    assert!(blocks.len() >= need_blocks && (kvh + 1) * 64 <= kv.kv_dim);
-    let per_block = 2 * kv.block_size * kv.kv_dim;
+    assert!(blocks.len() >= need_blocks);
+    let per_block =
+        kv.block_size.checked_mul(kv.kv_dim).and_then(|e| e.checked_mul(2)).expect("KV block size overflows");
     let first = range.start / kv.block_size;
-    assert!(blocks[first..need_blocks].iter().all(|&b| (b as usize + 1) * per_block <= kv.data.len()));
+    assert!(blocks[first..need_blocks].iter().all(|&b| {
+        (b as usize).checked_add(1).and_then(|n| n.checked_mul(per_block)).is_some_and(|e| e <= kv.data.len())
+    }));
     // SAFETY: bounds established above; SIMD `Isa` detected by the caller.
     unsafe {
         match g {
