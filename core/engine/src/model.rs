@@ -605,7 +605,7 @@ impl Model {
         }
         let mut normed = vec![0f32; sel.len()];
         rms_norm(&sel, &self.output_norm, c.rms_eps, &mut normed);
-        s.xq.quantize(&normed, rows.len(), dim);
+        quantize_rows(pool, isa, &normed, &mut s.xq, rows.len(), dim);
         logits.resize(rows.len() * c.vocab, 0.0);
         match &self.output {
             Some(o) => o.forward(pool, isa, &normed, &s.xq, logits),

@@ -279,7 +279,7 @@ pub struct QuantizedActs {
 impl QuantizedActs {
     /// Quantizes `x` (`t` rows of `k`), reusing this buffer's allocations.
     pub fn quantize(&mut self, x: &[f32], t: usize, k: usize) {
-        self.quantize_with(crate::kernels::Isa::detect(), x, t, k);
+        self.quantize_with(crate::kernels::Isa::best(), x, t, k);
     }
 
     /// [`Self::quantize`] on a given instruction set (tests compare them).

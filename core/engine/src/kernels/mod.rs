@@ -5,7 +5,7 @@
 //! pool by groups of eight output rows; within a group the token dimension is tiled so that the
 //! unpacked weights are reused from registers.
 
-use crate::quant::{self, PackedKind, PackedMatrix, QuantizedActs, ROWS};
+use crate::quant::{self, PackedKind, PackedMatrix, QuantizedActs};
 use crate::threadpool::ThreadPool;
 
 #[cfg(target_arch = "x86_64")]
@@ -363,9 +363,6 @@ pub(crate) fn quantize_block(isa: Isa, x: &[f32; quant::QK], q: &mut [i8; quant:
     let _ = isa;
     quant::quantize_block_scalar(x, q)
 }
-
-/// Rows handled per packed group (re-exported for callers that size buffers).
-pub const GROUP_ROWS: usize = ROWS;
 
 #[cfg(test)]
 mod tests {
