@@ -545,7 +545,7 @@ impl Model {
                     r += 1;
                 }
             }
-            attention::attention(&self.cfg, pool, isa, kv, li, batch, &s.qkv, &mut s.attn);
+            attention::LayerAttention { cfg: &self.cfg, pool, isa, kv, layer: li, batch, qkv: &s.qkv }.run(&mut s.attn);
             quantize_rows(pool, isa, &s.attn, &mut s.xq, t, dim);
             layer.wo.forward(pool, isa, &s.attn, &s.xq, &mut s.proj);
             residual_norm_quantize(
