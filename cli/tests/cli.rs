@@ -23,6 +23,22 @@ fn tokenize_json_prints_ids_with_special_tokens_parsed() {
     assert_eq!(v, serde_json::json!({"ids": [0, 1694, 990, 1767]}));
 }
 
+/// On a machine without the model, the first command fetches it; pip's output must not leak
+/// into stdout, where scripts read the JSON.
+#[test]
+fn fetching_the_model_keeps_stdout_clean() {
+    let home = std::env::temp_dir().join(format!("chorus-cli-home-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&home);
+    let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["tokenize", "--json", "Hello"])
+        .env("CHORUS_HOME", &home)
+        .output()
+        .expect("chorus runs");
+    let _ = std::fs::remove_dir_all(&home);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"ids":[19556]}"#);
+}
+
 #[test]
 fn generate_json_is_greedy_and_complete() {
     let msgs = tmp("m.json", r#"[{"role":"user","content":"What is the capital of Australia?"}]"#);

