@@ -1,10 +1,12 @@
 //! `chorus`: the command line for users, policy authors and operators.
 //!
-//! Today it drives the local engine: `chat`, `generate`, `tokenize`, `model pull` and
-//! `bench engine`. It parses arguments and prints; the work lives in the library crates.
+//! Today it drives the local engine (`chat`, `generate`, `tokenize`, `model pull`,
+//! `bench engine`) and the edge filter tool chain (`filter new | build | keygen | sign | verify |
+//! test | bench`). It parses arguments and prints; the work lives in the library crates.
 
 mod bench;
 mod chat;
+mod filter;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -66,6 +68,11 @@ enum Cmd {
     Model {
         #[command(subcommand)]
         cmd: ModelCmd,
+    },
+    /// Edge filters: scaffold, build, sign, verify, test, benchmark.
+    Filter {
+        #[command(subcommand)]
+        cmd: filter::FilterCmd,
     },
     /// Benchmarks.
     Bench {
@@ -305,6 +312,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
+        Cmd::Filter { cmd } => filter::run(cmd),
         Cmd::Bench { cmd } => match cmd {
             BenchCmd::Engine(b) => bench::engine(&b),
         },

@@ -12,8 +12,17 @@ use crate::runtime::{CallState, FilterInfo, FilterPre, FilterRuntime, HostServic
 /// Headers that carry credentials: only filters granted `credentials` see them.
 pub const CREDENTIAL_HEADERS: [&str; 4] = ["authorization", "x-api-key", "cookie", "proxy-authorization"];
 /// Headers no rewrite may touch (besides the credential headers and `x-chorus-*`).
-pub const HOP_BY_HOP: [&str; 9] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length"];
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
 /// Annotations only a filter granted `identity` may set.
 pub const IDENTITY_KEYS: [&str; 3] = ["tenant", "user", "tier"];
 /// Headers filters see by default (credential headers are added per capability).
@@ -78,7 +87,11 @@ pub enum Step {
     Rewrite,
     Deny,
     /// The filter failed; its `on-error` policy decided.
-    Failed { kind: FailureKind, detail: String, policy: OnError },
+    Failed {
+        kind: FailureKind,
+        detail: String,
+        policy: OnError,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -253,7 +266,7 @@ impl Chain {
                 break;
             }
             let name = name.to_ascii_lowercase();
-            let visible = self.visible_headers.iter().any(|h| *h == name)
+            let visible = self.visible_headers.contains(&name)
                 || (credentials && CREDENTIAL_HEADERS.contains(&name.as_str()));
             if visible && value.len() <= limits.max_header_bytes {
                 headers.push(wit::Header { name, value: value.clone() });
@@ -295,12 +308,20 @@ impl Chain {
             let key_ok = (1..=limits.max_annotation_key_bytes).contains(&a.key.len())
                 && a.key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
             if !key_ok {
-                return Err(CallError::Failed(FailureKind::InvalidVerdict, format!("annotation key {:?}", truncate(&a.key, 64))));
+                return Err(CallError::Failed(
+                    FailureKind::InvalidVerdict,
+                    format!("annotation key {:?}", truncate(&a.key, 64)),
+                ));
             }
             if a.value.len() > limits.max_annotation_value_bytes {
                 return Err(CallError::Failed(
                     FailureKind::Oversized,
-                    format!("annotation `{}` is {} bytes; the limit is {}", a.key, a.value.len(), limits.max_annotation_value_bytes),
+                    format!(
+                        "annotation `{}` is {} bytes; the limit is {}",
+                        a.key,
+                        a.value.len(),
+                        limits.max_annotation_value_bytes
+                    ),
                 ));
             }
             if IDENTITY_KEYS.contains(&a.key.as_str()) && !f.manifest.grants(Capability::Identity) {
@@ -322,9 +343,13 @@ impl Chain {
             ));
         }
         if !(400..=599).contains(&d.status) {
-            return Err(CallError::Failed(FailureKind::InvalidVerdict, format!("denial status {} is not 4xx/5xx", d.status)));
+            return Err(CallError::Failed(
+                FailureKind::InvalidVerdict,
+                format!("denial status {} is not 4xx/5xx", d.status),
+            ));
         }
-        let code_ok = !d.code.is_empty() && d.code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let code_ok =
+            !d.code.is_empty() && d.code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !code_ok {
             return Err(CallError::Failed(FailureKind::InvalidVerdict, "denial code must be [a-z0-9_]+".into()));
         }

@@ -186,14 +186,17 @@ impl FilterHost {
             (None, false) if self.trust.dev_mode => "unsigned (dev mode)".to_owned(),
             (None, false) => return Err(LoadError::Signature { name, source: SignatureError::Unsigned }),
         };
-        let manifest = Manifest::parse(&src.manifest).map_err(|source| LoadError::Manifest { name: name.clone(), source })?;
+        let manifest =
+            Manifest::parse(&src.manifest).map_err(|source| LoadError::Manifest { name: name.clone(), source })?;
         if manifest.name != src.name {
             return Err(LoadError::NameMismatch { name, found: manifest.name });
         }
-        let pre = self.runtime.prepare(&src.wasm).map_err(|source| LoadError::Compile { name: name.clone(), source })?;
+        let pre =
+            self.runtime.prepare(&src.wasm).map_err(|source| LoadError::Compile { name: name.clone(), source })?;
         let metrics = self.metrics.filter(&name);
         metrics.set_log_rate(self.services.limits.max_logs_per_second);
-        let config = self.filter_config.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned().unwrap_or_default();
+        let config =
+            self.filter_config.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned().unwrap_or_default();
         Ok(LoadedFilter {
             info: Arc::new(FilterInfo { name, config, metrics }),
             manifest,

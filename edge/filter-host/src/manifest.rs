@@ -101,8 +101,9 @@ mod tests {
 
     #[test]
     fn parses_with_defaults_and_refuses_bad_fields() {
-        let m = Manifest::parse("name = \"auth\"\nversion = \"0.1.0\"\ncapabilities = [\"credentials\", \"identity\"]\n")
-            .unwrap();
+        let m =
+            Manifest::parse("name = \"auth\"\nversion = \"0.1.0\"\ncapabilities = [\"credentials\", \"identity\"]\n")
+                .unwrap();
         assert_eq!((m.budget_ms, m.memory_mib, m.on_error), (5, 16, OnError::Deny));
         assert!(m.grants(Capability::Credentials));
         let bad = |t: &str| Manifest::parse(t).unwrap_err().0;

@@ -157,10 +157,14 @@ impl Registry {
             for (i, bound) in DURATION_BUCKETS_US.iter().enumerate() {
                 cumulative += m.buckets[i].load(Ordering::Relaxed);
                 let le = *bound as f64 / 1e6;
-                let _ = writeln!(out, "chorus_filter_duration_seconds_bucket{{filter=\"{name}\",le=\"{le}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "chorus_filter_duration_seconds_bucket{{filter=\"{name}\",le=\"{le}\"}} {cumulative}"
+                );
             }
             cumulative += m.buckets[DURATION_BUCKETS_US.len()].load(Ordering::Relaxed);
-            let _ = writeln!(out, "chorus_filter_duration_seconds_bucket{{filter=\"{name}\",le=\"+Inf\"}} {cumulative}");
+            let _ =
+                writeln!(out, "chorus_filter_duration_seconds_bucket{{filter=\"{name}\",le=\"+Inf\"}} {cumulative}");
             let sum = m.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
             let _ = writeln!(out, "chorus_filter_duration_seconds_sum{{filter=\"{name}\"}} {sum}");
             let _ = writeln!(out, "chorus_filter_duration_seconds_count{{filter=\"{name}\"}} {cumulative}");

@@ -43,6 +43,9 @@ pub struct RuntimeConfig {
     pub max_wasm_stack: usize,
     /// Where precompiled artifacts are cached; `None` compiles on every load.
     pub cache_dir: Option<PathBuf>,
+    /// Bytes at the start of each pooled linear memory kept mapped and reset by zeroing
+    /// between instances; the rest is returned to the OS and faults back in on use.
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -52,6 +55,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: crate::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024,
             max_wasm_stack: 512 * 1024,
             cache_dir: None,
+            keep_resident_bytes: 256 * 1024,
         }
     }
 }
@@ -114,8 +118,7 @@ impl FilterRuntime {
             .total_memories(n.saturating_mul(2))
             .total_tables(n.saturating_mul(4))
             .max_memory_size(cfg.max_memory_bytes)
-            // Keep the first pages of each slot mapped: zeroing beats faulting them back in.
-            .linear_memory_keep_resident(256 * 1024)
+            .linear_memory_keep_resident(cfg.keep_resident_bytes)
             .table_keep_resident(16 * 1024);
         let mut config = Config::new();
         config

@@ -147,7 +147,10 @@ impl TrustedKey {
             }
             let parts: Vec<&str> = line.split_whitespace().collect();
             let [id, alg, public] = parts[..] else {
-                return Err(malformed("trusted keys", format!("line {}: expected `KEY_ID ed25519 PUBLIC_KEY_HEX`", n + 1)));
+                return Err(malformed(
+                    "trusted keys",
+                    format!("line {}: expected `KEY_ID ed25519 PUBLIC_KEY_HEX`", n + 1),
+                ));
             };
             if alg != "ed25519" {
                 return Err(malformed("trusted keys", format!("line {}: algorithm {alg:?} is not ed25519", n + 1)));
@@ -213,7 +216,11 @@ impl Signature {
     }
 }
 
-fn parse_fields<'a>(text: &'a str, header: &str, what: &'static str) -> Result<Vec<(&'a str, &'a str)>, SignatureError> {
+fn parse_fields<'a>(
+    text: &'a str,
+    header: &str,
+    what: &'static str,
+) -> Result<Vec<(&'a str, &'a str)>, SignatureError> {
     if text.len() > MAX_KEY_FILE_BYTES {
         return Err(malformed(what, format!("file is over {MAX_KEY_FILE_BYTES} bytes")));
     }
@@ -227,7 +234,8 @@ fn parse_fields<'a>(text: &'a str, header: &str, what: &'static str) -> Result<V
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (k, v) = line.split_once(':').ok_or_else(|| malformed(what, format!("line {line:?} is not `field: value`")))?;
+        let (k, v) =
+            line.split_once(':').ok_or_else(|| malformed(what, format!("line {line:?} is not `field: value`")))?;
         fields.push((k.trim(), v.trim()));
     }
     Ok(fields)

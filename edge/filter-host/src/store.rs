@@ -61,7 +61,7 @@ fn fixed_window(now_ms: u64, window_ms: u64) -> (u64, u64) {
 #[derive(Debug)]
 pub enum CounterStore {
     InProcess(InProcessStore),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 impl CounterStore {
@@ -72,7 +72,7 @@ impl CounterStore {
 
     /// A Redis store at `url` (`redis://host:port/db`), keys prefixed by `namespace`.
     pub fn redis(url: &str, namespace: &str) -> Result<Self, StoreError> {
-        Ok(CounterStore::Redis(RedisStore::new(url, namespace)?))
+        Ok(CounterStore::Redis(Box::new(RedisStore::new(url, namespace)?)))
     }
 
     /// Admit and record one event under `key` if fewer than `limit` fall in `(now - window, now]`.
@@ -188,7 +188,7 @@ impl InProcessStore {
         })
     }
 
-    fn counter_entry<'a>(entry: &'a mut Entry, window_ms: u64, now_ms: u64) -> &'a mut i64 {
+    fn counter_entry(entry: &mut Entry, window_ms: u64, now_ms: u64) -> &mut i64 {
         let idx = now_ms / window_ms;
         let fresh = match entry {
             Entry::Counter { idx: i, window_ms: w, .. } => *i != idx || *w != window_ms,
@@ -331,9 +331,8 @@ impl RedisStore {
 
     fn window_hit(&self, key: &str, limit: u32, window_ms: u64, now_ms: u64) -> Result<WindowHit, StoreError> {
         let key = self.key(&format!("w:{key}"));
-        let (allowed, count, retry): (i64, i64, i64) = self.with_conn(|c| {
-            self.window_hit.key(&key).arg(now_ms).arg(window_ms).arg(limit).invoke(c)
-        })?;
+        let (allowed, count, retry): (i64, i64, i64) =
+            self.with_conn(|c| self.window_hit.key(&key).arg(now_ms).arg(window_ms).arg(limit).invoke(c))?;
         Ok(WindowHit {
             allowed: allowed == 1,
             count: u32::try_from(count).unwrap_or(u32::MAX),

@@ -45,7 +45,8 @@ fn api_key(key: &str) -> Result<Who, Verdict> {
     let Some(bytes) = host::kv_get(&format!("apikey:{}", api_key_hash(key))) else {
         return Err(deny(&AuthError::InvalidApiKey));
     };
-    let record: KeyRecord = serde_json::from_slice(&bytes).map_err(|e| misconfigured(&format!("API key record: {e}")))?;
+    let record: KeyRecord =
+        serde_json::from_slice(&bytes).map_err(|e| misconfigured(&format!("API key record: {e}")))?;
     if record.disabled {
         return Err(deny(&AuthError::InvalidApiKey));
     }
@@ -65,7 +66,12 @@ fn jwt(token: &str) -> Result<Who, Verdict> {
         None => None,
         Some(v) => Some(v.trim().parse().map_err(|_| misconfigured("jwt_max_lifetime_s is not a number"))?),
     };
-    let policy = JwtPolicy { issuer: host::config("jwt_issuer"), audience: host::config("jwt_audience"), leeway_s, max_lifetime_s };
+    let policy = JwtPolicy {
+        issuer: host::config("jwt_issuer"),
+        audience: host::config("jwt_audience"),
+        leeway_s,
+        max_lifetime_s,
+    };
     let id = verify_jwt(token, &keys, &policy, host::now_ms() / 1000).map_err(|e| deny(&e))?;
     let tier = match id.tier {
         Some(t) => t,

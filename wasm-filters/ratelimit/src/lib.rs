@@ -119,7 +119,8 @@ impl RateLimit {
         }
         let Some(budget) = rate("tokens", tier)? else { return Ok(Verdict::allow()) };
         let default_max = host::config_parse("default_max_tokens", 512u32)?;
-        let estimate = i64::from(host::token_count(&req.prompt_text)) + i64::from(req.max_tokens.unwrap_or(default_max));
+        let estimate =
+            i64::from(host::token_count(&req.prompt_text)) + i64::from(req.max_tokens.unwrap_or(default_max));
         match host::budget_reserve(&format!("tok:{who}"), estimate, budget.limit as i64, budget.window_ms) {
             Ok(s) if s.granted => Ok(Verdict::allow_with(vec![
                 annotation(RESERVED, estimate.to_string()),

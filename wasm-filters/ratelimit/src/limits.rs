@@ -20,7 +20,8 @@ pub fn parse_rate(text: &str) -> Result<Option<Rate>, String> {
     if text.eq_ignore_ascii_case("unlimited") || text.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
-    let (limit, window) = text.split_once('/').ok_or_else(|| format!("expected LIMIT/WINDOW such as 40/3h, got {text:?}"))?;
+    let (limit, window) =
+        text.split_once('/').ok_or_else(|| format!("expected LIMIT/WINDOW such as 40/3h, got {text:?}"))?;
     let limit: u64 = limit.trim().parse().map_err(|_| format!("limit {limit:?} is not a whole number"))?;
     let window_ms = parse_duration_ms(window.trim())?;
     Ok(Some(Rate { limit, window_ms }))
@@ -46,18 +47,18 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
 
 /// `3 hours`, `1 second`, `1 day` — for messages.
 pub fn format_window(ms: u64) -> String {
-    let (n, unit) = if ms % 86_400_000 == 0 {
+    let (n, unit) = if ms.is_multiple_of(86_400_000) {
         (ms / 86_400_000, "day")
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         (ms / 3_600_000, "hour")
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         (ms / 60_000, "minute")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         (ms / 1000, "second")
     } else {
         (ms, "millisecond")
     };
-    if n == 1 { format!("{unit}") } else { format!("{n} {unit}s") }
+    if n == 1 { unit.to_string() } else { format!("{n} {unit}s") }
 }
 
 #[cfg(test)]

@@ -109,8 +109,18 @@ impl Verdict {
     }
 
     /// Refuse the request, telling the client when to retry.
-    pub fn deny_retry(status: u16, code: impl Into<String>, message: impl Into<String>, retry_after_ms: u64) -> Verdict {
-        Verdict::Deny(Denial { status, code: code.into(), message: message.into(), retry_after_ms: Some(retry_after_ms) })
+    pub fn deny_retry(
+        status: u16,
+        code: impl Into<String>,
+        message: impl Into<String>,
+        retry_after_ms: u64,
+    ) -> Verdict {
+        Verdict::Deny(Denial {
+            status,
+            code: code.into(),
+            message: message.into(),
+            retry_after_ms: Some(retry_after_ms),
+        })
     }
 }
 

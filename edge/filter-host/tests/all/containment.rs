@@ -15,8 +15,12 @@ fn run_echo() -> (chorus_filter_host::ChainOutcome, Arc<chorus_filter_host::Filt
     (outcome, host)
 }
 
-fn hostile_with_mode(mode: &str, extra: &str) -> (chorus_filter_host::ChainOutcome, Arc<chorus_filter_host::FilterHost>) {
-    let host = dev_host(HostConfig { filter_config: config_for("hostile", &[("mode", mode)]), ..HostConfig::default() });
+fn hostile_with_mode(
+    mode: &str,
+    extra: &str,
+) -> (chorus_filter_host::ChainOutcome, Arc<chorus_filter_host::FilterHost>) {
+    let host =
+        dev_host(HostConfig { filter_config: config_for("hostile", &[("mode", mode)]), ..HostConfig::default() });
     host.load(&[hostile("hostile", extra)]).unwrap();
     let outcome = host.chain().run(&request(&[], "hi"), 1_000);
     (outcome, host)
@@ -41,7 +45,8 @@ fn echo_sees_only_allow_listed_headers_and_a_frozen_clock() {
 
     let host = dev_host(HostConfig::default());
     host.load(&[hostile("hostile", "")]).unwrap();
-    let req = request(&[("Authorization", "Bearer secret"), ("x-api-key", "k"), ("Cookie", "c"), ("accept", "*/*")], "");
+    let req =
+        request(&[("Authorization", "Bearer secret"), ("x-api-key", "k"), ("Cookie", "c"), ("accept", "*/*")], "");
     let outcome = host.chain().run(&req, 5);
     let headers = outcome.annotations.iter().find(|(k, _)| k == "hostile.headers").unwrap().1.clone();
     assert_eq!(headers, "accept", "credentials reach only filters granted `credentials`");
@@ -54,7 +59,8 @@ fn echo_sees_only_allow_listed_headers_and_a_frozen_clock() {
 
 #[test]
 fn infinite_loop_hits_the_deadline_while_other_requests_are_served() {
-    let mut visible: Vec<String> = chorus_filter_host::chain::DEFAULT_VISIBLE_HEADERS.iter().map(|h| h.to_string()).collect();
+    let mut visible: Vec<String> =
+        chorus_filter_host::chain::DEFAULT_VISIBLE_HEADERS.iter().map(|h| h.to_string()).collect();
     visible.push("x-hostile-mode".into());
     let host = dev_host(HostConfig { visible_headers: visible, ..HostConfig::default() });
     host.load(&[hostile("hostile", "budget-ms = 10")]).unwrap();
@@ -134,6 +140,12 @@ fn a_module_importing_sockets_is_refused_at_load() {
 #[test]
 fn garbage_is_not_a_component() {
     let host = dev_host(HostConfig::default());
-    let src = ModuleSource { name: "junk".into(), wasm: b"\0asm garbage".to_vec(), manifest: manifest("junk", ""), signature: None, builtin: false };
+    let src = ModuleSource {
+        name: "junk".into(),
+        wasm: b"\0asm garbage".to_vec(),
+        manifest: manifest("junk", ""),
+        signature: None,
+        builtin: false,
+    };
     assert!(matches!(host.load(&[src]), Err(LoadError::Compile { .. })));
 }

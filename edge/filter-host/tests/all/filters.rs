@@ -42,7 +42,10 @@ fn auth_host(counters: CounterStore, ratelimit: &[(&str, &str)]) -> Arc<FilterHo
     filter_config.extend(config_for("ratelimit", ratelimit));
     let kv = BTreeMap::from([
         (format!("apikey:{}", api_key_hash("sk-good")), br#"{"tenant":"acme","user":"ann","tier":"plus"}"#.to_vec()),
-        (format!("apikey:{}", api_key_hash("sk-off")), br#"{"tenant":"acme","user":"bob","tier":"free","disabled":true}"#.to_vec()),
+        (
+            format!("apikey:{}", api_key_hash("sk-off")),
+            br#"{"tenant":"acme","user":"bob","tier":"free","disabled":true}"#.to_vec(),
+        ),
     ]);
     let host = Arc::new(FilterHost::new(HostConfig { counters, filter_config, kv, ..HostConfig::default() }).unwrap());
     host.load(&default_chain()).unwrap();
@@ -59,7 +62,11 @@ fn denied(out: &ChainOutcome) -> (u16, &str, Option<u64>) {
 }
 
 fn claims(extra: &str) -> String {
-    format!(r#"{{"sub":"u7","tenant":"globex","iss":"https://id.example","exp":{},"iat":{}{extra}}}"#, NOW_S + 600, NOW_S - 5)
+    format!(
+        r#"{{"sub":"u7","tenant":"globex","iss":"https://id.example","exp":{},"iat":{}{extra}}}"#,
+        NOW_S + 600,
+        NOW_S - 5
+    )
 }
 
 #[test]
@@ -123,8 +130,12 @@ pub fn message_window_script(host: &FilterHost) -> Vec<(bool, Option<u64>)> {
 
 fn ratelimit_host(counters: CounterStore, config: &[(&str, &str)]) -> Arc<FilterHost> {
     let host = Arc::new(
-        FilterHost::new(HostConfig { counters, filter_config: config_for("ratelimit", config), ..HostConfig::default() })
-            .unwrap(),
+        FilterHost::new(HostConfig {
+            counters,
+            filter_config: config_for("ratelimit", config),
+            ..HostConfig::default()
+        })
+        .unwrap(),
     );
     host.load(&[module("ratelimit")]).unwrap();
     host
@@ -176,7 +187,11 @@ fn ratelimit_reserves_then_reconciles_the_token_budget() {
     assert_eq!(denied(&out), (429, "token_budget_exhausted", Some(day_end - (now + n))));
 
     // The first answer used 20 tokens: the rest of its reservation comes back.
-    tickets.remove(0).complete(Outcome::Completed, Usage { prompt_tokens: 5, completion_tokens: 15, cached_tokens: 0 }, now + n);
+    tickets.remove(0).complete(
+        Outcome::Completed,
+        Usage { prompt_tokens: 5, completion_tokens: 15, cached_tokens: 0 },
+        now + n,
+    );
     let out = run(&host, &headers, now + n + 1);
     assert!(out.allowed(), "{:?}", out.denial);
     // A request that failed upstream gives everything back.
@@ -201,4 +216,11 @@ fn a_denial_later_in_the_chain_releases_the_reservation() {
         let out = host.chain().run(&request(&[], "hi"), T0 + i);
         assert_eq!(out.denial.as_ref().unwrap().code, "filter_failed", "request {i}");
     }
+}
+
+#[test]
+fn ratelimit_misconfiguration_is_a_clear_500_not_an_open_door() {
+    let host = ratelimit_host(CounterStore::in_process(1000), &[("messages.free", "40/3y")]);
+    let out = host.chain().run(&request(&[], "hi"), T0);
+    assert_eq!(denied(&out), (500, "filter_misconfigured", None));
 }

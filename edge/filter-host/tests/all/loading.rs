@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_filter_host::{FilterHost, HostConfig, LoadError, ModuleSource, RuntimeConfig, SignatureError, SigningKey, TrustPolicy};
+use chorus_filter_host::{
+    FilterHost, HostConfig, LoadError, ModuleSource, RuntimeConfig, SignatureError, SigningKey, TrustPolicy,
+};
 
 use crate::common::*;
 
@@ -40,7 +42,10 @@ fn only_modules_signed_by_a_trusted_key_load() {
     widened.manifest.push_str("capabilities = [\"credentials\"]\n");
     assert_eq!(sig_err(widened), SignatureError::DigestMismatch("manifest"));
     assert_eq!(host.chain().describe()[0].signer, key.id(), "failed loads leave the chain in place");
-    assert_eq!(host.metrics().render().lines().find(|l| l.starts_with("chorus_filter_reload_failures_total")), Some("chorus_filter_reload_failures_total 4"));
+    assert_eq!(
+        host.metrics().render().lines().find(|l| l.starts_with("chorus_filter_reload_failures_total")),
+        Some("chorus_filter_reload_failures_total 4")
+    );
 }
 
 fn write_dir(dir: &std::path::Path, key: &SigningKey, names: &[&str]) {
