@@ -20,6 +20,7 @@ pub fn default_chain() -> Vec<ModuleSource> {
     vec![
         module!("auth", "chorus_filter_auth.wasm", "../../../wasm-filters/auth/filter.toml"),
         module!("ratelimit", "chorus_filter_ratelimit.wasm", "../../../wasm-filters/ratelimit/filter.toml"),
+        module!("presafety", "chorus_filter_presafety.wasm", "../../../wasm-filters/presafety/filter.toml"),
     ]
 }
 

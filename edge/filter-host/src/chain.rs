@@ -266,8 +266,8 @@ impl Chain {
                 break;
             }
             let name = name.to_ascii_lowercase();
-            let visible = self.visible_headers.contains(&name)
-                || (credentials && CREDENTIAL_HEADERS.contains(&name.as_str()));
+            let visible =
+                self.visible_headers.contains(&name) || (credentials && CREDENTIAL_HEADERS.contains(&name.as_str()));
             if visible && value.len() <= limits.max_header_bytes {
                 headers.push(wit::Header { name, value: value.clone() });
             }

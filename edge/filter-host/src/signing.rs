@@ -285,6 +285,46 @@ mod tests {
         assert_eq!(swapped.verify(b"module", b"manifest", &trusted), Err(SignatureError::BadSignature));
     }
 
+    /// Random byte edits of valid files: every one parses or fails with an error, none panics,
+    /// and no edited signature verifies.
+    #[test]
+    fn mutated_files_never_panic_or_verify() {
+        let k = key(3);
+        let trusted = vec![k.public()];
+        let files = [k.sign(b"module", b"manifest").to_file(), k.to_file(), k.public().to_line()];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..6000 {
+            let original = files[round % 3].as_bytes();
+            let mut bytes = original.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, next() as u8),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Ok(sig) = Signature::from_file(&text)
+                && bytes != original
+            {
+                // Edits that only touch whitespace or the header's comments may still verify.
+                let same = sig == k.sign(b"module", b"manifest");
+                assert_eq!(sig.verify(b"module", b"manifest", &trusted).is_ok(), same, "{text}");
+            }
+            let _ = SigningKey::from_file(&text);
+            let _ = TrustedKey::parse_file(&text);
+        }
+    }
+
     #[test]
     fn malformed_files_name_the_problem() {
         assert!(Signature::from_file("hello").unwrap_err().to_string().contains("first line"));

@@ -127,6 +127,6 @@ fn precompiled_artifacts_are_cached_and_never_trusted_when_altered() {
 fn the_builtin_chain_loads_without_signatures() {
     let host = FilterHost::new(HostConfig::default()).unwrap();
     let chain = host.load(&chorus_filter_host::builtin::default_chain()).unwrap();
-    assert_eq!(chain.names(), ["auth", "ratelimit"]);
+    assert_eq!(chain.names(), ["auth", "ratelimit", "presafety"]);
     assert!(chain.describe().iter().all(|d| d.signer == "builtin"));
 }

@@ -1,0 +1,33 @@
+//! `cargo run --release --example bench` — timing of scan() / normalize() on the 4 KB benign prompt.
+use std::time::Instant;
+
+fn measure(name: &str, iters: usize, mut f: impl FnMut()) {
+    for _ in 0..200 {
+        f();
+    }
+    let mut v: Vec<u128> = (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_nanos()
+        })
+        .collect();
+    v.sort();
+    println!(
+        "{name:<12} min {:>7.1}µs  median {:>7.1}µs  p99 {:>7.1}µs",
+        v[0] as f64 / 1e3,
+        v[iters / 2] as f64 / 1e3,
+        v[iters * 99 / 100] as f64 / 1e3
+    );
+}
+
+fn main() {
+    let text = include_str!("../tests/data/benign_4k.txt");
+    let iters = 5000;
+    measure("normalize", iters, || {
+        std::hint::black_box(chorus_presafety_rules::normalize(std::hint::black_box(text)));
+    });
+    measure("scan", iters, || {
+        std::hint::black_box(chorus_presafety_rules::scan(std::hint::black_box(text)));
+    });
+}
