@@ -172,8 +172,15 @@ fn source(module: &Path, manifest: Option<&Path>, require_sig: bool) -> Result<M
     let manifest = match &manifest_path {
         Some(p) => read_text(p)?,
         None => {
-            eprintln!("chorus: no manifest for {}; using a dev manifest granting all capabilities", module.display());
-            format!("name = \"{name}\"\nversion = \"0.0.0-dev\"\ncapabilities = [\"credentials\", \"identity\"]\n")
+            eprintln!(
+                "chorus: no manifest for {}; using a dev manifest granting all capabilities and the largest time and memory budgets",
+                module.display()
+            );
+            format!(
+                "name = \"{name}\"\nversion = \"0.0.0-dev\"\ncapabilities = [\"credentials\", \"identity\"]\nbudget-ms = {}\nmemory-mib = {}\n",
+                chorus_filter_host::manifest::MAX_BUDGET_MS,
+                chorus_filter_host::manifest::MAX_MEMORY_MIB
+            )
         }
     };
     let parsed = Manifest::parse(&manifest)?;

@@ -93,7 +93,9 @@ fn test_runs_fixtures_and_reports_mismatches() {
 }
 
 fn prompts_json(module: &Path, prompts: &Path) -> serde_json::Value {
-    let out = ok(&chorus(&["filter", "test", s(module), "--prompts", s(prompts), "--json"]));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasm-filters/presafety/filter.toml");
+    let out =
+        ok(&chorus(&["filter", "test", s(module), "--manifest", s(&manifest), "--prompts", s(prompts), "--json"]));
     serde_json::from_str(&out).unwrap()
 }
 

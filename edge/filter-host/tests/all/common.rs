@@ -16,12 +16,14 @@ pub fn manifest(name: &str, extra: &str) -> String {
     format!("name = \"{name}\"\nversion = \"0.1.0\"\n{extra}\n")
 }
 
-/// A hostile filter module with the given manifest lines (dev mode: unsigned).
+/// A hostile filter module with the given manifest lines (dev mode: unsigned). Unless the test
+/// sets one, the time budget is generous: tests run an unoptimized host on a loaded machine.
 pub fn hostile(name: &str, extra: &str) -> ModuleSource {
+    let budget = if extra.contains("budget-ms") { "" } else { "budget-ms = 100\n" };
     ModuleSource {
         name: name.into(),
         wasm: wasm("chorus_filter_hostile.wasm"),
-        manifest: manifest(name, extra),
+        manifest: manifest(name, &format!("{budget}{extra}")),
         signature: None,
         builtin: false,
     }

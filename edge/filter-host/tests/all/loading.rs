@@ -130,3 +130,31 @@ fn the_builtin_chain_loads_without_signatures() {
     assert_eq!(chain.names(), ["auth", "ratelimit", "presafety"]);
     assert!(chain.describe().iter().all(|d| d.signer == "builtin"));
 }
+
+#[test]
+fn a_bad_module_directory_is_a_typed_error_naming_the_problem() {
+    let key = SigningKey::from_seed([11; 32]);
+    let host = strict_host(&key, RuntimeConfig::default());
+    let dir = TempDir::new("baddir");
+    let err = |host: &FilterHost| host.load_dir(&dir.0).unwrap_err().to_string();
+    assert!(err(&host).contains("chain.toml"), "missing chain file: {}", err(&host));
+    std::fs::write(dir.0.join("chain.toml"), "filters = \"auth\"").unwrap();
+    assert!(err(&host).contains("chain.toml"), "{}", err(&host));
+    std::fs::write(dir.0.join("chain.toml"), "filters = [\"../etc/passwd\"]").unwrap();
+    assert!(err(&host).contains("must be 1-32 of [a-z0-9-]"), "{}", err(&host));
+    std::fs::write(dir.0.join("chain.toml"), format!("filters = [{}]", vec!["\"a\""; 17].join(","))).unwrap();
+    assert!(err(&host).contains("limit is 16"), "{}", err(&host));
+    std::fs::write(dir.0.join("chain.toml"), "filters = [\"absent\"]").unwrap();
+    assert!(err(&host).contains("absent.wasm"), "{}", err(&host));
+    write_dir(&dir.0, &key, &["dup"]);
+    std::fs::write(dir.0.join("chain.toml"), "filters = [\"dup\", \"dup\"]").unwrap();
+    assert!(err(&host).contains("appears twice"), "{}", err(&host));
+    // The manifest must name the filter it ships as.
+    write_dir(&dir.0, &key, &["named"]);
+    std::fs::rename(dir.0.join("named.wasm"), dir.0.join("other.wasm")).unwrap();
+    std::fs::rename(dir.0.join("named.toml"), dir.0.join("other.toml")).unwrap();
+    std::fs::rename(dir.0.join("named.sig"), dir.0.join("other.sig")).unwrap();
+    std::fs::write(dir.0.join("chain.toml"), "filters = [\"other\"]").unwrap();
+    assert!(err(&host).contains("manifest names `named`"), "{}", err(&host));
+    assert!(host.chain().names().is_empty(), "nothing was installed");
+}
