@@ -594,7 +594,17 @@ fn bench(args: &BenchArgs) -> Result<()> {
             let out = chain.run(req, t);
             let ns = started.elapsed().as_nanos() as u64;
             if let Some(d) = &out.denial {
-                bail!("{label}: the bench request was denied by {}: {} {}", d.filter, d.code, d.message);
+                let failure = out.steps.iter().find_map(|s| match &s.step {
+                    Step::Failed { kind, detail, .. } => Some(format!(" ({}: {detail})", kind.as_str())),
+                    _ => None,
+                });
+                bail!(
+                    "{label}: request {i} was denied by {}: {} {}{}",
+                    d.filter,
+                    d.code,
+                    d.message,
+                    failure.unwrap_or_default()
+                );
             }
             if i >= warmup {
                 chain_us.push(ns);

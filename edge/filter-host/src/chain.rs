@@ -228,9 +228,8 @@ impl Chain {
         }
     }
 
-    fn budget_ticks(f: &LoadedFilter) -> u64 {
-        let tick = crate::runtime::EPOCH_TICK.as_millis().max(1) as u64;
-        f.manifest.budget_ms.div_ceil(tick)
+    fn budget(f: &LoadedFilter) -> Duration {
+        Duration::from_millis(f.manifest.budget_ms)
     }
 
     fn classify(store_hit_memory: bool, err: &wasmtime::Error) -> (FailureKind, String) {
@@ -245,7 +244,7 @@ impl Chain {
     }
 
     fn call_request(&self, f: &LoadedFilter, req: &wit::Request, now_ms: u64) -> Result<wit::Verdict, CallError> {
-        let mut store = self.runtime.store(self.call_state(f, now_ms), Self::budget_ticks(f));
+        let mut store = self.runtime.store(self.call_state(f, now_ms), Self::budget(f));
         let instance = f.pre.instantiate(&mut store).map_err(|e| {
             let (kind, detail) = Self::classify(store.data().mem.hit, &e);
             let kind = if kind == FailureKind::Trap { FailureKind::Instantiate } else { kind };
@@ -506,7 +505,7 @@ impl Chain {
         };
         for &i in &ticket.admitted {
             let f = &self.filters[i];
-            let mut store = self.runtime.store(self.call_state(f, now_ms), Self::budget_ticks(f));
+            let mut store = self.runtime.store(self.call_state(f, now_ms), Self::budget(f));
             let result = f.pre.instantiate(&mut store).and_then(|inst| inst.call_on_complete(&mut store, &done));
             f.info.metrics.completes.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = result {

@@ -38,7 +38,8 @@ pub struct Manifest {
     pub description: String,
     #[serde(default)]
     pub capabilities: Vec<Capability>,
-    /// Wall-clock budget of one call.
+    /// CPU-time budget of one call (the host also stops a call at 20× this in wall-clock time,
+    /// and never sooner than 100 ms).
     #[serde(default = "default_budget_ms")]
     pub budget_ms: u64,
     /// Linear memory cap.

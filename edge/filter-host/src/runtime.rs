@@ -7,10 +7,12 @@ use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, UpdateDeadline,
+};
 
 use crate::limits::Limits;
 use crate::metrics::FilterMetrics;
@@ -29,8 +31,26 @@ pub(crate) use bindings::FilterPre;
 pub(crate) use bindings::chorus::filter::host::{self as wit_host, Level};
 pub(crate) use bindings::chorus::filter::types as wit;
 
-/// One epoch tick; budgets are whole ticks.
+/// One epoch tick: how often a running filter's budget is checked.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// A call is stopped after this many times its budget in wall-clock time, whatever its CPU use.
+pub const WALL_CAP_FACTOR: u32 = 20;
+/// ... but never sooner than this.
+pub const MIN_WALL_CAP: Duration = Duration::from_millis(100);
+
+/// CPU time this thread has run.
+#[cfg(unix)]
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// Without a per-thread CPU clock, wall time stands in (budgets are then wall-clock).
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Duration {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
 
 /// How the engine is built.
 #[derive(Clone, Debug)]
@@ -224,12 +244,28 @@ impl FilterRuntime {
         let _ = write(&artifact, &bytes).and_then(|()| write(&digest, hex(&sha256(&bytes)).as_bytes()));
     }
 
-    /// A fresh store for one call of one filter.
-    pub(crate) fn store(&self, state: CallState, budget_ticks: u64) -> Store<CallState> {
+    /// A fresh store for one call of one filter with a time budget of `budget`.
+    ///
+    /// The budget is CPU time on the calling thread: when the epoch deadline passes, a call that
+    /// has not used its budget (the thread was descheduled, or waited in a host call) gets
+    /// another tick, up to a wall-clock cap of [`WALL_CAP_FACTOR`] × the budget (at least
+    /// [`MIN_WALL_CAP`]), so a loaded machine does not fail healthy filters and nothing holds a
+    /// thread for long.
+    pub(crate) fn store(&self, state: CallState, budget: Duration) -> Store<CallState> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.mem);
-        store.set_epoch_deadline(budget_ticks.max(1));
-        store.epoch_deadline_trap();
+        let ticks = budget.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        let cpu_start = thread_cpu_time();
+        let wall_stop = Instant::now() + (budget * WALL_CAP_FACTOR).max(MIN_WALL_CAP);
+        store.epoch_deadline_callback(move |_| {
+            let cpu_used = thread_cpu_time().saturating_sub(cpu_start);
+            if cpu_used < budget && Instant::now() < wall_stop {
+                Ok(UpdateDeadline::Continue(1))
+            } else {
+                Ok(UpdateDeadline::Interrupt)
+            }
+        });
         store
     }
 }

@@ -285,7 +285,8 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// A rate limiter must not hold a request for long: well under a filter's wall-clock cap.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 const MAX_IDLE: usize = 32;
 
 fn redis_err(e: redis::RedisError) -> StoreError {
