@@ -96,6 +96,7 @@ fn prompts_json(module: &Path, prompts: &Path) -> serde_json::Value {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasm-filters/presafety/filter.toml");
     let out =
         ok(&chorus(&["filter", "test", s(module), "--manifest", s(&manifest), "--prompts", s(prompts), "--json"]));
+    assert!(out.starts_with("{\"total\":"), "documented field order: {out}");
     serde_json::from_str(&out).unwrap()
 }
 
