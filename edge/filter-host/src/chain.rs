@@ -256,19 +256,24 @@ impl Chain {
         })
     }
 
-    fn guest_request(&self, f: &LoadedFilter, req: &FilterRequest, ctx: &Progress) -> wit::Request {
+    fn guest_request(
+        &self,
+        f: &LoadedFilter,
+        req: &FilterRequest,
+        view: &RequestView<'_>,
+        ctx: &Progress,
+    ) -> wit::Request {
         let limits = self.limits();
         let credentials = f.manifest.grants(Capability::Credentials);
         let mut headers = Vec::new();
-        for (name, value) in &req.headers {
+        for (name, value) in &view.headers {
             if headers.len() >= limits.max_headers {
                 break;
             }
-            let name = name.to_ascii_lowercase();
             let visible =
-                self.visible_headers.contains(&name) || (credentials && CREDENTIAL_HEADERS.contains(&name.as_str()));
+                self.visible_headers.contains(name) || (credentials && CREDENTIAL_HEADERS.contains(&name.as_str()));
             if visible && value.len() <= limits.max_header_bytes {
-                headers.push(wit::Header { name, value: value.clone() });
+                headers.push(wit::Header { name: name.clone(), value: (*value).to_owned() });
             }
         }
         let prompt = truncate(&req.prompt_text, limits.max_prompt_bytes);
@@ -284,7 +289,7 @@ impl Chain {
             user: ctx.identity.user.clone(),
             tier: ctx.identity.tier.clone(),
             prompt_text: prompt.to_owned(),
-            prompt_chars: u32::try_from(req.prompt_text.chars().count()).unwrap_or(u32::MAX),
+            prompt_chars: view.prompt_chars,
             message_count: req.message_count,
             max_tokens: req.max_tokens,
             annotations: ctx
@@ -385,13 +390,14 @@ impl Chain {
     /// Run the chain on one request, with the clock frozen at `now_ms`. Never fails: a filter
     /// failure becomes its `on-error` policy's answer.
     pub fn run(self: &Arc<Self>, req: &FilterRequest, now_ms: u64) -> ChainOutcome {
+        let view = RequestView::new(req);
         let mut ctx = Progress::default();
         let mut admitted = Vec::new();
         let mut steps = Vec::with_capacity(self.filters.len());
         let mut denial = None;
         for (i, f) in self.filters.iter().enumerate() {
             let started = Instant::now();
-            let guest_req = self.guest_request(f, req, &ctx);
+            let guest_req = self.guest_request(f, req, &view, &ctx);
             let result = self.call_request(f, &guest_req, now_ms).and_then(|v| {
                 match &v {
                     wit::Verdict::Allow(list) => self.check_annotations(f, list)?,
@@ -522,6 +528,22 @@ fn annotation_count(v: &wit::Verdict) -> usize {
         wit::Verdict::Allow(list) => list.len(),
         wit::Verdict::Rewrite(r) => r.annotations.len(),
         wit::Verdict::Deny(_) => 0,
+    }
+}
+
+/// What every filter's view of one request shares, computed once per request.
+struct RequestView<'a> {
+    /// Header names lower-cased, with their values.
+    headers: Vec<(String, &'a str)>,
+    prompt_chars: u32,
+}
+
+impl<'a> RequestView<'a> {
+    fn new(req: &'a FilterRequest) -> Self {
+        RequestView {
+            headers: req.headers.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.as_str())).collect(),
+            prompt_chars: u32::try_from(req.prompt_text.chars().count()).unwrap_or(u32::MAX),
+        }
     }
 }
 

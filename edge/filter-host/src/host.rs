@@ -221,8 +221,7 @@ impl FilterHost {
                 Ok(chain)
             }
             Err(e) => {
-                self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
-                *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                self.record_load_failure(&e);
                 Err(e)
             }
         }
@@ -230,11 +229,13 @@ impl FilterHost {
 
     /// Load the chain a module directory describes.
     pub fn load_dir(&self, dir: &Path) -> Result<Arc<Chain>, LoadError> {
-        let sources = read_dir(dir).inspect_err(|e| {
-            self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
-            *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-        })?;
+        let sources = read_dir(dir).inspect_err(|e| self.record_load_failure(e))?;
         self.load(&sources)
+    }
+
+    fn record_load_failure(&self, e: &LoadError) {
+        self.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_reload_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
     /// Why the last load failed, if it did.
