@@ -6,6 +6,8 @@
 //! - batched decode with B sequences: each sequence first gets a prompt (untimed), then B tokens
 //!   are decoded per step for `--gen-tokens` steps; the figure is B × steps / time
 //!   (llama-batched-bench's S_TG).
+//!
+//! With `--concurrency`, the serving benchmark in [`crate::bench_serve`] runs instead.
 
 use std::time::Instant;
 
@@ -37,6 +39,10 @@ pub struct EngineBench {
     /// Batch sizes for batched decode.
     #[arg(long, value_delimiter = ',', default_value = "1,4,8,16,32")]
     batch: Vec<usize>,
+    /// Serving benchmark through the engine loop (runs instead of the kernel figures when
+    /// `--concurrency` is given).
+    #[command(flatten)]
+    serve: crate::bench_serve::ServeBench,
 }
 
 struct Bench<'e> {
@@ -49,7 +55,7 @@ struct Bench<'e> {
 
 /// Deterministic, ordinary-looking token ids (skipping the first 100, where vocabularies keep
 /// their control tokens), within a vocabulary of `vocab`.
-fn tokens(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
+pub(crate) fn tokens(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
     let span = vocab.saturating_sub(100).max(1);
     (0..n).map(|i| ((i * 7919 + seed * 104_729) % span + 100.min(vocab - 1)) as u32).collect()
 }
@@ -146,6 +152,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs the engine benchmark and prints the figures.
 pub fn engine(args: &EngineBench) -> Result<()> {
     let e = args.model.load()?;
+    if !args.serve.concurrency.is_empty() {
+        return crate::bench_serve::run(e, args.prompt_tokens, args.gen_tokens, args.json, &args.serve);
+    }
     let c = &e.model.cfg;
     let max_batch = args.batch.iter().copied().max().unwrap_or(1);
     let per_seq = (args.prompt_tokens + args.gen_tokens).max(512).div_ceil(BLOCK_SIZE);

@@ -5,6 +5,7 @@
 //! test | bench`). It parses arguments and prints; the work lives in the library crates.
 
 mod bench;
+mod bench_serve;
 mod chat;
 mod filter;
 
@@ -179,6 +180,7 @@ impl SamplingArgs {
             max_tokens: self.max_tokens,
             stop: self.stop.clone(),
             top_logprobs: self.top_logprobs,
+            ignore_eos: false,
         }
     }
 }

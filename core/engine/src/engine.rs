@@ -312,7 +312,7 @@ impl Session<'_> {
             out.token_ids.push(id);
             out.logprobs.push(s);
             history.push(id);
-            if e.stop_ids.contains(&id) {
+            if e.stop_ids.contains(&id) && !params.ignore_eos {
                 out.finish_reason = FinishReason::Stop;
                 break;
             }

@@ -16,5 +16,6 @@ pub mod model;
 pub mod model_store;
 pub mod quant;
 pub mod sampler;
+pub mod serve;
 pub mod threadpool;
 pub mod tokenizer;

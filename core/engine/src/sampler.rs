@@ -52,6 +52,9 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// How many alternatives [`Sampled::top`] reports, `0..=MAX_TOP_LOGPROBS`.
     pub top_logprobs: u32,
+    /// Keep generating past end-of-turn tokens until `max_tokens` (benchmarks, as llama.cpp's
+    /// and vLLM's `ignore_eos`). Stop strings still apply.
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplingParams {
@@ -68,6 +71,7 @@ impl Default for SamplingParams {
             max_tokens: 256,
             stop: Vec::new(),
             top_logprobs: 0,
+            ignore_eos: false,
         }
     }
 }

@@ -2,17 +2,22 @@
 //! reference files.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use chorus_engine::engine::{Engine, EngineOptions};
 
 /// The SmolLM2 engine, on two threads.
 pub fn engine() -> &'static Engine {
-    static E: OnceLock<Engine> = OnceLock::new();
+    shared_engine()
+}
+
+/// The same engine, for the engine loop, which holds it by `Arc`.
+pub fn shared_engine() -> &'static Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
     E.get_or_init(|| {
         let path = chorus_engine::model_store::ensure(chorus_engine::model_store::DEFAULT_MODEL, &mut |_| {})
             .expect("the test model can be fetched (pip) or is cached");
-        Engine::load(&path, &EngineOptions { threads: 2, isa: None }).expect("model loads")
+        Arc::new(Engine::load(&path, &EngineOptions { threads: 2, isa: None }).expect("model loads"))
     })
 }
 

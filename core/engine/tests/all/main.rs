@@ -4,4 +4,5 @@ mod batching;
 mod common;
 mod generation;
 mod reference;
+mod serve;
 mod tokenizer_ref;
