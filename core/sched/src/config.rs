@@ -68,16 +68,21 @@ pub struct TierConfig {
     pub max_queued_tokens: usize,
     /// A request that has waited this long without starting is dropped (0 disables).
     pub queue_deadline_ms: u64,
+    /// Most prompt tokens this tier prefills in one step while a higher tier has work waiting
+    /// or running. Lower tiers then take small chunks, so the step a higher-tier arrival waits
+    /// behind, and the step that prefills it, stay short; with no higher tier about, the whole
+    /// step budget is theirs. A cap at or above `max_step_tokens` means no cap.
+    pub prefill_chunk: usize,
 }
 
 impl TierConfig {
     /// DESIGN §6 defaults for `tier`.
     pub fn default_for(tier: Tier) -> Self {
-        let (weight, max_input_tokens) = match tier {
-            Tier::Free => (1, 4096),
-            Tier::Team => (2, 8192),
-            Tier::Plus => (4, 8192),
-            Tier::Enterprise => (8, 8192),
+        let (weight, max_input_tokens, prefill_chunk) = match tier {
+            Tier::Free => (1, 4096, 16),
+            Tier::Team => (2, 8192, 32),
+            Tier::Plus => (4, 8192, usize::MAX),
+            Tier::Enterprise => (8, 8192, usize::MAX),
         };
         Self {
             weight,
@@ -85,6 +90,7 @@ impl TierConfig {
             max_queued_requests: 256,
             max_queued_tokens: 256 * 1024,
             queue_deadline_ms: 60_000,
+            prefill_chunk,
         }
     }
 }
@@ -172,6 +178,9 @@ impl SchedConfig {
             }
             if c.max_input_tokens == 0 {
                 return bad(&format!("tiers.{t}.max_input_tokens"), &c.max_input_tokens, "expected at least 1");
+            }
+            if c.prefill_chunk == 0 {
+                return bad(&format!("tiers.{t}.prefill_chunk"), &c.prefill_chunk, "expected at least 1");
             }
         }
         Ok(())

@@ -219,6 +219,8 @@ pub struct Scheduler {
     last_plan: Option<(u64, usize)>,
     counters: SchedCounters,
     watermark: usize,
+    /// Per tier: whether its `prefill_chunk` applies in the step being planned.
+    capped: [bool; 4],
 }
 
 impl Scheduler {
@@ -243,6 +245,7 @@ impl Scheduler {
             last_plan: None,
             counters: SchedCounters::default(),
             watermark,
+            capped: [false; 4],
         })
     }
 
@@ -406,6 +409,11 @@ impl Scheduler {
 
         self.make_room_for_higher_tiers(&mut plan.events);
         let mut budget = self.cfg.max_step_tokens;
+        // Prompt tokens each tier has prefilling in this step, against its `prefill_chunk`,
+        // which applies only below the highest tier with work.
+        let prefill = &mut [0usize; 4];
+        let top = Tier::ALL.into_iter().rev().find(|t| !self.waiting[t.index()].is_empty() || self.tier_running(*t));
+        self.capped = Tier::ALL.map(|t| top.is_some_and(|top| t < top));
         let seqs = &self.seqs;
         self.running.sort_by_key(|id| {
             let s = &seqs[id];
@@ -420,11 +428,20 @@ impl Scheduler {
                     i += 1;
                     continue;
                 }
-                let mut chunk = s.remaining().min(budget);
+                let ti = s.tier.index();
+                let cap = if decode_pass { usize::MAX } else { self.prefill_cap(ti).saturating_sub(prefill[ti]) };
+                let mut chunk = s.remaining().min(budget).min(cap);
+                if chunk == 0 {
+                    i += 1;
+                    continue;
+                }
                 loop {
                     let s = self.seqs.get_mut(&id).expect("running sequences exist");
                     if self.pool.ensure(&mut s.table, s.computed + chunk) {
                         budget -= chunk;
+                        if !decode_pass {
+                            prefill[ti] += chunk;
+                        }
                         self.plan_seq(id, chunk, &mut plan);
                         i += 1;
                         break;
@@ -457,7 +474,7 @@ impl Scheduler {
                 }
             }
         }
-        self.admit(now_ms, &mut budget, &mut plan);
+        self.admit(now_ms, &mut budget, prefill, &mut plan);
         self.last_plan = Some((now_ms, plan.tokens()));
         self.debug_check();
         plan
@@ -471,7 +488,8 @@ impl Scheduler {
         let bs = self.cfg.block_size;
         for tier in Tier::ALL.into_iter().rev() {
             let Some(&head) = self.waiting[tier.index()].front() else { continue };
-            let first_chunk = self.seqs[&head].tokens.len().min(self.cfg.max_step_tokens);
+            let first_chunk =
+                self.seqs[&head].tokens.len().min(self.cfg.max_step_tokens).min(self.cfg.tier(tier).prefill_chunk);
             let need = first_chunk.div_ceil(bs) + self.watermark;
             let full = self.running.len() >= self.cfg.max_running;
             if !full && self.pool.available() >= need {
@@ -547,20 +565,36 @@ impl Scheduler {
         });
     }
 
+    fn tier_running(&self, t: Tier) -> bool {
+        self.running.iter().any(|id| self.seqs[id].tier == t)
+    }
+
+    /// Prefill tokens tier `t` may take this step.
+    fn prefill_cap(&self, t: usize) -> usize {
+        if self.capped[t] { self.cfg.tiers[t].prefill_chunk } else { usize::MAX }
+    }
+
     /// The backlogged tier furthest behind its weighted share (ties go to the higher tier).
-    fn next_tier(&self) -> Option<Tier> {
+    fn next_tier(&self, spent: &[bool; 4]) -> Option<Tier> {
         Tier::ALL
             .into_iter()
             .rev()
-            .filter(|t| !self.waiting[t.index()].is_empty())
+            .filter(|t| !self.waiting[t.index()].is_empty() && !spent[t.index()])
             .min_by(|a, b| self.vtime[a.index()].total_cmp(&self.vtime[b.index()]))
     }
 
-    fn admit(&mut self, now_ms: u64, budget: &mut usize, plan: &mut StepPlan) {
+    fn admit(&mut self, now_ms: u64, budget: &mut usize, prefill: &mut [usize; 4], plan: &mut StepPlan) {
         let bs = self.cfg.block_size;
+        // Tiers that used up their prefill chunk for this step.
+        let mut spent = [false; 4];
         while *budget > 0 && self.running.len() < self.cfg.max_running {
-            let Some(tier) = self.next_tier() else { break };
+            let Some(tier) = self.next_tier(&spent) else { break };
             let t = tier.index();
+            let cap = self.prefill_cap(t).saturating_sub(prefill[t]);
+            if cap == 0 {
+                spent[t] = true;
+                continue;
+            }
             let id = self.waiting[t][0];
             let s = self.seqs.get_mut(&id).expect("waiting sequences exist");
             // Reuse leading cached blocks, always leaving at least one token to compute so
@@ -569,7 +603,7 @@ impl Scheduler {
             s.extend_hashes(full, bs);
             let (hit, unheld) = self.pool.probe(&s.hashes[..full]);
             let start = hit * bs;
-            let chunk = (s.tokens.len() - start).min(*budget);
+            let chunk = (s.tokens.len() - start).min(*budget).min(cap);
             let need = self.pool.blocks_for(hit, start + chunk);
             let spare = if self.running.is_empty() { 0 } else { self.watermark };
             if self.pool.available() < unheld + need + spare {
@@ -600,6 +634,7 @@ impl Scheduler {
             self.vclock = self.vclock.max(self.vtime[t]);
             self.running.push(id);
             *budget -= chunk;
+            prefill[t] += chunk;
             self.plan_seq(id, chunk, plan);
         }
     }

@@ -536,3 +536,25 @@ fn stale_or_mismatched_step_output_is_refused() {
     assert!(matches!(ev[1], Event::Finished { reason: FinishReason::Stop, output_tokens: 2, .. }), "{ev:?}");
     assert!(s.is_idle());
 }
+
+#[test]
+fn lower_tiers_prefill_in_their_chunk_size() {
+    let mut cfg = config(256);
+    cfg.max_step_tokens = 64;
+    cfg.tiers[Tier::Free.index()].prefill_chunk = 16;
+    let mut s = Scheduler::new(cfg).unwrap();
+    let req = |id, tier| SeqRequest { id, tier, prompt: vec![3; 40], max_tokens: 2, cache_salt: vec![] };
+    s.add(req(1, Tier::Free), 0).unwrap();
+    s.add(req(2, Tier::Free), 0).unwrap();
+    s.add(req(3, Tier::Plus), 0).unwrap();
+    let plan = s.schedule(0);
+    let chunk = |id| plan.seqs.iter().find(|p| p.id == id).map(|p| p.tokens.len());
+    assert_eq!(chunk(3), Some(40), "plus prefills its whole prompt");
+    assert_eq!(chunk(1), Some(16), "free takes at most its chunk per step, across its sequences");
+    assert_eq!(chunk(2), None);
+    let mut m = FakeModel::new(256, 0);
+    let samples = m.run(&plan);
+    s.on_step_output(&plan, &samples).unwrap();
+    let plan = s.schedule(1);
+    assert_eq!(plan.seqs.iter().map(|p| p.tokens.len()).sum::<usize>(), 1 + 16, "plus decodes, free continues");
+}
