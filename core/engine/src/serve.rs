@@ -433,7 +433,6 @@ impl Loop {
                     self.command(cmd);
                 }
             }
-            self.publish();
         }
     }
 
@@ -523,7 +522,11 @@ impl Loop {
             });
         }
         match self.sched.on_step_output(&plan, &samples) {
-            Ok(events) => self.deliver(&events),
+            Ok(events) => {
+                // Publish first, so a client that sees its sequence finish sees its blocks freed.
+                self.publish();
+                self.deliver(&events);
+            }
             Err(err) => {
                 // Cannot happen: the plan is the one just made. Fail its sequences loudly.
                 self.local.failed_steps += 1;
