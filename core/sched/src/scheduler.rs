@@ -480,29 +480,26 @@ impl Scheduler {
         plan
     }
 
-    /// When a waiting request outranks a running sequence and there is no room for it (every
-    /// running slot taken, or too few blocks for its first chunk), the lowest-priority, most
-    /// recently started running sequence of a lower tier steps aside for recompute. At most
-    /// one per tier per step, so a burst of arrivals cannot empty the batch at once.
+    /// When the request fair queuing would admit next outranks a running sequence and there is
+    /// no room for it (every running slot taken, or too few blocks for its first chunk), the
+    /// lowest-priority, most recently started running sequence of a lower tier steps aside for
+    /// recompute. Only the next admission's tier counts, so a slot freed for it cannot go to
+    /// another tier, and at most one sequence steps aside per step.
     fn make_room_for_higher_tiers(&mut self, events: &mut Vec<Event>) {
-        let bs = self.cfg.block_size;
-        for tier in Tier::ALL.into_iter().rev() {
-            let Some(&head) = self.waiting[tier.index()].front() else { continue };
-            let first_chunk =
-                self.seqs[&head].tokens.len().min(self.cfg.max_step_tokens).min(self.cfg.tier(tier).prefill_chunk);
-            let need = first_chunk.div_ceil(bs) + self.watermark;
-            let full = self.running.len() >= self.cfg.max_running;
-            if !full && self.pool.available() >= need {
-                continue;
-            }
-            let victim =
-                (0..self.running.len()).filter(|&i| self.seqs[&self.running[i]].tier < tier).min_by_key(|&i| {
-                    let s = &self.seqs[&self.running[i]];
-                    (s.tier, Reverse(s.start_order))
-                });
-            if let Some(i) = victim {
-                self.preempt(i, events);
-            }
+        let Some(tier) = self.next_tier(&[false; 4]) else { return };
+        let Some(&head) = self.waiting[tier.index()].front() else { return };
+        let first_chunk =
+            self.seqs[&head].tokens.len().min(self.cfg.max_step_tokens).min(self.cfg.tier(tier).prefill_chunk);
+        let need = first_chunk.div_ceil(self.cfg.block_size) + self.watermark;
+        if self.running.len() < self.cfg.max_running && self.pool.available() >= need {
+            return;
+        }
+        let victim = (0..self.running.len()).filter(|&i| self.seqs[&self.running[i]].tier < tier).min_by_key(|&i| {
+            let s = &self.seqs[&self.running[i]];
+            (s.tier, Reverse(s.start_order))
+        });
+        if let Some(i) = victim {
+            self.preempt(i, events);
         }
     }
 
