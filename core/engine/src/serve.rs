@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use chorus_sched::config::ConfigError;
 use chorus_sched::metrics::{REJECT_REASONS, SchedCounters, TierHistograms};
-use chorus_sched::{AdmitError, DropError, Event, Sample, SchedConfig, Scheduler, SeqId, SeqRequest, Tier, TierConfig};
+use chorus_sched::{
+    AdmitError, DropError, Event, Sample, SchedConfig, Scheduler, SeqId, SeqRequest, StepPlan, Tier, TierConfig,
+};
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::engine::{BLOCK_SIZE, Engine, FinishReason};
@@ -506,13 +508,7 @@ impl Loop {
             .collect();
         let e = &*self.engine;
         if let Err(err) = e.model.forward(&e.pool, e.isa, &mut self.kv, &steps, &mut self.scratch, &mut self.logits) {
-            self.local.failed_steps += 1;
-            for p in &plan.seqs {
-                self.sched.cancel(p.id);
-                if let Some(l) = self.live.remove(&p.id) {
-                    let _ = l.tx.send(SeqEvent::Failed(err.to_string()));
-                }
-            }
+            self.fail_plan(&plan, &err.to_string());
             return true;
         }
         let vocab = e.model.cfg.vocab;
@@ -530,18 +526,21 @@ impl Loop {
                 self.publish();
                 self.deliver(&events);
             }
-            Err(err) => {
-                // Cannot happen: the plan is the one just made. Fail its sequences loudly.
-                self.local.failed_steps += 1;
-                for p in &plan.seqs {
-                    self.sched.cancel(p.id);
-                    if let Some(l) = self.live.remove(&p.id) {
-                        let _ = l.tx.send(SeqEvent::Failed(err.to_string()));
-                    }
-                }
-            }
+            // Cannot happen: the plan is the one just made. Fail its sequences loudly.
+            Err(err) => self.fail_plan(&plan, &err.to_string()),
         }
         true
+    }
+
+    /// Ends every sequence of a step that could not be completed, releasing its blocks.
+    fn fail_plan(&mut self, plan: &StepPlan, why: &str) {
+        self.local.failed_steps += 1;
+        for p in &plan.seqs {
+            self.sched.cancel(p.id);
+            if let Some(l) = self.live.remove(&p.id) {
+                let _ = l.tx.send(SeqEvent::Failed(why.to_string()));
+            }
+        }
     }
 
     fn sample(e: &Engine, l: &mut Live, row: &[f32]) -> Sample {
