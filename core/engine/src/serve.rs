@@ -126,7 +126,8 @@ pub enum SeqEvent {
     Started { cached_tokens: usize, queued: Duration },
     /// One output token and the text that became final with it (may be empty: a partial UTF-8
     /// character, a held-back possible stop string, or an end-of-turn token).
-    Token { token: u32, text: String, sampled: Sampled },
+    /// `at` is when the engine loop emitted it (for measuring what happens downstream).
+    Token { token: u32, text: String, sampled: Sampled, at: Instant },
     /// Done. `text` is output held back until the end (empty when a stop string ended it).
     Finished { reason: FinishReason, text: String, usage: Usage },
     /// Waited past the tier's queue deadline before starting.
@@ -163,13 +164,24 @@ pub struct EngineMetrics {
     pub waiting: [usize; 4],
     /// Steps the model rejected (each fails the sequences in it).
     pub failed_steps: u64,
+    /// Steps run (a watchdog's sign of progress).
+    pub steps: u64,
 }
 
 impl EngineMetrics {
     /// Prometheus text exposition, every series labelled with `model`.
     pub fn render(&self, model: &str) -> String {
+        self.render_labelled(&[("model", model)])
+    }
+
+    /// Prometheus text exposition, every series carrying `labels`.
+    pub fn render_labelled(&self, labels: &[(&str, &str)]) -> String {
         use std::fmt::Write as _;
-        let m = format!("model=\"{}\"", model.replace(['"', '\\', '\n'], "_"));
+        let m = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace(['"', '\\', '\n'], "_")))
+            .collect::<Vec<_>>()
+            .join(",");
         let mut o = String::new();
         self.ttft.render("chorus_ttft_seconds", "Time to first token.", &m, &mut o);
         self.inter_token.render("chorus_inter_token_seconds", "Time between output tokens.", &m, &mut o);
@@ -223,6 +235,7 @@ impl EngineMetrics {
         }
         gauge("chorus_tokens_total", "Tokens computed, by tier and kind.", "counter", tokens);
         gauge("chorus_engine_failed_steps_total", "Steps the model rejected.", "counter", one(self.failed_steps));
+        gauge("chorus_engine_steps_total", "Steps the engine loop ran.", "counter", one(self.steps));
         o
     }
 }
@@ -511,6 +524,7 @@ impl Loop {
             self.fail_plan(&plan, &err.to_string());
             return true;
         }
+        self.local.steps += 1;
         let vocab = e.model.cfg.vocab;
         let mut samples = Vec::with_capacity(plan.seqs.len());
         for (row, p) in self.logits.chunks_exact(vocab).zip(plan.samples()) {
@@ -588,7 +602,7 @@ impl Loop {
                         }
                     }
                     l.last_token = Some(now);
-                    self.send(*id, SeqEvent::Token { token: *token, text, sampled });
+                    self.send(*id, SeqEvent::Token { token: *token, text, sampled, at: now });
                 }
                 Event::Finished { id, reason, prompt_tokens, output_tokens, cached_tokens } => {
                     let Some(mut l) = self.live.remove(id) else { continue };

@@ -42,6 +42,20 @@ pub enum Category {
 }
 
 impl Category {
+    /// Every category.
+    pub const ALL: [Category; 10] = [
+        Category::PromptInjection,
+        Category::Jailbreak,
+        Category::Weapons,
+        Category::Malware,
+        Category::Fraud,
+        Category::Drugs,
+        Category::SelfHarm,
+        Category::Violence,
+        Category::Hate,
+        Category::SexualMinors,
+    ];
+
     /// Stable snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {

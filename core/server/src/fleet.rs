@@ -1,0 +1,258 @@
+//! Model fleets (a model and its own engine loop and scheduler) and the router that picks one
+//! for a request: the configured fleet for its tier, a visible downgrade when that fleet is
+//! busy and the tier allows one, and a typed refusal past the hard bound. Never a silent
+//! fallback.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use chorus_engine::engine::{Engine, EngineOptions};
+use chorus_engine::serve::{EngineHandle, ServeOptions};
+use chorus_proto::Tier;
+
+use crate::config::{CoreConfig, FleetConfig};
+
+/// One fleet.
+#[derive(Debug)]
+pub struct Fleet {
+    pub name: String,
+    /// The model id reported to clients.
+    pub model: String,
+    pub engine: Arc<Engine>,
+    pub handle: EngineHandle,
+    /// Accepted and not yet started, per tier.
+    waiting: [AtomicU32; 4],
+    /// Accepted and not yet finished.
+    in_flight: AtomicU32,
+}
+
+impl Fleet {
+    /// Requests waiting to start, all tiers.
+    pub fn waiting(&self) -> u32 {
+        self.waiting.iter().map(|w| w.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Requests of `tier` waiting to start.
+    pub fn waiting_tier(&self, tier: Tier) -> u32 {
+        self.waiting[tier.index()].load(Ordering::Relaxed)
+    }
+
+    /// Requests accepted and not finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in; the guard counts it out when dropped.
+    pub fn enter(self: &Arc<Self>, tier: Tier) -> FleetGuard {
+        self.waiting[tier.index()].fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        FleetGuard { fleet: self.clone(), tier, waiting: true }
+    }
+}
+
+/// A request's place in a fleet's gauges.
+#[derive(Debug)]
+pub struct FleetGuard {
+    fleet: Arc<Fleet>,
+    tier: Tier,
+    waiting: bool,
+}
+
+impl FleetGuard {
+    /// The request started running.
+    pub fn started(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            self.fleet.waiting[self.tier.index()].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for FleetGuard {
+    fn drop(&mut self) {
+        self.started();
+        self.fleet.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why the fleets could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("fleets.{fleet}.model = {model:?}: {why}")]
+    Model { fleet: String, model: String, why: String },
+    #[error("fleets.{fleet}: {why}")]
+    Start { fleet: String, why: String },
+}
+
+/// Resolves a fleet's `model` to a file: a path to a GGUF, or a known model name (fetched and
+/// verified into the cache on first use).
+pub fn resolve_model(model: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(model);
+    if p.is_file() {
+        return Ok(p);
+    }
+    if model.contains('/') || model.ends_with(".gguf") {
+        return Err("no such file".into());
+    }
+    chorus_engine::model_store::ensure(model, &mut |_| {}).map_err(|e| e.to_string())
+}
+
+/// Loads each distinct model once (memory-mapped, weights packed once) and starts one engine
+/// loop per fleet. `load` turns a fleet's config into an engine; [`load_engines`] is the
+/// default.
+pub fn start_fleets(
+    cfg: &CoreConfig,
+    load: &mut dyn FnMut(&str, &FleetConfig) -> Result<Arc<Engine>, FleetError>,
+) -> Result<Vec<Arc<Fleet>>, FleetError> {
+    let tiers = cfg.tier_configs();
+    let mut out = Vec::new();
+    for (name, f) in &cfg.fleets {
+        let engine = load(name, f)?;
+        let model = std::path::Path::new(&f.model)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|_| f.model.ends_with(".gguf"))
+            .unwrap_or(&f.model)
+            .to_string();
+        let opts = ServeOptions {
+            kv_tokens: f.kv_tokens,
+            max_step_tokens: f.max_step_tokens,
+            max_running: f.max_running,
+            prefix_cache: f.prefix_cache,
+            model_id: model.clone(),
+            tiers: tiers.clone(),
+        };
+        let handle = EngineHandle::start(engine.clone(), opts)
+            .map_err(|e| FleetError::Start { fleet: name.clone(), why: e.to_string() })?;
+        out.push(Arc::new(Fleet {
+            name: name.clone(),
+            model,
+            engine,
+            handle,
+            waiting: Default::default(),
+            in_flight: AtomicU32::new(0),
+        }));
+    }
+    Ok(out)
+}
+
+/// The default loader: resolve, then load each distinct file once.
+pub fn load_engines(threads: usize) -> impl FnMut(&str, &FleetConfig) -> Result<Arc<Engine>, FleetError> {
+    let mut loaded: HashMap<PathBuf, Arc<Engine>> = HashMap::new();
+    move |fleet, f| {
+        let err = |why: String| FleetError::Model { fleet: fleet.to_string(), model: f.model.clone(), why };
+        let path = resolve_model(&f.model).map_err(err)?;
+        let key = path.canonicalize().unwrap_or(path.clone());
+        if let Some(e) = loaded.get(&key) {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(
+            Engine::load(&path, &EngineOptions { threads, isa: None }).map_err(|e| err(e.to_string()))?,
+        );
+        loaded.insert(key, e.clone());
+        Ok(e)
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To `fleet` (an index into the fleets); `degraded` when not its tier's own fleet.
+    Fleet { fleet: usize, degraded: bool },
+    /// Its fleet is past the hard bound.
+    OverCapacity { fleet: usize, waiting: u32, bound: u32, retry_after_ms: u32 },
+}
+
+/// Tier → fleet with overflow rules, resolved to fleet indices.
+#[derive(Debug, Clone)]
+pub struct Router {
+    routes: [usize; 4],
+    downgrade: [Option<usize>; 4],
+    degrade_at: Vec<u32>,
+    reject_at: Vec<u32>,
+    retry_after_ms: u32,
+}
+
+impl Router {
+    /// From a validated config and the fleets in the order [`start_fleets`] made them.
+    pub fn new(cfg: &CoreConfig, fleets: &[Arc<Fleet>]) -> Self {
+        let idx = |name: &str| fleets.iter().position(|f| f.name == name).expect("validated: fleet exists");
+        let r = &cfg.router;
+        Self {
+            routes: Tier::ALL.map(|t| idx(&r.routes[t.as_str()])),
+            downgrade: Tier::ALL.map(|t| r.downgrade.get(t.as_str()).map(|f| idx(f))),
+            degrade_at: fleets.iter().map(|f| r.degrade_at.get(&f.name).copied().unwrap_or(u32::MAX)).collect(),
+            reject_at: fleets.iter().map(|f| r.reject_at.get(&f.name).copied().unwrap_or(u32::MAX)).collect(),
+            retry_after_ms: r.retry_after_ms,
+        }
+    }
+
+    /// The fleet a tier is configured to use.
+    pub fn home(&self, tier: Tier) -> usize {
+        self.routes[tier.index()]
+    }
+
+    /// Picks the fleet for a request of `tier`, given each fleet's waiting count.
+    pub fn route(&self, tier: Tier, waiting: impl Fn(usize) -> u32) -> Route {
+        let home = self.routes[tier.index()];
+        let w = waiting(home);
+        if w >= self.reject_at[home] {
+            return Route::OverCapacity {
+                fleet: home,
+                waiting: w,
+                bound: self.reject_at[home],
+                retry_after_ms: self.retry_after_ms,
+            };
+        }
+        if w >= self.degrade_at[home]
+            && let Some(alt) = self.downgrade[tier.index()].filter(|&a| a != home)
+            && waiting(alt) < self.degrade_at[alt]
+        {
+            return Route::Fleet { fleet: alt, degraded: true };
+        }
+        Route::Fleet { fleet: home, degraded: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(degrade: u32, reject: u32) -> Router {
+        Router {
+            routes: [0, 0, 1, 1],
+            downgrade: [None, None, Some(0), None],
+            degrade_at: vec![10, degrade],
+            reject_at: vec![100, reject],
+            retry_after_ms: 1500,
+        }
+    }
+
+    #[test]
+    fn tiers_go_home_while_there_is_room() {
+        let r = router(4, 8);
+        for (t, f) in [(Tier::Free, 0), (Tier::Team, 0), (Tier::Plus, 1), (Tier::Enterprise, 1)] {
+            assert_eq!(r.route(t, |_| 3), Route::Fleet { fleet: f, degraded: false });
+        }
+    }
+
+    #[test]
+    fn plus_is_downgraded_visibly_and_enterprise_waits() {
+        let r = router(4, 8);
+        let w = |f: usize| if f == 1 { 5 } else { 0 };
+        assert_eq!(r.route(Tier::Plus, w), Route::Fleet { fleet: 0, degraded: true });
+        assert_eq!(r.route(Tier::Enterprise, w), Route::Fleet { fleet: 1, degraded: false });
+        // The downgrade fleet is busy too: plus waits at home.
+        assert_eq!(r.route(Tier::Plus, |f| if f == 1 { 5 } else { 10 }), Route::Fleet { fleet: 1, degraded: false });
+    }
+
+    #[test]
+    fn past_the_hard_bound_is_over_capacity() {
+        let r = router(4, 8);
+        assert_eq!(
+            r.route(Tier::Plus, |_| 8),
+            Route::OverCapacity { fleet: 1, waiting: 8, bound: 8, retry_after_ms: 1500 }
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! Messages → chat template → token ids. Deterministic (the same messages always give the same
+//! bytes, so a conversation's next turn starts with this turn's prompt and hits the prefix
+//! cache), and bounded: a history over the limit loses its oldest turns first while the
+//! leading system prompt and the last user message stay.
+
+use chorus_engine::chat_template::ChatMessage;
+use chorus_engine::engine::Engine;
+use chorus_proto::{Message, Role};
+
+/// A built prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub ids: Vec<u32>,
+    /// Messages left out to fit the limit (whole turns, oldest first).
+    pub trimmed: usize,
+}
+
+/// Why no prompt could be built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PromptError {
+    #[error(
+        "messages: the prompt is {tokens} tokens with only the system prompt and the last turn kept; the limit is {limit}"
+    )]
+    TooLong { tokens: usize, limit: usize },
+    #[error("messages: {0}")]
+    Template(String),
+}
+
+fn render(engine: &Engine, msgs: &[&Message]) -> Result<Vec<u32>, PromptError> {
+    let chat: Vec<ChatMessage> =
+        msgs.iter().map(|m| ChatMessage { role: m.role.as_str().to_string(), content: m.content.clone() }).collect();
+    engine.chat_prompt(&chat).map_err(|e| PromptError::Template(e.to_string()))
+}
+
+/// Builds the prompt for `messages` in at most `limit` tokens.
+pub fn build(engine: &Engine, messages: &[Message], limit: usize) -> Result<Prompt, PromptError> {
+    let start = usize::from(messages.first().is_some_and(|m| m.role == Role::System));
+    // Where each droppable turn begins: the first message after the system prompt, then every
+    // user message. Dropping `k` turns keeps `messages[..start]` and `messages[cuts[k]..]`.
+    let mut cuts = vec![start];
+    cuts.extend((start + 1..messages.len()).filter(|&i| messages[i].role == Role::User));
+    let keep = |k: usize| -> Vec<&Message> { messages[..start].iter().chain(&messages[cuts[k]..]).collect() };
+
+    let full = render(engine, &keep(0))?;
+    if full.len() <= limit {
+        return Ok(Prompt { ids: full, trimmed: 0 });
+    }
+    // Fewer messages never render longer, so the fewest turns to drop is a binary search.
+    let last = cuts.len() - 1;
+    let shortest = render(engine, &keep(last))?;
+    if shortest.len() > limit {
+        return Err(PromptError::TooLong { tokens: shortest.len(), limit });
+    }
+    let (mut lo, mut hi, mut best) = (1, last, shortest);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let ids = render(engine, &keep(mid))?;
+        if ids.len() <= limit {
+            hi = mid;
+            best = ids;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(Prompt { ids: best, trimmed: cuts[hi] - start })
+}

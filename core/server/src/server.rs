@@ -1,0 +1,550 @@
+//! The QUIC side: accept edge connections (mutual TLS, version handshake on the control
+//! stream, load reports), serve one request per bidirectional stream, and drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chorus_engine::sampler::SamplingParams;
+use chorus_engine::serve::SeqEvent;
+use chorus_proto::{
+    Accepted, Control, Done, ErrorCode, ErrorReply, FinishReason, FleetInfo, FleetLoad, FrameDecoder, FrameError,
+    Generate, Hello, LoadReport, Logprob, PROTOCOL_VERSION, Reply, Request, Token, Usage,
+};
+use quinn::{Connection, RecvStream, SendStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::{CoreConfig, sched_tier};
+use crate::fleet::{Fleet, Route, Router};
+use crate::metrics::CoreMetrics;
+use crate::prompt::{self, PromptError};
+use crate::safety::Policy;
+
+/// Where the core is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// No new connections or requests; in-flight requests run on.
+    Draining,
+    /// In-flight requests are ended with `shutting_down`.
+    Stopping,
+}
+
+/// Everything a connection or request needs; shared.
+#[derive(Debug)]
+pub struct Core {
+    pub cfg: CoreConfig,
+    pub fleets: Vec<Arc<Fleet>>,
+    pub router: Router,
+    pub policy: Policy,
+    pub metrics: CoreMetrics,
+    pub limits: chorus_proto::Limits,
+    phase: watch::Sender<Phase>,
+    /// `None` when ready, else why not.
+    unready: std::sync::Mutex<Option<String>>,
+}
+
+impl Core {
+    /// A core over started fleets.
+    pub fn new(cfg: CoreConfig, fleets: Vec<Arc<Fleet>>) -> Arc<Self> {
+        let router = Router::new(&cfg, &fleets);
+        let policy = Policy::new(&cfg.post_safety);
+        Arc::new(Self {
+            cfg,
+            fleets,
+            router,
+            policy,
+            metrics: CoreMetrics::default(),
+            limits: chorus_proto::Limits::default(),
+            phase: watch::channel(Phase::Serving).0,
+            unready: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    pub(crate) fn set_phase(&self, p: Phase) {
+        self.phase.send_replace(p);
+    }
+
+    /// `Ok` when ready; else the reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.phase() != Phase::Serving {
+            return Err("draining".into());
+        }
+        match &*self.unready.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(why) => Err(why.clone()),
+        }
+    }
+
+    pub(crate) fn set_unready(&self, why: Option<String>) {
+        *self.unready.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// Requests accepted and not finished, all fleets.
+    pub fn in_flight(&self) -> u32 {
+        self.fleets.iter().map(|f| f.in_flight()).sum()
+    }
+
+    /// The Prometheus page.
+    pub fn metrics_page(&self) -> String {
+        self.metrics.page(self.readiness().is_ok(), self.phase() != Phase::Serving, &self.fleets)
+    }
+
+    fn load_report(&self, seq: u64) -> LoadReport {
+        LoadReport {
+            seq,
+            ready: self.readiness().is_ok(),
+            draining: self.phase() != Phase::Serving,
+            fleets: self
+                .fleets
+                .iter()
+                .map(|f| {
+                    let m = f.handle.metrics();
+                    FleetLoad {
+                        fleet: f.name.clone(),
+                        waiting: chorus_proto::Tier::ALL.map(|t| f.waiting_tier(t)),
+                        running: m.running as u32,
+                        kv_blocks_used: m.kv_blocks_used as u32,
+                        kv_blocks_total: m.kv_blocks_total as u32,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Reads frames from a stream.
+struct FrameReader {
+    recv: RecvStream,
+    dec: FrameDecoder,
+}
+
+/// Why reading a frame stopped.
+#[derive(Debug)]
+enum ReadError {
+    /// The peer reset the stream or the connection went away.
+    Gone(String),
+    /// The bytes broke the protocol.
+    Frame(FrameError),
+}
+
+impl FrameReader {
+    fn new(recv: RecvStream, max: u32) -> Self {
+        Self { recv, dec: FrameDecoder::new(max) }
+    }
+
+    /// The next message; `Ok(None)` when the peer finished its side cleanly. Cancel-safe:
+    /// received bytes live in the decoder, not in the future.
+    async fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ReadError> {
+        loop {
+            if let Some(m) = self.dec.next().map_err(ReadError::Frame)? {
+                return Ok(Some(m));
+            }
+            match self.recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => self.dec.push(&chunk.bytes),
+                Ok(None) => {
+                    self.dec.finish().map_err(ReadError::Frame)?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(ReadError::Gone(e.to_string())),
+            }
+        }
+    }
+}
+
+async fn write<T: serde::Serialize>(send: &mut SendStream, msg: &T, max: u32) -> Result<(), String> {
+    let bytes = chorus_proto::encode_to_vec(msg, max).map_err(|e| e.to_string())?;
+    send.write_all(&bytes).await.map_err(|e| e.to_string())
+}
+
+fn error(code: ErrorCode, message: impl Into<String>, retry_after_ms: Option<u32>) -> Reply {
+    Reply::Error(ErrorReply { code, message: message.into(), retry_after_ms })
+}
+
+/// Serves connections from `endpoint` until it is closed.
+pub async fn accept_loop(core: Arc<Core>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        if core.phase() != Phase::Serving {
+            incoming.refuse();
+            continue;
+        }
+        let core = core.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Almost always TLS: no client certificate, or one from another CA.
+                    core.metrics.refused("tls");
+                    warn!(%remote, error = %e, "edge connection refused");
+                    return;
+                }
+            };
+            CoreMetrics::inc(&core.metrics.connections_total);
+            CoreMetrics::inc(&core.metrics.connections_open);
+            connection(&core, conn, remote).await;
+            CoreMetrics::dec(&core.metrics.connections_open);
+        });
+    }
+}
+
+async fn connection(core: &Arc<Core>, conn: Connection, remote: SocketAddr) {
+    let max = core.cfg.max_frame;
+    let timeout = Duration::from_millis(core.cfg.handshake_timeout_ms);
+    // The control stream is the first stream the edge opens; nothing else is served before
+    // the versions agree.
+    let hello = tokio::time::timeout(timeout, async {
+        let (send, recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let mut r = FrameReader::new(recv, max);
+        match r.next::<Hello>().await {
+            Ok(Some(h)) => Ok((send, h)),
+            Ok(None) => Err("the control stream ended before Hello".to_string()),
+            Err(ReadError::Frame(e)) => Err(format!("malformed Hello: {e}")),
+            Err(ReadError::Gone(e)) => Err(e),
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no Hello within {} ms", timeout.as_millis())));
+    let (mut control, hello) = match hello {
+        Ok(x) => x,
+        Err(why) => {
+            core.metrics.refused("hello");
+            warn!(%remote, %why, "edge connection closed");
+            conn.close(chorus_proto::CLOSE_PROTOCOL_ERROR.into(), why.as_bytes());
+            return;
+        }
+    };
+    let Some(version) = chorus_proto::negotiate(&hello, PROTOCOL_VERSION..=PROTOCOL_VERSION) else {
+        let why = format!(
+            "unsupported protocol version: the edge speaks {}..={}, this core speaks {PROTOCOL_VERSION}",
+            hello.min_version, hello.max_version
+        );
+        core.metrics.refused("version");
+        warn!(%remote, edge = %hello.edge_id, %why, "edge connection closed");
+        conn.close(chorus_proto::CLOSE_UNSUPPORTED_VERSION.into(), why.as_bytes());
+        return;
+    };
+    info!(%remote, edge = %hello.edge_id, version, "edge connected");
+    let welcome = Control::Welcome {
+        version,
+        core_id: core.cfg.core_id.clone(),
+        region: core.cfg.region.clone(),
+        fleets: core.fleets.iter().map(|f| FleetInfo { fleet: f.name.clone(), model: f.model.clone() }).collect(),
+    };
+    if write(&mut control, &welcome, max).await.is_err() {
+        return;
+    }
+    let reports = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(core.cfg.load_report_ms));
+            for seq in 0.. {
+                tick.tick().await;
+                if write(&mut control, &Control::Load(core.load_report(seq)), max).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%remote, error = %e, "edge connection ended");
+                break;
+            }
+        };
+        let core = core.clone();
+        tokio::spawn(async move {
+            CoreMetrics::inc(&core.metrics.streams_total);
+            CoreMetrics::inc(&core.metrics.streams_open);
+            request(&core, send, recv).await;
+            CoreMetrics::dec(&core.metrics.streams_open);
+        });
+    }
+    reports.abort();
+}
+
+/// The outcome label of a reply, for metrics.
+fn outcome(r: &Reply) -> String {
+    match r {
+        Reply::Done(d) => d.finish_reason.as_str().to_string(),
+        Reply::Error(e) => e.code.to_string(),
+        _ => "none".into(),
+    }
+}
+
+/// Serves one request stream to its end.
+async fn request(core: &Arc<Core>, mut send: SendStream, recv: RecvStream) {
+    let max = core.cfg.max_frame;
+    let mut reader = FrameReader::new(recv, max);
+    let first = tokio::time::timeout(Duration::from_millis(core.cfg.handshake_timeout_ms), reader.next::<Request>()).await;
+    let g = match first {
+        Ok(Ok(Some(Request::Generate(g)))) => g,
+        Ok(Ok(Some(Request::Cancel))) | Ok(Ok(None)) => {
+            let _ = write(&mut send, &error(ErrorCode::Protocol, "a request stream must begin with Generate", None), max).await;
+            let _ = send.finish();
+            return;
+        }
+        Ok(Err(ReadError::Frame(e))) => {
+            core.metrics.outcome("-", "protocol_error");
+            let _ = write(&mut send, &error(ErrorCode::Protocol, e.to_string(), None), max).await;
+            let _ = send.finish();
+            return;
+        }
+        Ok(Err(ReadError::Gone(_))) => return,
+        Err(_) => {
+            let _ = write(&mut send, &error(ErrorCode::Protocol, "no Generate frame in time", None), max).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let (fleet_name, last) = match serve_generate(core, &mut send, &mut reader, *g).await {
+        Ok(x) => x,
+        Err(Gone) => return,
+    };
+    core.metrics.outcome(&fleet_name, &outcome(&last));
+    let _ = send.finish();
+}
+
+/// The stream went away (reset, stopped, connection lost); nothing more can be sent.
+struct Gone;
+
+/// Sends one reply; a failed write means the edge stopped reading (cancel).
+async fn reply(send: &mut SendStream, r: &Reply, max: u32) -> Result<(), Gone> {
+    write(send, r, max).await.map_err(|_| Gone)
+}
+
+/// Runs a Generate to its final reply; returns the fleet and that reply.
+async fn serve_generate(
+    core: &Arc<Core>,
+    send: &mut SendStream,
+    reader: &mut FrameReader,
+    g: Generate,
+) -> Result<(String, Reply), Gone> {
+    let max = core.cfg.max_frame;
+    let received = Instant::now();
+    macro_rules! fail {
+        ($fleet:expr, $code:expr, $msg:expr, $retry:expr) => {{
+            let r = error($code, $msg, $retry);
+            reply(send, &r, max).await?;
+            return Ok(($fleet.to_string(), r));
+        }};
+    }
+    if core.phase() != Phase::Serving {
+        fail!("-", ErrorCode::Draining, "the core is draining; retry on another core", Some(0));
+    }
+    if let Err(e) = g.check(&core.limits) {
+        fail!("-", ErrorCode::InvalidRequest, e.to_string(), None);
+    }
+    let (fi, degraded) = match core.router.route(g.tier, |i| core.fleets[i].waiting()) {
+        Route::Fleet { fleet, degraded } => (fleet, degraded),
+        Route::OverCapacity { fleet, waiting, bound, retry_after_ms } => fail!(
+            core.fleets[fleet].name,
+            ErrorCode::OverCapacity,
+            format!("fleet {} has {waiting} requests waiting (bound {bound})", core.fleets[fleet].name),
+            Some(retry_after_ms)
+        ),
+    };
+    let fleet = core.fleets[fi].clone();
+    let tier = sched_tier(g.tier);
+    let tiers = core.cfg.tier_configs();
+    let ctx = fleet.engine.model.cfg.ctx_len;
+    let limit = tiers[tier.index()].max_input_tokens.min(ctx.saturating_sub(g.max_tokens as usize));
+    // Rendering and tokenizing a long history is CPU work: off the async threads.
+    let built = {
+        let (engine, messages) = (fleet.engine.clone(), g.messages.clone());
+        tokio::task::spawn_blocking(move || prompt::build(&engine, &messages, limit)).await
+    };
+    let p = match built {
+        Ok(Ok(p)) => p,
+        Ok(Err(e @ PromptError::TooLong { .. })) => fail!(fleet.name, ErrorCode::PromptTooLong, e.to_string(), None),
+        Ok(Err(e)) => fail!(fleet.name, ErrorCode::InvalidRequest, e.to_string(), None),
+        Err(e) => fail!(fleet.name, ErrorCode::Internal, format!("prompt builder: {e}"), None),
+    };
+    let s = &g.sampling;
+    let params = SamplingParams {
+        temperature: s.temperature,
+        top_k: s.top_k,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+        repetition_penalty: s.repetition_penalty,
+        seed: s.seed,
+        max_tokens: g.max_tokens,
+        stop: g.stop.clone(),
+        top_logprobs: s.logprobs.map_or(0, u32::from),
+        ignore_eos: s.ignore_eos,
+    };
+    let prompt_tokens = p.ids.len();
+    // The cache salt is the tenant: tenants never share KV.
+    let seq = match fleet.handle.validate(p.ids, params, tier, g.tenant.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => fail!(fleet.name, ErrorCode::InvalidRequest, e.to_string(), None),
+    };
+    let queue_position = fleet.waiting_tier(g.tier);
+    let mut guard = fleet.enter(g.tier);
+    let mut stream = fleet.handle.submit(seq);
+    if degraded {
+        CoreMetrics::inc(&core.metrics.degraded_total);
+    }
+    if p.trimmed > 0 {
+        CoreMetrics::inc(&core.metrics.trimmed_total);
+    }
+    reply(
+        send,
+        &Reply::Accepted(Accepted {
+            model: fleet.model.clone(),
+            fleet: fleet.name.clone(),
+            degraded,
+            queue_position,
+            prompt_tokens: prompt_tokens as u32,
+            trimmed_messages: p.trimmed as u32,
+        }),
+        max,
+    )
+    .await?;
+
+    let logprobs = g.sampling.logprobs.is_some();
+    let tok = &fleet.engine.tokenizer;
+    let text_of = |id: u32| tok.decode(&[id], false).unwrap_or_default();
+    let mut gate = core.policy.gate();
+    let mut cached = 0u32;
+    let mut completion = 0u32;
+    let mut phase = core.phase.subscribe();
+    let deadline = g.deadline_ms.map(|ms| received + Duration::from_millis(ms.into()));
+    let mut reading = true;
+    let anchor = (Instant::now(), SystemTime::now());
+    let unix_us = |at: Instant| -> u64 {
+        let wall = anchor.1.checked_sub(anchor.0.saturating_duration_since(at)).unwrap_or(anchor.1);
+        wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    };
+    let usage = |completion: u32, cached: u32| Usage { prompt_tokens: prompt_tokens as u32, completion_tokens: completion, cached_tokens: cached };
+    loop {
+        if *phase.borrow_and_update() == Phase::Stopping {
+            fail!(fleet.name, ErrorCode::ShuttingDown, "the core shut down before the answer finished", Some(0));
+        }
+        tokio::select! {
+            biased;
+            _ = phase.changed() => continue,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d.into()).await, None => std::future::pending().await } } => {
+                fail!(fleet.name, ErrorCode::DeadlineExceeded, format!("deadline of {} ms passed", g.deadline_ms.unwrap_or(0)), None);
+            }
+            r = reader.next::<Request>(), if reading => match r {
+                Ok(Some(Request::Cancel)) => fail!(fleet.name, ErrorCode::Cancelled, "cancelled by the edge", None),
+                Ok(Some(Request::Generate(_))) => fail!(fleet.name, ErrorCode::Protocol, "one Generate per stream", None),
+                Ok(None) => reading = false,
+                // Reset: the client went away. Dropping the engine stream cancels the sequence.
+                Err(ReadError::Gone(_)) => return Err(Gone),
+                Err(ReadError::Frame(e)) => fail!(fleet.name, ErrorCode::Protocol, e.to_string(), None),
+            },
+            ev = stream.next() => {
+                let Some(ev) = ev else {
+                    fail!(fleet.name, ErrorCode::EngineFailed, "the engine loop stopped", None);
+                };
+                match ev {
+                    SeqEvent::Started { cached_tokens, .. } => {
+                        guard.started();
+                        cached = cached_tokens as u32;
+                    }
+                    SeqEvent::Token { token, text, sampled, at } => {
+                        completion += 1;
+                        if let Some(v) = gate.push(&text) {
+                            let r = Reply::Done(Done { finish_reason: FinishReason::ContentFilter, usage: usage(completion, cached), filter_category: Some(v.category) });
+                            info!(fleet = %fleet.name, request = %g.request_id, rule = %v.rule, "answer stopped by the post-generation safety gate");
+                            reply(send, &r, max).await?;
+                            return Ok((fleet.name.clone(), r));
+                        }
+                        let logprobs = logprobs.then(|| {
+                            (
+                                Logprob { id: sampled.id, text: text_of(sampled.id), logprob: sampled.logprob },
+                                sampled.top.iter().map(|t| Logprob { id: t.id, text: text_of(t.id), logprob: t.logprob }).collect(),
+                            )
+                        });
+                        reply(send, &Reply::Token(Token { text, ids: vec![token], logprobs, emitted_us: unix_us(at) }), max).await?;
+                    }
+                    SeqEvent::Finished { reason, text, usage: u } => {
+                        if let Some(v) = gate.push(&text) {
+                            let r = Reply::Done(Done { finish_reason: FinishReason::ContentFilter, usage: usage(completion, cached), filter_category: Some(v.category) });
+                            reply(send, &r, max).await?;
+                            return Ok((fleet.name.clone(), r));
+                        }
+                        if !text.is_empty() {
+                            reply(send, &Reply::Token(Token { text, ids: vec![], logprobs: None, emitted_us: unix_us(Instant::now()) }), max).await?;
+                        }
+                        let finish_reason = match reason {
+                            chorus_engine::engine::FinishReason::Stop => FinishReason::Stop,
+                            chorus_engine::engine::FinishReason::Length => FinishReason::Length,
+                        };
+                        let r = Reply::Done(Done {
+                            finish_reason,
+                            usage: Usage { prompt_tokens: u.prompt_tokens as u32, completion_tokens: u.completion_tokens as u32, cached_tokens: u.cached_tokens as u32 },
+                            filter_category: None,
+                        });
+                        reply(send, &r, max).await?;
+                        return Ok((fleet.name.clone(), r));
+                    }
+                    SeqEvent::Rejected(e) => {
+                        let code = match e {
+                            _ if e.retry_after_ms().is_some() => ErrorCode::OverCapacity,
+                            chorus_sched::AdmitError::InputTooLong { .. } | chorus_sched::AdmitError::NeverFits { .. } => ErrorCode::PromptTooLong,
+                            _ => ErrorCode::InvalidRequest,
+                        };
+                        fail!(fleet.name, code, e.to_string(), e.retry_after_ms().map(|ms| ms.min(u32::MAX.into()) as u32));
+                    }
+                    SeqEvent::Dropped(e) => fail!(fleet.name, ErrorCode::QueueTimeout, e.to_string(), Some(core.router_retry_ms())),
+                    SeqEvent::Failed(why) => fail!(fleet.name, ErrorCode::EngineFailed, why, None),
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    fn router_retry_ms(&self) -> u32 {
+        self.cfg.router.retry_after_ms
+    }
+}
+
+/// Watches the engines: `/readyz` turns false when a fleet has work in flight and its engine
+/// has not completed a step for `stall_secs` (a hung engine answers nothing, but looks alive).
+pub async fn watchdog(core: Arc<Core>) {
+    let stall = Duration::from_secs(core.cfg.stall_secs);
+    let mut last: Vec<(u64, Instant)> = core.fleets.iter().map(|f| (f.handle.metrics().steps, Instant::now())).collect();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let mut why = None;
+        for (f, (steps, since)) in core.fleets.iter().zip(&mut last) {
+            let s = f.handle.metrics().steps;
+            if s != *steps || f.in_flight() == 0 {
+                (*steps, *since) = (s, now);
+            } else if now.duration_since(*since) >= stall {
+                why = Some(stall_reason(&f.name, f.in_flight(), now.duration_since(*since)));
+            }
+        }
+        core.set_unready(why);
+    }
+}
+
+fn stall_reason(fleet: &str, in_flight: u32, for_: Duration) -> String {
+    format!("fleet {fleet}: {in_flight} requests in flight and no engine step for {:.1} s", for_.as_secs_f64())
+}
+
+/// Seconds from now to a drain deadline, for logs.
+pub(crate) fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Counts what [`Core::in_flight`] needs to reach zero.
+pub(crate) fn any_in_flight(core: &Core) -> bool {
+    core.in_flight() > 0 || core.metrics.streams_open.load(Ordering::Relaxed) > 0
+}

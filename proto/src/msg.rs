@@ -1,0 +1,461 @@
+//! The messages. Field order is part of the wire format (bincode is positional): add fields
+//! only with a protocol version bump.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Service tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Tier {
+    Free,
+    Team,
+    Plus,
+    Enterprise,
+}
+
+impl Tier {
+    /// Every tier, lowest priority first.
+    pub const ALL: [Tier; 4] = [Tier::Free, Tier::Team, Tier::Plus, Tier::Enterprise];
+
+    /// The lowercase name used in config, metrics and headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Team => "team",
+            Tier::Plus => "plus",
+            Tier::Enterprise => "enterprise",
+        }
+    }
+
+    /// Position in [`Tier::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown tier {s:?}; expected one of free, team, plus, enterprise"))
+    }
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    /// The chat-template name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+/// How tokens are picked. The core checks the ranges and answers
+/// [`ErrorCode::InvalidRequest`] naming the field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// 0 is greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables.
+    pub top_k: u32,
+    /// 0 disables.
+    pub min_p: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// 1 disables.
+    pub repetition_penalty: f32,
+    pub seed: Option<u64>,
+    /// `Some(n)`: each token carries its logprob and the `n` most likely alternatives.
+    pub logprobs: Option<u8>,
+    /// Generate to `max_tokens` even past end-of-turn (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+            seed: None,
+            logprobs: None,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Structural limits on a [`Generate`], checked by [`Generate::check`] on both sides. The
+/// frame limit bounds the total; these name the field that is too big.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_id_bytes: usize,
+    pub max_messages: usize,
+    pub max_message_bytes: usize,
+    pub max_stops: usize,
+    pub max_stop_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_id_bytes: 256, max_messages: 512, max_message_bytes: 256 * 1024, max_stops: 8, max_stop_bytes: 256 }
+    }
+}
+
+/// Start generating. The first frame on a request stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generate {
+    /// The edge's id for the request (logs, idempotency).
+    pub request_id: String,
+    pub tenant: String,
+    pub user: String,
+    pub tier: Tier,
+    pub conversation_id: Option<String>,
+    /// The conversation so far, oldest first; the last message is the user's.
+    pub messages: Vec<Message>,
+    pub sampling: Sampling,
+    pub max_tokens: u32,
+    pub stop: Vec<String>,
+    /// Milliseconds the edge will wait for the whole answer, counted from when the core reads
+    /// this frame; past it the core ends the request with [`ErrorCode::DeadlineExceeded`].
+    pub deadline_ms: Option<u32>,
+    /// W3C `traceparent` of the edge's span.
+    pub trace: Option<String>,
+}
+
+/// A field of a [`Generate`] that breaks a structural limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct FieldError {
+    /// The field, e.g. `messages[3].content`.
+    pub field: String,
+    pub problem: String,
+}
+
+impl Generate {
+    /// Checks lengths and counts (not sampling ranges, which the model's sampler owns).
+    pub fn check(&self, l: &Limits) -> Result<(), FieldError> {
+        let err = |field: &str, problem: String| Err(FieldError { field: field.to_string(), problem });
+        for (field, v) in [("request_id", &self.request_id), ("tenant", &self.tenant), ("user", &self.user)] {
+            if v.len() > l.max_id_bytes {
+                return err(field, format!("{} bytes; the limit is {}", v.len(), l.max_id_bytes));
+            }
+        }
+        if let Some(c) = &self.conversation_id
+            && c.len() > l.max_id_bytes
+        {
+            return err("conversation_id", format!("{} bytes; the limit is {}", c.len(), l.max_id_bytes));
+        }
+        if self.messages.is_empty() {
+            return err("messages", "must hold at least one message".into());
+        }
+        if self.messages.len() > l.max_messages {
+            return err("messages", format!("{} messages; the limit is {}", self.messages.len(), l.max_messages));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            if m.content.len() > l.max_message_bytes {
+                return err(
+                    &format!("messages[{i}].content"),
+                    format!("{} bytes; the limit is {}", m.content.len(), l.max_message_bytes),
+                );
+            }
+        }
+        if self.messages.last().map(|m| m.role) != Some(Role::User) {
+            return err("messages", "the last message must be the user's".into());
+        }
+        if self.max_tokens == 0 {
+            return err("max_tokens", "must be at least 1".into());
+        }
+        if self.stop.len() > l.max_stops {
+            return err("stop", format!("{} strings; the limit is {}", self.stop.len(), l.max_stops));
+        }
+        for (i, s) in self.stop.iter().enumerate() {
+            if s.is_empty() || s.len() > l.max_stop_bytes {
+                return err(&format!("stop[{i}]"), format!("{} bytes; must be 1..={}", s.len(), l.max_stop_bytes));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Edge → core on a request stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Generate(Box<Generate>),
+    /// Stop generating; the core answers with [`ErrorCode::Cancelled`]. Resetting the stream
+    /// does the same without the answer.
+    Cancel,
+}
+
+/// The core took the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The model that will answer (the fleet's model id).
+    pub model: String,
+    /// The fleet that will answer (`mini`, `flagship`).
+    pub fleet: String,
+    /// The request was routed to a smaller fleet than its tier's because its own was busy.
+    pub degraded: bool,
+    /// Requests of its tier queued ahead of it in its fleet when it was accepted.
+    pub queue_position: u32,
+    /// Tokens of the prompt the core built.
+    pub prompt_tokens: u32,
+    /// Oldest messages left out to fit the tier's input cap (the system prompt is kept).
+    pub trimmed_messages: u32,
+}
+
+/// A token's log-probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Logprob {
+    pub id: u32,
+    pub text: String,
+    pub logprob: f32,
+}
+
+/// One generated token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    /// Text that became final with this token; may be empty (a partial UTF-8 character or a
+    /// possible stop string held back, an end-of-turn token).
+    pub text: String,
+    pub ids: Vec<u32>,
+    /// When asked for: the chosen token's logprob and the most likely alternatives.
+    pub logprobs: Option<(Logprob, Vec<Logprob>)>,
+    /// UNIX time in microseconds at which the engine emitted the token (server timing; only
+    /// as comparable across hosts as their clocks are).
+    pub emitted_us: u64,
+}
+
+/// Why an answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinishReason {
+    /// End of turn or a stop string.
+    Stop,
+    /// `max_tokens` or the context filled.
+    Length,
+    /// The post-generation safety gate stopped it.
+    ContentFilter,
+}
+
+impl FinishReason {
+    /// The OpenAI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::ContentFilter => "content_filter",
+        }
+    }
+}
+
+/// Token counts (OpenAI `usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// Prompt tokens whose KV came from the prefix cache.
+    pub cached_tokens: u32,
+}
+
+/// The answer finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    /// With [`FinishReason::ContentFilter`]: the category that matched.
+    pub filter_category: Option<String>,
+}
+
+/// The request failed; nothing more follows on the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+    /// When retrying later can succeed.
+    pub retry_after_ms: Option<u32>,
+}
+
+/// Core → edge on a request stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Accepted(Accepted),
+    Token(Token),
+    Done(Done),
+    Error(ErrorReply),
+}
+
+impl Reply {
+    /// `Done` and `Error` end the stream.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Reply::Done(_) | Reply::Error(_))
+    }
+}
+
+/// Stable error codes. On the wire a code is its number, so a code this build does not know
+/// still decodes (as [`ErrorCode::Other`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "u16", into = "u16")]
+pub enum ErrorCode {
+    /// A field is missing, malformed or out of range; the message names it.
+    InvalidRequest,
+    /// The prompt does not fit the tier's input cap even after trimming history.
+    PromptTooLong,
+    /// The fleet is full; retry after `retry_after_ms`.
+    OverCapacity,
+    /// Waited in the queue past the tier's deadline.
+    QueueTimeout,
+    /// The core is draining and takes no new work.
+    Draining,
+    /// The core shut down before the answer finished.
+    ShuttingDown,
+    /// The request's own deadline passed.
+    DeadlineExceeded,
+    /// The request was cancelled.
+    Cancelled,
+    /// A frame broke the protocol (malformed, oversized, out of order).
+    Protocol,
+    /// The engine failed while running the request.
+    EngineFailed,
+    /// A bug in the core.
+    Internal,
+    /// A code this build does not know.
+    Other(u16),
+}
+
+impl ErrorCode {
+    const TABLE: [(ErrorCode, u16, &'static str); 11] = [
+        (ErrorCode::InvalidRequest, 1, "invalid_request"),
+        (ErrorCode::PromptTooLong, 2, "prompt_too_long"),
+        (ErrorCode::OverCapacity, 10, "over_capacity"),
+        (ErrorCode::QueueTimeout, 11, "queue_timeout"),
+        (ErrorCode::Draining, 12, "draining"),
+        (ErrorCode::ShuttingDown, 13, "shutting_down"),
+        (ErrorCode::DeadlineExceeded, 14, "deadline_exceeded"),
+        (ErrorCode::Cancelled, 15, "cancelled"),
+        (ErrorCode::Protocol, 20, "protocol_error"),
+        (ErrorCode::EngineFailed, 30, "engine_failed"),
+        (ErrorCode::Internal, 31, "internal"),
+    ];
+
+    /// The wire number.
+    pub fn code(self) -> u16 {
+        match self {
+            ErrorCode::Other(n) => n,
+            c => Self::TABLE.iter().find(|e| e.0 == c).map_or(0, |e| e.1),
+        }
+    }
+
+    /// The stable snake_case name (OpenAI error `code`).
+    pub fn as_str(self) -> &'static str {
+        Self::TABLE.iter().find(|e| e.0 == self).map_or("unknown", |e| e.2)
+    }
+
+    /// The HTTP status an edge answers with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest | ErrorCode::PromptTooLong | ErrorCode::Protocol => 400,
+            ErrorCode::OverCapacity => 429,
+            ErrorCode::QueueTimeout | ErrorCode::Draining | ErrorCode::ShuttingDown => 503,
+            ErrorCode::DeadlineExceeded => 504,
+            ErrorCode::Cancelled => 499,
+            ErrorCode::EngineFailed | ErrorCode::Internal | ErrorCode::Other(_) => 500,
+        }
+    }
+}
+
+impl From<u16> for ErrorCode {
+    fn from(n: u16) -> Self {
+        Self::TABLE.iter().find(|e| e.1 == n).map_or(ErrorCode::Other(n), |e| e.0)
+    }
+}
+
+impl From<ErrorCode> for u16 {
+    fn from(c: ErrorCode) -> u16 {
+        c.code()
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorCode::Other(n) => write!(f, "error_{n}"),
+            c => f.write_str(c.as_str()),
+        }
+    }
+}
+
+/// Edge → core, first frame on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub min_version: u16,
+    pub max_version: u16,
+    /// The edge's name, for the core's logs.
+    pub edge_id: String,
+}
+
+/// A fleet the core serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetInfo {
+    pub fleet: String,
+    pub model: String,
+}
+
+/// One fleet's load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetLoad {
+    pub fleet: String,
+    /// Requests waiting to start, per tier ([`Tier::index`]).
+    pub waiting: [u32; 4],
+    pub running: u32,
+    pub kv_blocks_used: u32,
+    pub kv_blocks_total: u32,
+}
+
+/// The core's health and load, sent every few hundred milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// Increases by one per report.
+    pub seq: u64,
+    /// `/readyz`: the engines are making progress and the core is not draining.
+    pub ready: bool,
+    pub draining: bool,
+    pub fleets: Vec<FleetLoad>,
+}
+
+/// Core → edge on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Control {
+    Welcome { version: u16, core_id: String, region: String, fleets: Vec<FleetInfo> },
+    Load(LoadReport),
+}
