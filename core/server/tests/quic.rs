@@ -1,0 +1,493 @@
+//! The core over real QUIC on loopback with the real model: streaming, usage, cancellation,
+//! routing, bad input, many streams, clients that vanish, post-generation safety, drain.
+//!
+//! Tests share one loaded model and run one at a time (two engines stepping at once on a
+//! two-core machine would only slow each other down).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use chorus_core::client::{ClientError, CoreClient};
+use chorus_core::config::{CoreConfig, FleetConfig};
+use chorus_core::tls::{DevPki, Identity};
+use chorus_core::{Core, RunningCore, fleet};
+use chorus_engine::engine::{Engine, EngineOptions};
+use chorus_proto::{ErrorCode, FinishReason, Generate, Message, Reply, Request, Role, Sampling, Tier};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn engine() -> Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let path = chorus_engine::model_store::ensure(chorus_engine::model_store::DEFAULT_MODEL, &mut |_| {})
+            .expect("the test model can be fetched (pip) or is cached");
+        Arc::new(Engine::load(&path, &EngineOptions { threads: 2, isa: None }).expect("model loads"))
+    })
+    .clone()
+}
+
+fn pki() -> &'static DevPki {
+    static P: OnceLock<DevPki> = OnceLock::new();
+    P.get_or_init(|| chorus_core::tls::mint_dev("test CA", &["localhost".into()]).unwrap())
+}
+
+fn base_config() -> CoreConfig {
+    let mut c = CoreConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        load_report_ms: 50,
+        ..CoreConfig::default()
+    };
+    for f in c.fleets.values_mut() {
+        *f = FleetConfig { kv_tokens: 8192, ..FleetConfig::default() };
+    }
+    c
+}
+
+async fn start(cfg: CoreConfig) -> RunningCore {
+    cfg.validate().unwrap();
+    let fleets = fleet::start_fleets(&cfg, &mut |_, _| Ok(engine())).unwrap();
+    let core = Core::new(cfg, fleets);
+    chorus_core::serve(core, &pki().core_identity().unwrap()).await.unwrap()
+}
+
+async fn connect(addr: SocketAddr) -> CoreClient {
+    CoreClient::connect(addr, "localhost", &pki().edge_identity().unwrap()).await.unwrap()
+}
+
+fn generate(tier: Tier, text: &str, max_tokens: u32) -> Generate {
+    Generate {
+        request_id: "req".into(),
+        tenant: "tenant-a".into(),
+        user: "user-1".into(),
+        tier,
+        conversation_id: None,
+        messages: vec![Message { role: Role::User, content: text.into() }],
+        sampling: Sampling { temperature: 0.0, ..Sampling::default() },
+        max_tokens,
+        stop: vec![],
+        deadline_ms: None,
+        trace: None,
+    }
+}
+
+fn long(tier: Tier, max_tokens: u32) -> Generate {
+    let mut g = generate(tier, "Count slowly from one to one thousand.", max_tokens);
+    g.sampling.ignore_eos = true;
+    g
+}
+
+/// Accepted, the text, and the final reply.
+fn split(replies: &[Reply]) -> (Option<&chorus_proto::Accepted>, String, Vec<u32>, &Reply) {
+    let accepted = replies.iter().find_map(|r| if let Reply::Accepted(a) = r { Some(a) } else { None });
+    let mut text = String::new();
+    let mut ids = Vec::new();
+    for r in replies {
+        if let Reply::Token(t) = r {
+            text.push_str(&t.text);
+            ids.extend(&t.ids);
+        }
+    }
+    (accepted, text, ids, replies.last().expect("at least one reply"))
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+}
+
+/// Polls until `f` holds or 10 s pass.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A reference case: its messages, llama.cpp's greedy text, and its greedy ids up to its
+/// first near-tie (where a different but correct kernel may pick the other token).
+fn reference(name: &str) -> (Vec<Message>, String, Vec<u32>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/refs/smollm2_greedy.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let case = v["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    let messages = case["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| Message {
+            role: match m["role"].as_str().unwrap() {
+                "system" => Role::System,
+                "assistant" => Role::Assistant,
+                _ => Role::User,
+            },
+            content: m["content"].as_str().unwrap().into(),
+        })
+        .collect();
+    let near_tie = case["first_position_with_top1_margin_below_0.05"].as_u64().map_or(usize::MAX, |p| p as usize);
+    let ids: Vec<u32> = case["generated_token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let agreed = ids[..near_tie.min(ids.len())].to_vec();
+    (messages, case["generated_text"].as_str().unwrap().to_string(), agreed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_the_reference_answer_with_exact_usage_and_a_cached_second_turn() {
+    let _g = SERIAL.lock().await;
+    let core = start(base_config()).await;
+    let client = connect(core.quic_addr).await;
+    assert_eq!(client.fleets.len(), 2);
+    let (messages, _, agreed) = reference("factual_qa");
+    let mut g = generate(Tier::Free, "", 64);
+    g.messages = messages.clone();
+    let replies = client.generate(g.clone()).await.unwrap().collect().await.unwrap();
+    let (acc, text, ids, last) = split(&replies);
+    let acc = acc.expect("Accepted comes first");
+    assert!(matches!(replies[0], Reply::Accepted(_)));
+    assert_eq!((acc.fleet.as_str(), acc.degraded, acc.trimmed_messages), ("mini", false, 0));
+    assert!(ids.starts_with(&agreed), "greedy over QUIC matches llama.cpp up to its first near-tie: {text:?}");
+    let Reply::Done(done) = last else { panic!("{last:?}") };
+    assert_eq!(done.finish_reason, FinishReason::Stop);
+    let chat: Vec<_> = messages
+        .iter()
+        .map(|m| chorus_engine::chat_template::ChatMessage { role: m.role.as_str().into(), content: m.content.clone() })
+        .collect();
+    let prompt = engine().chat_prompt(&chat).unwrap();
+    assert_eq!(done.usage.prompt_tokens as usize, prompt.len());
+    assert_eq!(acc.prompt_tokens as usize, prompt.len());
+    assert_eq!(done.usage.completion_tokens as usize, ids.len(), "one id per generated token, end-of-turn included");
+    // The same prompt again (same tenant): its full blocks come from the prefix cache.
+    let again = client.generate(g).await.unwrap().collect().await.unwrap();
+    let Reply::Done(d2) = split(&again).3 else { panic!() };
+    assert!(d2.usage.cached_tokens >= 16, "{:?}", d2.usage);
+    assert_eq!(split(&again).1, text);
+
+    let (status, body) = http_get(core.http_addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("chorus_core_requests_total{fleet=\"mini\",outcome=\"stop\"} 2"), "{body}");
+    assert!(body.contains("chorus_ttft_seconds_count{fleet=\"mini\",model=\"smollm2-135m\",tier=\"free\"} 2"), "{body}");
+    assert_eq!(body.matches("# TYPE chorus_kv_blocks_used ").count(), 1, "one family per name");
+    assert_eq!(http_get(core.http_addr, "/healthz").0, 200);
+    assert_eq!(http_get(core.http_addr, "/readyz").0, 200);
+    // Load reports arrive on the control stream.
+    let mut load = client.load();
+    tokio::time::timeout(Duration::from_secs(5), load.wait_for(|r| r.is_some())).await.unwrap().unwrap();
+    core.drain(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_reset_mid_stream_free_the_kv_blocks() {
+    let _g = SERIAL.lock().await;
+    let core = start(base_config()).await;
+    let client = connect(core.quic_addr).await;
+    let mini = core.core.fleets.iter().find(|f| f.name == "mini").unwrap().clone();
+
+    // Cancel frame: the core answers `cancelled`.
+    let mut s = client.generate(long(Tier::Free, 400)).await.unwrap();
+    let mut tokens = 0;
+    while tokens < 3 {
+        if let Reply::Token(_) = s.next().await.unwrap().unwrap() {
+            tokens += 1;
+        }
+    }
+    assert!(mini.handle.metrics().kv_blocks_used > 0);
+    s.send(&Request::Cancel).await.unwrap();
+    let rest = s.collect().await.unwrap();
+    let Some(Reply::Error(e)) = rest.last() else { panic!("{rest:?}") };
+    assert_eq!(e.code, ErrorCode::Cancelled);
+    eventually("blocks freed after Cancel", || mini.handle.metrics().kv_blocks_used == 0 && mini.in_flight() == 0).await;
+
+    // Stream reset: no answer, same effect.
+    let mut s = client.generate(long(Tier::Free, 400)).await.unwrap();
+    while !matches!(s.next().await.unwrap(), Some(Reply::Token(_))) {}
+    s.reset();
+    eventually("blocks freed after reset", || {
+        mini.handle.metrics().kv_blocks_used == 0
+            && mini.in_flight() == 0
+            && core.core.metrics.streams_open.load(std::sync::atomic::Ordering::Relaxed) == 0
+    })
+    .await;
+    assert_eq!(core.core.metrics.outcomes("mini", "cancelled"), 1);
+    core.drain(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_route_to_their_fleets_and_overflow_is_visible() {
+    let _g = SERIAL.lock().await;
+    let mut cfg = base_config();
+    cfg.fleets.get_mut("flagship").unwrap().max_running = 1;
+    cfg.router.degrade_at.insert("flagship".into(), 1);
+    cfg.router.reject_at.insert("flagship".into(), 2);
+    let core = start(cfg).await;
+    let client = connect(core.quic_addr).await;
+
+    // The seeds' level-1 routing check on a sample of each tier.
+    for i in 0..3 {
+        for (tier, fleet) in [(Tier::Free, "mini"), (Tier::Team, "mini"), (Tier::Plus, "flagship"), (Tier::Enterprise, "flagship")] {
+            let r = client.generate(generate(tier, &format!("Say {i}."), 1)).await.unwrap().collect().await.unwrap();
+            let (acc, ..) = split(&r);
+            let acc = acc.unwrap_or_else(|| panic!("{tier}: {r:?}"));
+            assert_eq!((acc.fleet.as_str(), acc.degraded), (fleet, false), "{tier}");
+            assert!(matches!(r.last(), Some(Reply::Done(_))), "{r:?}");
+        }
+    }
+
+    // Fill the flagship: one running, one waiting.
+    let mut a = client.generate(long(Tier::Enterprise, 300)).await.unwrap();
+    let mut b = client.generate(long(Tier::Enterprise, 300)).await.unwrap();
+    for s in [&mut a, &mut b] {
+        assert!(matches!(s.next().await.unwrap(), Some(Reply::Accepted(_))));
+    }
+    // Plus goes to mini, and says so.
+    let r = client.generate(generate(Tier::Plus, "Hi.", 2)).await.unwrap().collect().await.unwrap();
+    let acc = split(&r).0.unwrap();
+    assert_eq!((acc.fleet.as_str(), acc.degraded), ("mini", true));
+    // Enterprise is never downgraded: it queues on the flagship (now two waiting).
+    let mut c = client.generate(long(Tier::Enterprise, 300)).await.unwrap();
+    let Some(Reply::Accepted(acc)) = c.next().await.unwrap() else { panic!() };
+    assert_eq!((acc.fleet.as_str(), acc.degraded), ("flagship", false));
+    // Past the hard bound: a typed refusal with a retry hint.
+    let r = client.generate(generate(Tier::Plus, "Hi.", 2)).await.unwrap().collect().await.unwrap();
+    let [Reply::Error(e)] = &r[..] else { panic!("{r:?}") };
+    assert_eq!(e.code, ErrorCode::OverCapacity);
+    assert_eq!(e.retry_after_ms, Some(2000));
+    assert!(e.message.contains("flagship"), "{}", e.message);
+    for s in [a, b, c] {
+        s.reset();
+    }
+    assert_eq!(core.core.metrics.degraded_total.load(std::sync::atomic::Ordering::Relaxed), 1);
+    core.drain(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_clearly_while_other_streams_are_served() {
+    let _g = SERIAL.lock().await;
+    let core = start(base_config()).await;
+    let addr = core.quic_addr;
+    let client = connect(addr).await;
+    let mut good = client.generate(long(Tier::Team, 24)).await.unwrap();
+
+    // A frame whose body is not a message.
+    let mut s = client.open().await.unwrap();
+    s.send_raw(&[3, 0, 0, 0, 9, 9, 9]).await.unwrap();
+    let r = s.collect().await.unwrap();
+    let [Reply::Error(e)] = &r[..] else { panic!("{r:?}") };
+    assert_eq!(e.code, ErrorCode::Protocol);
+    assert!(e.message.contains("malformed"), "{}", e.message);
+
+    // A length prefix over the limit: refused from the header alone.
+    let mut s = client.open().await.unwrap();
+    s.send_raw(&(64u32 << 20).to_le_bytes()).await.unwrap();
+    let r = s.collect().await.unwrap();
+    let [Reply::Error(e)] = &r[..] else { panic!("{r:?}") };
+    assert_eq!(e.code, ErrorCode::Protocol);
+    assert!(e.message.contains("exceeds the 1048576-byte limit"), "{}", e.message);
+
+    // Fields out of range are named.
+    let mut g = generate(Tier::Free, "hi", 4);
+    g.sampling.temperature = 7.0;
+    let r = client.generate(g).await.unwrap().collect().await.unwrap();
+    let [Reply::Error(e)] = &r[..] else { panic!("{r:?}") };
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+    assert!(e.message.contains("temperature"), "{}", e.message);
+    let mut g = generate(Tier::Free, "hi", 4);
+    g.messages.push(Message { role: Role::Assistant, content: "x".into() });
+    let r = client.generate(g).await.unwrap().collect().await.unwrap();
+    let [Reply::Error(e)] = &r[..] else { panic!("{r:?}") };
+    assert_eq!(e.code, ErrorCode::InvalidRequest);
+
+    // A prompt over the tier's cap that trimming cannot save.
+    let r = client.generate(generate(Tier::Free, &"word ".repeat(5000), 4)).await.unwrap().collect().await.unwrap();
+    let [Reply::Error(e)] = &r[..] else { panic!("{r:?}") };
+    assert_eq!(e.code, ErrorCode::PromptTooLong);
+    assert!(e.message.contains("the limit is"), "{}", e.message);
+
+    // A version the core does not speak: the connection is closed with the reason.
+    match CoreClient::connect_with(addr, "localhost", &pki().edge_identity().unwrap(), 2, 3).await {
+        Err(ClientError::Closed(why)) => assert!(why.contains("unsupported protocol version"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+
+    // A client certificate from another CA never gets a stream served.
+    let rogue = chorus_core::tls::mint_dev("rogue CA", &["localhost".into()]).unwrap();
+    let mixed = Identity { ca: pki().edge_identity().unwrap().ca, ..rogue.edge_identity().unwrap() };
+    let refused = async {
+        let c = CoreClient::connect(addr, "localhost", &mixed).await?;
+        c.generate(generate(Tier::Free, "hi", 2)).await?.collect().await
+    };
+    let res = tokio::time::timeout(Duration::from_secs(10), refused).await.expect("refusal is prompt");
+    assert!(res.is_err(), "{res:?}");
+    eventually("the TLS refusal counted", || {
+        http_get(core.http_addr, "/metrics").1.contains("chorus_core_connections_refused_total{reason=\"tls\"}")
+    })
+    .await;
+
+    // The stream that was running all along finished normally.
+    let r = good.collect().await.unwrap();
+    let Some(Reply::Done(d)) = r.last() else { panic!("{r:?}") };
+    assert_eq!((d.finish_reason, d.usage.completion_tokens), (FinishReason::Length, 24));
+    core.drain(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_streams_on_one_connection_and_a_vanishing_client_leaks_nothing() {
+    let _g = SERIAL.lock().await;
+    let mut cfg = base_config();
+    cfg.fleets.get_mut("mini").unwrap().max_running = 32;
+    let core = start(cfg).await;
+    let client = Arc::new(connect(core.quic_addr).await);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut g = generate(if i % 2 == 0 { Tier::Free } else { Tier::Team }, &format!("Tell me about the number {i}."), 8);
+                g.sampling.ignore_eos = true;
+                client.generate(g).await.unwrap().collect().await.unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap();
+        let Some(Reply::Done(d)) = r.last() else { panic!("{r:?}") };
+        assert_eq!(d.usage.completion_tokens, 8);
+        assert_eq!(split(&r).2.len(), 8);
+    }
+
+    // A second client starts long answers and then disappears without a word.
+    let other = connect(core.quic_addr).await;
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        streams.push(other.generate(long(Tier::Free, 500)).await.unwrap());
+    }
+    while !matches!(streams[0].next().await.unwrap(), Some(Reply::Token(_))) {}
+    let mini = core.core.fleets.iter().find(|f| f.name == "mini").unwrap().clone();
+    assert!(mini.in_flight() > 0);
+    drop(streams);
+    other.endpoint.close(0u32.into(), b"");
+    drop(other);
+    eventually("everything released", || {
+        let m = mini.handle.metrics();
+        m.kv_blocks_used == 0
+            && m.running == 0
+            && mini.in_flight() == 0
+            && core.core.metrics.streams_open.load(std::sync::atomic::Ordering::Relaxed) == 0
+    })
+    .await;
+    eventually("the connection counted closed", || {
+        core.core.metrics.connections_open.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    core.drain(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_generation_safety_ends_the_answer_before_the_match_is_sent() {
+    let _g = SERIAL.lock().await;
+    let mut cfg = base_config();
+    cfg.post_safety.deny = vec!["canberra".into()];
+    let core = start(cfg).await;
+    let client = connect(core.quic_addr).await;
+    let (messages, expected, agreed) = reference("factual_qa");
+    let canberra = engine().tokenizer.decode(&agreed, false).unwrap();
+    assert!(canberra.ends_with("Canberra"), "{canberra:?}");
+    let mut g = generate(Tier::Plus, "", 64);
+    g.messages = messages;
+    let r = client.generate(g).await.unwrap().collect().await.unwrap();
+    let (_, text, ids, last) = split(&r);
+    let Reply::Done(d) = last else { panic!("{r:?}") };
+    assert_eq!(d.finish_reason, FinishReason::ContentFilter);
+    assert_eq!(d.filter_category.as_deref(), Some("policy"));
+    assert!(!text.contains("Canberra") && expected.starts_with(&text) && !text.is_empty(), "{text:?}");
+    // Usage counts the token that tripped the gate (it was generated), not sent.
+    assert_eq!(d.usage.completion_tokens as usize, ids.len() + 1);
+    core.drain(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_histories_lose_their_oldest_turns_but_keep_the_system_prompt() {
+    let _g = SERIAL.lock().await;
+    let mut cfg = base_config();
+    cfg.tiers.insert("free".into(), chorus_core::config::TierOverride { max_input_tokens: Some(200), ..Default::default() });
+    let core = start(cfg).await;
+    let client = connect(core.quic_addr).await;
+    let mut g = generate(Tier::Free, "", 4);
+    g.messages = vec![Message { role: Role::System, content: "You are terse.".into() }];
+    for i in 0..12 {
+        g.messages.push(Message { role: Role::User, content: format!("Remember fact number {i}: the sky is a colour.") });
+        g.messages.push(Message { role: Role::Assistant, content: format!("Noted fact {i}.") });
+    }
+    g.messages.push(Message { role: Role::User, content: "What do you remember?".into() });
+    let r = client.generate(g.clone()).await.unwrap().collect().await.unwrap();
+    let acc = split(&r).0.unwrap().clone();
+    assert!(acc.trimmed_messages > 0 && acc.trimmed_messages % 2 == 0, "{acc:?}");
+    assert!(acc.prompt_tokens <= 200, "{acc:?}");
+    assert!(matches!(r.last(), Some(Reply::Done(_))));
+    // The builder kept as much as fits: one more turn would not.
+    let kept = &g.messages[1 + acc.trimmed_messages as usize..];
+    let mut with_system = vec![g.messages[0].clone()];
+    with_system.extend_from_slice(kept);
+    let p = chorus_core::prompt::build(&engine(), &with_system, 200).unwrap();
+    assert_eq!((p.ids.len() as u32, p.trimmed), (acc.prompt_tokens, 0));
+    let mut one_more = vec![g.messages[0].clone()];
+    one_more.extend_from_slice(&g.messages[acc.trimmed_messages as usize - 1..]);
+    assert_eq!(one_more[1].role, Role::User);
+    assert!(chorus_core::prompt::build(&engine(), &one_more, 10_000).unwrap().ids.len() > 200);
+    core.drain(Duration::from_secs(1)).await;
+}
+
+/// The real binary, a real SIGTERM: every open stream ends with `Done` or a typed error, and
+/// the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_work() {
+    let _g = SERIAL.lock().await;
+    let dir = std::env::temp_dir().join(format!("chorus-core-drain-{}", std::process::id()));
+    let (core_files, _) = pki().write(&dir).unwrap();
+    let cfg = format!(
+        "listen = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nthreads = 2\ndrain_secs = 2\n\
+         [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n[fleets.mini]\nkv_tokens = 8192\n[fleets.flagship]\nkv_tokens = 8192\n",
+        core_files.ca, core_files.cert, core_files.key
+    );
+    std::fs::write(dir.join("core.toml"), cfg).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chorus-core"))
+        .arg("--config")
+        .arg(dir.join("core.toml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let addr: SocketAddr = line.split_whitespace().nth(3).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
+    let client = connect(addr).await;
+    let short = client.generate(long(Tier::Free, 16)).await.unwrap();
+    let mut longs = Vec::new();
+    for _ in 0..3 {
+        longs.push(client.generate(long(Tier::Plus, 3000)).await.unwrap());
+    }
+    let mut first = client.generate(long(Tier::Free, 3000)).await.unwrap();
+    while !matches!(first.next().await.unwrap(), Some(Reply::Token(_))) {}
+    assert!(std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap().success());
+    let mut all = vec![short, first];
+    all.extend(longs);
+    let mut outcomes = Vec::new();
+    for mut s in all {
+        let r = tokio::time::timeout(Duration::from_secs(20), s.collect()).await.expect("every stream ends").unwrap();
+        match r.last() {
+            Some(Reply::Done(_)) => outcomes.push("done".to_string()),
+            Some(Reply::Error(e)) if e.code == ErrorCode::ShuttingDown => outcomes.push(e.code.to_string()),
+            other => panic!("stream ended with {other:?}"),
+        }
+    }
+    assert_eq!(outcomes[0], "done", "the short request finished within the drain deadline");
+    assert!(outcomes.contains(&"shutting_down".to_string()), "{outcomes:?}");
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
