@@ -5,6 +5,7 @@
 //! test | bench`). It parses arguments and prints; the work lives in the library crates.
 
 mod bench;
+mod bench_quic;
 mod bench_serve;
 mod chat;
 mod filter;
@@ -75,6 +76,21 @@ enum Cmd {
         #[command(subcommand)]
         cmd: filter::FilterCmd,
     },
+    /// Run a regional core: QUIC (mutual TLS) for edges, /metrics /healthz /readyz over HTTP.
+    Core {
+        /// TOML configuration (see core/server/README.md); defaults without one.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Mint a development CA plus core and edge certificates (PEM) for local runs.
+    Certs {
+        /// Directory to write ca.pem, ca.key, core.pem, core.key, edge.pem, edge.key into.
+        #[arg(long)]
+        out: PathBuf,
+        /// DNS names or IP addresses the core certificate is valid for (repeatable).
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        names: Vec<String>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -104,6 +120,8 @@ enum ModelCmd {
 enum BenchCmd {
     /// Prompt processing, single-stream decode and batched decode throughput.
     Engine(bench::EngineBench),
+    /// Per-token latency the QUIC hop adds (engine emit → client decode), p50/p99.
+    Quic(bench_quic::QuicBench),
 }
 
 /// Which model and how to run it.
@@ -301,6 +319,27 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Core { config } => {
+            chorus_core::init_logging();
+            let cfg = match config {
+                Some(p) => chorus_core::config::CoreConfig::load(&p)?,
+                None => chorus_core::CoreConfig::default(),
+            };
+            chorus_core::run(cfg)
+        }
+        Cmd::Certs { out, names } => {
+            let pki = chorus_core::tls::mint_dev("chorus dev CA", &names)?;
+            let (core, edge) = pki.write(&out).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "core: {} {} · edge: {} {} · CA: {}",
+                core.cert.display(),
+                core.key.display(),
+                edge.cert.display(),
+                edge.key.display(),
+                core.ca.display()
+            );
+            Ok(())
+        }
         Cmd::Model { cmd } => match cmd {
             ModelCmd::Pull { name } | ModelCmd::Path { name } => {
                 let path = model_store::ensure(&name, &mut progress_printer())?;
@@ -317,6 +356,7 @@ fn main() -> Result<()> {
         Cmd::Filter { cmd } => filter::run(cmd),
         Cmd::Bench { cmd } => match cmd {
             BenchCmd::Engine(b) => bench::engine(&b),
+            BenchCmd::Quic(b) => bench_quic::run(&b),
         },
     }
 }

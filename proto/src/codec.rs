@@ -113,7 +113,7 @@ impl FrameDecoder {
     }
 
     /// The next complete message, `Ok(None)` when more bytes are needed.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub fn decode<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -158,16 +158,20 @@ mod tests {
     fn oversized_length_is_refused_before_the_body_arrives() {
         let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
         d.push(&(DEFAULT_MAX_FRAME + 1).to_le_bytes());
-        assert_eq!(d.next::<Reply>(), Err(FrameError::TooLarge { len: DEFAULT_MAX_FRAME as u64 + 1, max: DEFAULT_MAX_FRAME }));
+        assert_eq!(
+            d.decode::<Reply>(),
+            Err(FrameError::TooLarge { len: DEFAULT_MAX_FRAME as u64 + 1, max: DEFAULT_MAX_FRAME })
+        );
         // Failed for good, and holds nothing.
         d.push(&[0; 100]);
         assert_eq!(d.buffered(), 0);
-        assert!(d.next::<Reply>().is_err());
+        assert!(d.decode::<Reply>().is_err());
     }
 
     #[test]
     fn encoding_over_the_limit_leaves_the_buffer_alone() {
-        let big = Reply::Error(ErrorReply { code: ErrorCode::Internal, message: "x".repeat(2000), retry_after_ms: None });
+        let big =
+            Reply::Error(ErrorReply { code: ErrorCode::Internal, message: "x".repeat(2000), retry_after_ms: None });
         let mut out = vec![7];
         assert!(matches!(encode(&big, 1000, &mut out), Err(FrameError::TooLarge { max: 1000, .. })));
         assert_eq!(out, [7]);
@@ -176,7 +180,13 @@ mod tests {
     #[test]
     fn frames_split_anywhere_decode_the_same() {
         let msgs: Vec<Reply> = (0..5)
-            .map(|i| Reply::Error(ErrorReply { code: ErrorCode::Other(1000 + i), message: "m".repeat(i as usize * 7), retry_after_ms: Some(i.into()) }))
+            .map(|i| {
+                Reply::Error(ErrorReply {
+                    code: ErrorCode::Other(1000 + i),
+                    message: "m".repeat(i as usize * 7),
+                    retry_after_ms: Some(i.into()),
+                })
+            })
             .collect();
         let mut bytes = Vec::new();
         for m in &msgs {
@@ -187,7 +197,7 @@ mod tests {
             let mut got = Vec::new();
             for c in bytes.chunks(step) {
                 d.push(c);
-                while let Some(m) = d.next::<Reply>().unwrap() {
+                while let Some(m) = d.decode::<Reply>().unwrap() {
                     got.push(m);
                 }
             }
@@ -198,10 +208,14 @@ mod tests {
 
     #[test]
     fn a_stream_ending_inside_a_frame_is_reported() {
-        let bytes = encode_to_vec(&Reply::Error(ErrorReply { code: ErrorCode::Internal, message: "abc".into(), retry_after_ms: None }), DEFAULT_MAX_FRAME).unwrap();
+        let bytes = encode_to_vec(
+            &Reply::Error(ErrorReply { code: ErrorCode::Internal, message: "abc".into(), retry_after_ms: None }),
+            DEFAULT_MAX_FRAME,
+        )
+        .unwrap();
         let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
         d.push(&bytes[..bytes.len() - 1]);
-        assert_eq!(d.next::<Reply>(), Ok(None));
+        assert_eq!(d.decode::<Reply>(), Ok(None));
         assert_eq!(d.finish(), Err(FrameError::Truncated { have: bytes.len() - 1, need: bytes.len() }));
     }
 

@@ -23,33 +23,62 @@ fn sampling() -> impl Strategy<Value = Sampling> {
         (finite(), finite(), any::<u32>(), finite(), finite()),
         (finite(), finite(), option::of(any::<u64>()), option::of(any::<u8>()), any::<bool>()),
     )
-        .prop_map(|((temperature, top_p, top_k, min_p, presence_penalty), (frequency_penalty, repetition_penalty, seed, logprobs, ignore_eos))| {
-            Sampling { temperature, top_p, top_k, min_p, presence_penalty, frequency_penalty, repetition_penalty, seed, logprobs, ignore_eos }
-        })
+        .prop_map(
+            |(
+                (temperature, top_p, top_k, min_p, presence_penalty),
+                (frequency_penalty, repetition_penalty, seed, logprobs, ignore_eos),
+            )| {
+                Sampling {
+                    temperature,
+                    top_p,
+                    top_k,
+                    min_p,
+                    presence_penalty,
+                    frequency_penalty,
+                    repetition_penalty,
+                    seed,
+                    logprobs,
+                    ignore_eos,
+                }
+            },
+        )
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    (prop::sample::select(vec![Role::System, Role::User, Role::Assistant]), text()).prop_map(|(role, content)| Message { role, content })
+    (prop::sample::select(vec![Role::System, Role::User, Role::Assistant]), text())
+        .prop_map(|(role, content)| Message { role, content })
 }
 
 fn generate() -> impl Strategy<Value = Generate> {
     (
         (text(), text(), text(), tier(), option::of(text())),
-        (vec(message(), 0..6), sampling(), any::<u32>(), vec(text(), 0..4), option::of(any::<u32>()), option::of(text())),
+        (
+            vec(message(), 0..6),
+            sampling(),
+            any::<u32>(),
+            vec(text(), 0..4),
+            option::of(any::<u32>()),
+            option::of(text()),
+        ),
     )
-        .prop_map(|((request_id, tenant, user, tier, conversation_id), (messages, sampling, max_tokens, stop, deadline_ms, trace))| Generate {
-            request_id,
-            tenant,
-            user,
-            tier,
-            conversation_id,
-            messages,
-            sampling,
-            max_tokens,
-            stop,
-            deadline_ms,
-            trace,
-        })
+        .prop_map(
+            |(
+                (request_id, tenant, user, tier, conversation_id),
+                (messages, sampling, max_tokens, stop, deadline_ms, trace),
+            )| Generate {
+                request_id,
+                tenant,
+                user,
+                tier,
+                conversation_id,
+                messages,
+                sampling,
+                max_tokens,
+                stop,
+                deadline_ms,
+                trace,
+            },
+        )
 }
 
 fn logprob() -> impl Strategy<Value = Logprob> {
@@ -59,44 +88,66 @@ fn logprob() -> impl Strategy<Value = Logprob> {
 fn reply() -> impl Strategy<Value = Reply> {
     let code = any::<u16>().prop_map(ErrorCode::from);
     prop_oneof![
-        (text(), text(), any::<bool>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(model, fleet, degraded, queue_position, prompt_tokens, trimmed_messages)| {
-            Reply::Accepted(Accepted { model, fleet, degraded, queue_position, prompt_tokens, trimmed_messages })
-        }),
+        (text(), text(), any::<bool>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+            |(model, fleet, degraded, queue_position, prompt_tokens, trimmed_messages)| {
+                Reply::Accepted(Accepted { model, fleet, degraded, queue_position, prompt_tokens, trimmed_messages })
+            }
+        ),
         (text(), vec(any::<u32>(), 0..3), option::of((logprob(), vec(logprob(), 0..4))), any::<u64>())
             .prop_map(|(text, ids, logprobs, emitted_us)| Reply::Token(Token { text, ids, logprobs, emitted_us })),
-        (prop::sample::select(vec![FinishReason::Stop, FinishReason::Length, FinishReason::ContentFilter]), any::<[u32; 3]>(), option::of(text()))
+        (
+            prop::sample::select(vec![FinishReason::Stop, FinishReason::Length, FinishReason::ContentFilter]),
+            any::<[u32; 3]>(),
+            option::of(text())
+        )
             .prop_map(|(finish_reason, [p, c, k], filter_category)| Reply::Done(Done {
                 finish_reason,
                 usage: Usage { prompt_tokens: p, completion_tokens: c, cached_tokens: k },
                 filter_category
             })),
-        (code, text(), option::of(any::<u32>())).prop_map(|(code, message, retry_after_ms)| Reply::Error(ErrorReply { code, message, retry_after_ms })),
+        (code, text(), option::of(any::<u32>())).prop_map(|(code, message, retry_after_ms)| Reply::Error(ErrorReply {
+            code,
+            message,
+            retry_after_ms
+        })),
     ]
 }
 
 fn control() -> impl Strategy<Value = Control> {
     prop_oneof![
-        (any::<u16>(), text(), text(), vec((text(), text()), 0..3)).prop_map(|(version, core_id, region, f)| Control::Welcome {
-            version,
-            core_id,
-            region,
-            fleets: f.into_iter().map(|(fleet, model)| FleetInfo { fleet, model }).collect()
+        (any::<u16>(), text(), text(), vec((text(), text()), 0..3)).prop_map(|(version, core_id, region, f)| {
+            Control::Welcome {
+                version,
+                core_id,
+                region,
+                fleets: f.into_iter().map(|(fleet, model)| FleetInfo { fleet, model }).collect(),
+            }
         }),
-        (any::<u64>(), any::<bool>(), any::<bool>(), vec((text(), any::<[u32; 4]>(), any::<[u32; 3]>()), 0..3)).prop_map(|(seq, ready, draining, f)| {
-            Control::Load(LoadReport {
-                seq,
-                ready,
-                draining,
-                fleets: f
-                    .into_iter()
-                    .map(|(fleet, waiting, [running, kv_blocks_used, kv_blocks_total])| FleetLoad { fleet, waiting, running, kv_blocks_used, kv_blocks_total })
-                    .collect(),
-            })
-        }),
+        (any::<u64>(), any::<bool>(), any::<bool>(), vec((text(), any::<[u32; 4]>(), any::<[u32; 3]>()), 0..3))
+            .prop_map(|(seq, ready, draining, f)| {
+                Control::Load(LoadReport {
+                    seq,
+                    ready,
+                    draining,
+                    fleets: f
+                        .into_iter()
+                        .map(|(fleet, waiting, [running, kv_blocks_used, kv_blocks_total])| FleetLoad {
+                            fleet,
+                            waiting,
+                            running,
+                            kv_blocks_used,
+                            kv_blocks_total,
+                        })
+                        .collect(),
+                })
+            }),
     ]
 }
 
-fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(msgs: &[T], split: usize) {
+fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
+    msgs: &[T],
+    split: usize,
+) {
     let mut bytes = Vec::new();
     for m in msgs {
         encode(m, DEFAULT_MAX_FRAME, &mut bytes).unwrap();
@@ -105,7 +156,7 @@ fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std
     let mut got = Vec::new();
     for c in bytes.chunks(split.max(1)) {
         d.push(c);
-        while let Some(m) = d.next::<T>().unwrap() {
+        while let Some(m) = d.decode::<T>().unwrap() {
             got.push(m);
         }
     }
@@ -143,7 +194,7 @@ proptest! {
         let mut d = FrameDecoder::new(max);
         d.push(&bytes);
         for _ in 0..bytes.len() + 1 {
-            match d.next::<Request>() {
+            match d.decode::<Request>() {
                 Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => break,
             }

@@ -104,7 +104,11 @@ impl CoreClient {
     /// Opens a request stream without sending anything.
     pub async fn open(&self) -> Result<ReplyStream, ClientError> {
         let (send, recv) = self.conn.open_bi().await.map_err(|e| closed(&self.conn, e))?;
-        Ok(ReplyStream { send, reader: Reader { recv, dec: FrameDecoder::new(self.max_frame) }, max_frame: self.max_frame })
+        Ok(ReplyStream {
+            send,
+            reader: Reader { recv, dec: FrameDecoder::new(self.max_frame) },
+            max_frame: self.max_frame,
+        })
     }
 }
 
@@ -129,7 +133,7 @@ impl std::fmt::Debug for Reader {
 impl Reader {
     async fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
         loop {
-            if let Some(m) = self.dec.next()? {
+            if let Some(m) = self.dec.decode()? {
                 return Ok(Some(m));
             }
             match self.recv.read_chunk(64 * 1024, true).await {

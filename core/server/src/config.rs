@@ -187,8 +187,8 @@ fn invalid(field: impl Into<String>, why: impl Into<String>) -> ConfigError {
 impl CoreConfig {
     /// Reads and checks a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.into(), why: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.into(), why: e.to_string() })?;
         let cfg: Self =
             toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), why: e.to_string() })?;
         cfg.validate()?;
@@ -210,12 +210,17 @@ impl CoreConfig {
             return Err(invalid("threads", "must be in 1..=256"));
         }
         for t in Tier::ALL {
-            let f = self.router.routes.get(t.as_str()).ok_or_else(|| invalid("router.routes", format!("no fleet for tier {t}")))?;
+            let f = self
+                .router
+                .routes
+                .get(t.as_str())
+                .ok_or_else(|| invalid("router.routes", format!("no fleet for tier {t}")))?;
             if !self.fleets.contains_key(f) {
                 return Err(invalid(format!("router.routes.{t}"), format!("no fleet named {f:?}")));
             }
         }
-        let tier_key = |field: &str, k: &str| k.parse::<Tier>().map(|_| ()).map_err(|e| invalid(format!("{field}.{k}"), e));
+        let tier_key =
+            |field: &str, k: &str| k.parse::<Tier>().map(|_| ()).map_err(|e| invalid(format!("{field}.{k}"), e));
         for k in self.router.routes.keys().chain(self.tiers.keys()) {
             tier_key("tiers", k)?;
         }
@@ -225,20 +230,27 @@ impl CoreConfig {
                 return Err(invalid(format!("router.downgrade.{t}"), format!("no fleet named {f:?}")));
             }
         }
-        for (field, m) in [("router.degrade_at", &self.router.degrade_at), ("router.reject_at", &self.router.reject_at)] {
+        for (field, m) in [("router.degrade_at", &self.router.degrade_at), ("router.reject_at", &self.router.reject_at)]
+        {
             if let Some(k) = m.keys().find(|k| !self.fleets.contains_key(*k)) {
                 return Err(invalid(format!("{field}.{k}"), "no such fleet"));
             }
         }
         for (name, f) in &self.fleets {
             if f.kv_tokens == 0 || f.max_running == 0 || f.max_step_tokens == 0 {
-                return Err(invalid(format!("fleets.{name}"), "kv_tokens, max_running and max_step_tokens must be positive"));
+                return Err(invalid(
+                    format!("fleets.{name}"),
+                    "kv_tokens, max_running and max_step_tokens must be positive",
+                ));
             }
         }
         let known: Vec<&str> = chorus_presafety_rules::Category::ALL.iter().map(|c| c.as_str()).collect();
         for c in &self.post_safety.categories {
             if !known.contains(&c.as_str()) {
-                return Err(invalid("post_safety.categories", format!("unknown category {c:?}; known: {}", known.join(", "))));
+                return Err(invalid(
+                    "post_safety.categories",
+                    format!("unknown category {c:?}; known: {}", known.join(", ")),
+                ));
             }
         }
         if self.post_safety.window_bytes < 64 || self.post_safety.window_bytes > 64 * 1024 {

@@ -98,13 +98,13 @@ pub fn resolve_model(model: &str) -> Result<PathBuf, String> {
     chorus_engine::model_store::ensure(model, &mut |_| {}).map_err(|e| e.to_string())
 }
 
+/// Turns a fleet's name and config into a loaded engine.
+pub type EngineLoader<'a> = dyn FnMut(&str, &FleetConfig) -> Result<Arc<Engine>, FleetError> + 'a;
+
 /// Loads each distinct model once (memory-mapped, weights packed once) and starts one engine
 /// loop per fleet. `load` turns a fleet's config into an engine; [`load_engines`] is the
 /// default.
-pub fn start_fleets(
-    cfg: &CoreConfig,
-    load: &mut dyn FnMut(&str, &FleetConfig) -> Result<Arc<Engine>, FleetError>,
-) -> Result<Vec<Arc<Fleet>>, FleetError> {
+pub fn start_fleets(cfg: &CoreConfig, load: &mut EngineLoader<'_>) -> Result<Vec<Arc<Fleet>>, FleetError> {
     let tiers = cfg.tier_configs();
     let mut out = Vec::new();
     for (name, f) in &cfg.fleets {
@@ -147,9 +147,7 @@ pub fn load_engines(threads: usize) -> impl FnMut(&str, &FleetConfig) -> Result<
         if let Some(e) = loaded.get(&key) {
             return Ok(e.clone());
         }
-        let e = Arc::new(
-            Engine::load(&path, &EngineOptions { threads, isa: None }).map_err(|e| err(e.to_string()))?,
-        );
+        let e = Arc::new(Engine::load(&path, &EngineOptions { threads, isa: None }).map_err(|e| err(e.to_string()))?);
         loaded.insert(key, e.clone());
         Ok(e)
     }

@@ -54,13 +54,20 @@ pub struct RunningCore {
 pub async fn serve(core: Arc<Core>, identity: &tls::Identity) -> Result<RunningCore, StartError> {
     let cfg = &core.cfg;
     let server_cfg = tls::server_config(identity)?;
-    let endpoint = quinn::Endpoint::server(server_cfg, cfg.listen)
-        .map_err(|e| StartError::Bind { what: "QUIC", addr: cfg.listen, why: e.to_string() })?;
-    let quic_addr = endpoint.local_addr().map_err(|e| StartError::Bind { what: "QUIC", addr: cfg.listen, why: e.to_string() })?;
-    let listener = tokio::net::TcpListener::bind(cfg.http)
-        .await
-        .map_err(|e| StartError::Bind { what: "HTTP", addr: cfg.http, why: e.to_string() })?;
-    let http_addr = listener.local_addr().map_err(|e| StartError::Bind { what: "HTTP", addr: cfg.http, why: e.to_string() })?;
+    let endpoint = quinn::Endpoint::server(server_cfg, cfg.listen).map_err(|e| StartError::Bind {
+        what: "QUIC",
+        addr: cfg.listen,
+        why: e.to_string(),
+    })?;
+    let quic_addr =
+        endpoint.local_addr().map_err(|e| StartError::Bind { what: "QUIC", addr: cfg.listen, why: e.to_string() })?;
+    let listener = tokio::net::TcpListener::bind(cfg.http).await.map_err(|e| StartError::Bind {
+        what: "HTTP",
+        addr: cfg.http,
+        why: e.to_string(),
+    })?;
+    let http_addr =
+        listener.local_addr().map_err(|e| StartError::Bind { what: "HTTP", addr: cfg.http, why: e.to_string() })?;
     let app = http::app(core.clone());
     let tasks = vec![
         tokio::spawn(server::accept_loop(core.clone(), endpoint.clone())),
@@ -93,7 +100,9 @@ impl RunningCore {
         core.set_phase(Phase::Stopping);
         // Give the request tasks a moment to write their final frame.
         let grace = Instant::now();
-        while core.metrics.streams_open.load(std::sync::atomic::Ordering::Relaxed) > 0 && grace.elapsed() < Duration::from_secs(2) {
+        while core.metrics.streams_open.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && grace.elapsed() < Duration::from_secs(2)
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.endpoint.close(chorus_proto::CLOSE_SHUTDOWN.into(), b"core shutting down");
@@ -111,7 +120,8 @@ pub fn identity_for(cfg: &CoreConfig) -> Result<tls::Identity, StartError> {
     if let Some(files) = &cfg.tls {
         return Ok(tls::Identity::load(files)?);
     }
-    let dir = chorus_engine::model_store::cache_dir().parent().map(|p| p.join("certs")).unwrap_or_else(|| "certs".into());
+    let dir =
+        chorus_engine::model_store::cache_dir().parent().map(|p| p.join("certs")).unwrap_or_else(|| "certs".into());
     let files = tls::TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("core.pem"), key: dir.join("core.key") };
     if !files.key.exists() {
         let pki = tls::mint_dev("chorus dev CA", &["localhost".into(), "127.0.0.1".into()])?;

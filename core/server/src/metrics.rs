@@ -76,8 +76,18 @@ impl CoreMetrics {
         family("chorus_core_connections_refused_total", "Connections refused, by reason.", "counter", &refused);
         family("chorus_core_streams_total", "Request streams opened.", "counter", &one(&self.streams_total));
         family("chorus_core_streams_open", "Request streams open.", "gauge", &one(&self.streams_open));
-        family("chorus_core_degraded_total", "Requests visibly routed to a smaller fleet.", "counter", &one(&self.degraded_total));
-        family("chorus_core_trimmed_total", "Requests whose oldest turns were trimmed.", "counter", &one(&self.trimmed_total));
+        family(
+            "chorus_core_degraded_total",
+            "Requests visibly routed to a smaller fleet.",
+            "counter",
+            &one(&self.degraded_total),
+        );
+        family(
+            "chorus_core_trimmed_total",
+            "Requests whose oldest turns were trimmed.",
+            "counter",
+            &one(&self.trimmed_total),
+        );
         let outcomes: Vec<_> = self
             .outcomes
             .lock()
@@ -125,7 +135,11 @@ pub fn merge_families(parts: &[String]) -> String {
             } else if !line.is_empty() {
                 let name = line.split(['{', ' ']).next().unwrap_or("");
                 // Histogram samples carry suffixes of their family's name.
-                let fam = if name.starts_with(current.as_str()) && !current.is_empty() { current.clone() } else { name.to_string() };
+                let fam = if name.starts_with(current.as_str()) && !current.is_empty() {
+                    current.clone()
+                } else {
+                    name.to_string()
+                };
                 fams.entry(fam.clone())
                     .or_insert_with(|| {
                         order.push(fam.clone());

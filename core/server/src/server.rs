@@ -143,7 +143,7 @@ impl FrameReader {
     /// received bytes live in the decoder, not in the future.
     async fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ReadError> {
         loop {
-            if let Some(m) = self.dec.next().map_err(ReadError::Frame)? {
+            if let Some(m) = self.dec.decode().map_err(ReadError::Frame)? {
                 return Ok(Some(m));
             }
             match self.recv.read_chunk(64 * 1024, true).await {
@@ -284,11 +284,14 @@ fn outcome(r: &Reply) -> String {
 async fn request(core: &Arc<Core>, mut send: SendStream, recv: RecvStream) {
     let max = core.cfg.max_frame;
     let mut reader = FrameReader::new(recv, max);
-    let first = tokio::time::timeout(Duration::from_millis(core.cfg.handshake_timeout_ms), reader.next::<Request>()).await;
+    let first =
+        tokio::time::timeout(Duration::from_millis(core.cfg.handshake_timeout_ms), reader.next::<Request>()).await;
     let g = match first {
         Ok(Ok(Some(Request::Generate(g)))) => g,
         Ok(Ok(Some(Request::Cancel))) | Ok(Ok(None)) => {
-            let _ = write(&mut send, &error(ErrorCode::Protocol, "a request stream must begin with Generate", None), max).await;
+            let _ =
+                write(&mut send, &error(ErrorCode::Protocol, "a request stream must begin with Generate", None), max)
+                    .await;
             let _ = send.finish();
             return;
         }
@@ -426,7 +429,11 @@ async fn serve_generate(
         let wall = anchor.1.checked_sub(anchor.0.saturating_duration_since(at)).unwrap_or(anchor.1);
         wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
     };
-    let usage = |completion: u32, cached: u32| Usage { prompt_tokens: prompt_tokens as u32, completion_tokens: completion, cached_tokens: cached };
+    let usage = |completion: u32, cached: u32| Usage {
+        prompt_tokens: prompt_tokens as u32,
+        completion_tokens: completion,
+        cached_tokens: cached,
+    };
     loop {
         if *phase.borrow_and_update() == Phase::Stopping {
             fail!(fleet.name, ErrorCode::ShuttingDown, "the core shut down before the answer finished", Some(0));
@@ -513,30 +520,51 @@ impl Core {
     }
 }
 
+/// One fleet's progress as the watchdog sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    steps: u64,
+    since: Instant,
+}
+
+impl Progress {
+    pub fn new(steps: u64, now: Instant) -> Self {
+        Self { steps, since: now }
+    }
+
+    /// Records a sample; returns how long work has been in flight with no step completed.
+    pub fn observe(&mut self, steps: u64, in_flight: u32, now: Instant) -> Option<Duration> {
+        if steps != self.steps || in_flight == 0 {
+            *self = Self::new(steps, now);
+            return None;
+        }
+        Some(now.duration_since(self.since))
+    }
+}
+
 /// Watches the engines: `/readyz` turns false when a fleet has work in flight and its engine
 /// has not completed a step for `stall_secs` (a hung engine answers nothing, but looks alive).
 pub async fn watchdog(core: Arc<Core>) {
     let stall = Duration::from_secs(core.cfg.stall_secs);
-    let mut last: Vec<(u64, Instant)> = core.fleets.iter().map(|f| (f.handle.metrics().steps, Instant::now())).collect();
+    let mut last: Vec<Progress> =
+        core.fleets.iter().map(|f| Progress::new(f.handle.metrics().steps, Instant::now())).collect();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         let now = Instant::now();
         let mut why = None;
-        for (f, (steps, since)) in core.fleets.iter().zip(&mut last) {
-            let s = f.handle.metrics().steps;
-            if s != *steps || f.in_flight() == 0 {
-                (*steps, *since) = (s, now);
-            } else if now.duration_since(*since) >= stall {
-                why = Some(stall_reason(&f.name, f.in_flight(), now.duration_since(*since)));
+        for (f, p) in core.fleets.iter().zip(&mut last) {
+            if let Some(d) = p.observe(f.handle.metrics().steps, f.in_flight(), now).filter(|d| *d >= stall) {
+                why = Some(format!(
+                    "fleet {}: {} requests in flight and no engine step for {:.1} s",
+                    f.name,
+                    f.in_flight(),
+                    d.as_secs_f64()
+                ));
             }
         }
         core.set_unready(why);
     }
-}
-
-fn stall_reason(fleet: &str, in_flight: u32, for_: Duration) -> String {
-    format!("fleet {fleet}: {in_flight} requests in flight and no engine step for {:.1} s", for_.as_secs_f64())
 }
 
 /// Seconds from now to a drain deadline, for logs.
@@ -547,4 +575,26 @@ pub(crate) fn secs(d: Duration) -> f64 {
 /// Counts what [`Core::in_flight`] needs to reach zero.
 pub(crate) fn any_in_flight(core: &Core) -> bool {
     core.in_flight() > 0 || core.metrics.streams_open.load(Ordering::Relaxed) > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_is_work_in_flight_with_no_step() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut p = Progress::new(5, t0);
+        // Idle: never a stall, however long.
+        assert_eq!(p.observe(5, 0, t0 + 10 * s), None);
+        // Work arrives; steps advance: fine.
+        assert_eq!(p.observe(5, 2, t0 + 11 * s), Some(s));
+        assert_eq!(p.observe(6, 2, t0 + 12 * s), None);
+        // Steps stop while work waits: the stall grows from the last step.
+        assert_eq!(p.observe(6, 2, t0 + 15 * s), Some(3 * s));
+        assert_eq!(p.observe(6, 2, t0 + 20 * s), Some(8 * s));
+        // Progress resumes.
+        assert_eq!(p.observe(7, 2, t0 + 21 * s), None);
+    }
 }

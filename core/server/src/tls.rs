@@ -95,8 +95,7 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TlsError> {
         .with_single_cert(id.chain.clone(), id.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
     tls.alpn_protocols = vec![chorus_proto::ALPN.to_vec()];
-    let crypto =
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport()));
     Ok(cfg)
@@ -111,8 +110,7 @@ pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TlsError> {
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
     tls.alpn_protocols = vec![chorus_proto::ALPN.to_vec()];
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport()));
     Ok(cfg)

@@ -133,7 +133,8 @@ fn reference(name: &str) -> (Vec<Message>, String, Vec<u32>) {
         })
         .collect();
     let near_tie = case["first_position_with_top1_margin_below_0.05"].as_u64().map_or(usize::MAX, |p| p as usize);
-    let ids: Vec<u32> = case["generated_token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let ids: Vec<u32> =
+        case["generated_token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     let agreed = ids[..near_tie.min(ids.len())].to_vec();
     (messages, case["generated_text"].as_str().unwrap().to_string(), agreed)
 }
@@ -172,7 +173,10 @@ async fn streams_the_reference_answer_with_exact_usage_and_a_cached_second_turn(
     let (status, body) = http_get(core.http_addr, "/metrics");
     assert_eq!(status, 200);
     assert!(body.contains("chorus_core_requests_total{fleet=\"mini\",outcome=\"stop\"} 2"), "{body}");
-    assert!(body.contains("chorus_ttft_seconds_count{fleet=\"mini\",model=\"smollm2-135m\",tier=\"free\"} 2"), "{body}");
+    assert!(
+        body.contains("chorus_ttft_seconds_count{fleet=\"mini\",model=\"smollm2-135m\",tier=\"free\"} 2"),
+        "{body}"
+    );
     assert_eq!(body.matches("# TYPE chorus_kv_blocks_used ").count(), 1, "one family per name");
     assert_eq!(http_get(core.http_addr, "/healthz").0, 200);
     assert_eq!(http_get(core.http_addr, "/readyz").0, 200);
@@ -202,7 +206,8 @@ async fn cancel_and_reset_mid_stream_free_the_kv_blocks() {
     let rest = s.collect().await.unwrap();
     let Some(Reply::Error(e)) = rest.last() else { panic!("{rest:?}") };
     assert_eq!(e.code, ErrorCode::Cancelled);
-    eventually("blocks freed after Cancel", || mini.handle.metrics().kv_blocks_used == 0 && mini.in_flight() == 0).await;
+    eventually("blocks freed after Cancel", || mini.handle.metrics().kv_blocks_used == 0 && mini.in_flight() == 0)
+        .await;
 
     // Stream reset: no answer, same effect.
     let mut s = client.generate(long(Tier::Free, 400)).await.unwrap();
@@ -230,7 +235,9 @@ async fn tiers_route_to_their_fleets_and_overflow_is_visible() {
 
     // The seeds' level-1 routing check on a sample of each tier.
     for i in 0..3 {
-        for (tier, fleet) in [(Tier::Free, "mini"), (Tier::Team, "mini"), (Tier::Plus, "flagship"), (Tier::Enterprise, "flagship")] {
+        for (tier, fleet) in
+            [(Tier::Free, "mini"), (Tier::Team, "mini"), (Tier::Plus, "flagship"), (Tier::Enterprise, "flagship")]
+        {
             let r = client.generate(generate(tier, &format!("Say {i}."), 1)).await.unwrap().collect().await.unwrap();
             let (acc, ..) = split(&r);
             let acc = acc.unwrap_or_else(|| panic!("{tier}: {r:?}"));
@@ -347,7 +354,11 @@ async fn sixty_four_streams_on_one_connection_and_a_vanishing_client_leaks_nothi
         .map(|i| {
             let client = client.clone();
             tokio::spawn(async move {
-                let mut g = generate(if i % 2 == 0 { Tier::Free } else { Tier::Team }, &format!("Tell me about the number {i}."), 8);
+                let mut g = generate(
+                    if i % 2 == 0 { Tier::Free } else { Tier::Team },
+                    &format!("Tell me about the number {i}."),
+                    8,
+                );
                 g.sampling.ignore_eos = true;
                 client.generate(g).await.unwrap().collect().await.unwrap()
             })
@@ -414,19 +425,21 @@ async fn post_generation_safety_ends_the_answer_before_the_match_is_sent() {
 async fn long_histories_lose_their_oldest_turns_but_keep_the_system_prompt() {
     let _g = SERIAL.lock().await;
     let mut cfg = base_config();
-    cfg.tiers.insert("free".into(), chorus_core::config::TierOverride { max_input_tokens: Some(200), ..Default::default() });
+    cfg.tiers
+        .insert("free".into(), chorus_core::config::TierOverride { max_input_tokens: Some(200), ..Default::default() });
     let core = start(cfg).await;
     let client = connect(core.quic_addr).await;
     let mut g = generate(Tier::Free, "", 4);
     g.messages = vec![Message { role: Role::System, content: "You are terse.".into() }];
     for i in 0..12 {
-        g.messages.push(Message { role: Role::User, content: format!("Remember fact number {i}: the sky is a colour.") });
+        g.messages
+            .push(Message { role: Role::User, content: format!("Remember fact number {i}: the sky is a colour.") });
         g.messages.push(Message { role: Role::Assistant, content: format!("Noted fact {i}.") });
     }
     g.messages.push(Message { role: Role::User, content: "What do you remember?".into() });
     let r = client.generate(g.clone()).await.unwrap().collect().await.unwrap();
     let acc = split(&r).0.unwrap().clone();
-    assert!(acc.trimmed_messages > 0 && acc.trimmed_messages % 2 == 0, "{acc:?}");
+    assert!(acc.trimmed_messages > 0 && acc.trimmed_messages.is_multiple_of(2), "{acc:?}");
     assert!(acc.prompt_tokens <= 200, "{acc:?}");
     assert!(matches!(r.last(), Some(Reply::Done(_))));
     // The builder kept as much as fits: one more turn would not.
@@ -464,7 +477,8 @@ async fn sigterm_drains_in_flight_work() {
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let addr: SocketAddr = line.split_whitespace().nth(3).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
+    let addr: SocketAddr =
+        line.split_whitespace().nth(3).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
     let client = connect(addr).await;
     let short = client.generate(long(Tier::Free, 16)).await.unwrap();
     let mut longs = Vec::new();

@@ -11,7 +11,7 @@ fn drain<T: serde::de::DeserializeOwned>(data: &[u8], split: usize, max: u32) {
     let (a, b) = data.split_at(split.min(data.len()));
     for part in [a, b] {
         d.push(part);
-        while let Ok(Some(_)) = d.next::<T>() {}
+        while let Ok(Some(_)) = d.decode::<T>() {}
     }
     let _ = d.finish();
 }
