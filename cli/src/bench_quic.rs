@@ -26,6 +26,9 @@ pub struct QuicBench {
     /// A local GGUF file or a known model name.
     #[arg(long, default_value = chorus_engine::model_store::DEFAULT_MODEL)]
     model: String,
+    /// Turn the post-generation safety gate off (to see its share of the cost).
+    #[arg(long)]
+    no_post_safety: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -45,6 +48,10 @@ pub fn run(b: &QuicBench) -> Result<()> {
         threads: b.threads.unwrap_or(CoreConfig::default().threads),
         ..CoreConfig::default()
     };
+    if std::env::var_os("RUST_LOG").is_some() {
+        chorus_core::init_logging();
+    }
+    cfg.post_safety.enabled = !b.no_post_safety;
     cfg.fleets.retain(|name, _| name == "mini");
     for r in cfg.router.routes.values_mut() {
         *r = "mini".into();
@@ -96,17 +103,30 @@ pub fn run(b: &QuicBench) -> Result<()> {
                         match r {
                             Reply::Token(t) if !t.ids.is_empty() => lat.push(now_us().saturating_sub(t.emitted_us)),
                             Reply::Error(e) => bail!("stream {i}: {} {}", e.code, e.message),
-                            r if r.is_final() => break,
+                            Reply::Done(d) => {
+                                return anyhow::Ok((
+                                    lat,
+                                    format!(
+                                        "{}{}",
+                                        d.finish_reason.as_str(),
+                                        d.filter_category.map(|c| format!(": {c}")).unwrap_or_default()
+                                    ),
+                                ));
+                            }
                             _ => {}
                         }
                     }
-                    anyhow::Ok(lat)
+                    bail!("stream {i} ended without Done")
                 })
             })
             .collect();
         let mut all = Vec::new();
         for t in tasks {
-            all.extend(t.await??);
+            let (lat, reason) = t.await??;
+            all.extend(lat);
+            if reason != "length" {
+                eprintln!("note: a stream ended early ({reason})");
+            }
         }
         let wall = start.elapsed();
         running.drain(Duration::from_secs(1)).await;

@@ -164,7 +164,7 @@ impl Default for PostSafetyConfig {
                 .map(String::from)
                 .to_vec(),
             deny: Vec::new(),
-            window_bytes: 2048,
+            window_bytes: 1024,
         }
     }
 }
@@ -304,6 +304,16 @@ mod tests {
         let c: CoreConfig = toml::from_str("[tiers.gold]\nweight = 3").unwrap();
         assert!(c.validate().unwrap_err().to_string().starts_with("tiers.gold"));
         assert!(toml::from_str::<CoreConfig>("listen_port = 3").is_err());
+    }
+
+    #[test]
+    fn the_readme_example_is_valid() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").unwrap() + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let c: CoreConfig = toml::from_str(&readme[start..end]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.tls.unwrap().ca, PathBuf::from("certs/ca.pem"));
     }
 
     #[test]

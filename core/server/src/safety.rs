@@ -135,3 +135,26 @@ mod tests {
         assert_eq!(off.gate().push("needle"), None);
     }
 }
+
+#[cfg(test)]
+mod cost {
+    /// `cargo test --release -p chorus-core --lib gate_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn gate_cost() {
+        let p = super::Policy::new(&Default::default());
+        let mut g = p.gate();
+        let text = std::env::var("GATE_TEXT").ok().and_then(|p| std::fs::read_to_string(p).ok());
+        let words = text.as_deref().unwrap_or("Once upon a time a small robot named Bolt lived in a quiet town and helped the baker every morning with bread and cakes. ");
+        let pieces: Vec<&str> = words.split_inclusive(' ').collect();
+        let t = std::time::Instant::now();
+        let n = 5000;
+        for i in 0..n {
+            if let Some(v) = g.push(pieces[i % pieces.len()]) {
+                eprintln!("{v:?}");
+                g = p.gate();
+            }
+        }
+        eprintln!("{:.1} µs per token", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    }
+}

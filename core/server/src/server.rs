@@ -426,7 +426,10 @@ async fn serve_generate(
     let mut reading = true;
     let anchor = (Instant::now(), SystemTime::now());
     let unix_us = |at: Instant| -> u64 {
-        let wall = anchor.1.checked_sub(anchor.0.saturating_duration_since(at)).unwrap_or(anchor.1);
+        let wall = match at.checked_duration_since(anchor.0) {
+            Some(after) => anchor.1 + after,
+            None => anchor.1.checked_sub(anchor.0.duration_since(at)).unwrap_or(anchor.1),
+        };
         wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
     };
     let usage = |completion: u32, cached: u32| Usage {
