@@ -252,6 +252,9 @@ async fn tiers_route_to_their_fleets_and_overflow_is_visible() {
     for s in [&mut a, &mut b] {
         assert!(matches!(s.next().await.unwrap(), Some(Reply::Accepted(_))));
     }
+    // One of them starts (whichever the engine loop saw first); the other waits behind it.
+    let flagship = core.core.fleets.iter().find(|f| f.name == "flagship").unwrap().clone();
+    eventually("one running and one waiting", || flagship.waiting() == 1).await;
     // Plus goes to mini, and says so.
     let r = client.generate(generate(Tier::Plus, "Hi.", 2)).await.unwrap().collect().await.unwrap();
     let acc = split(&r).0.unwrap();
