@@ -306,6 +306,16 @@ mod tests {
         assert!(toml::from_str::<CoreConfig>("listen_port = 3").is_err());
     }
 
+    /// The wire tier and the scheduler's tier are separate types (the scheduler may not depend
+    /// on a wire crate, and the edge may not depend on the scheduler); they must stay in step.
+    #[test]
+    fn wire_and_scheduler_tiers_line_up() {
+        for t in Tier::ALL {
+            assert_eq!(sched_tier(t).as_str(), t.as_str());
+        }
+        assert_eq!(Tier::ALL.len(), chorus_sched::Tier::ALL.len());
+    }
+
     #[test]
     fn the_readme_example_is_valid() {
         let readme = include_str!("../README.md");
