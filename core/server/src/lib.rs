@@ -90,7 +90,7 @@ impl RunningCore {
         core.set_phase(Phase::Draining);
         self.endpoint.set_server_config(None);
         let start = Instant::now();
-        info!(in_flight = core.in_flight(), deadline_s = server::secs(deadline), "draining");
+        info!(in_flight = core.in_flight(), deadline_s = deadline.as_secs_f64(), "draining");
         while server::any_in_flight(core) && start.elapsed() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -41,6 +41,8 @@ pub struct Core {
     pub policy: Policy,
     pub metrics: CoreMetrics,
     pub limits: chorus_proto::Limits,
+    /// Per-tier scheduling limits (the config's, resolved once).
+    pub tiers: [chorus_sched::TierConfig; 4],
     phase: watch::Sender<Phase>,
     /// `None` when ready, else why not.
     unready: std::sync::Mutex<Option<String>>,
@@ -52,6 +54,7 @@ impl Core {
         let router = Router::new(&cfg, &fleets);
         let policy = Policy::new(&cfg.post_safety);
         Arc::new(Self {
+            tiers: cfg.tier_configs(),
             cfg,
             fleets,
             router,
@@ -357,9 +360,8 @@ async fn serve_generate(
     };
     let fleet = core.fleets[fi].clone();
     let tier = sched_tier(g.tier);
-    let tiers = core.cfg.tier_configs();
     let ctx = fleet.engine.model.cfg.ctx_len;
-    let limit = tiers[tier.index()].max_input_tokens.min(ctx.saturating_sub(g.max_tokens as usize));
+    let limit = core.tiers[tier.index()].max_input_tokens.min(ctx.saturating_sub(g.max_tokens as usize));
     // Rendering and tokenizing a long history is CPU work: off the async threads.
     let built = {
         let (engine, messages) = (fleet.engine.clone(), g.messages.clone());
@@ -509,17 +511,11 @@ async fn serve_generate(
                         };
                         fail!(fleet.name, code, e.to_string(), e.retry_after_ms().map(|ms| ms.min(u32::MAX.into()) as u32));
                     }
-                    SeqEvent::Dropped(e) => fail!(fleet.name, ErrorCode::QueueTimeout, e.to_string(), Some(core.router_retry_ms())),
+                    SeqEvent::Dropped(e) => fail!(fleet.name, ErrorCode::QueueTimeout, e.to_string(), Some(core.cfg.router.retry_after_ms)),
                     SeqEvent::Failed(why) => fail!(fleet.name, ErrorCode::EngineFailed, why, None),
                 }
             }
         }
-    }
-}
-
-impl Core {
-    fn router_retry_ms(&self) -> u32 {
-        self.cfg.router.retry_after_ms
     }
 }
 
@@ -568,11 +564,6 @@ pub async fn watchdog(core: Arc<Core>) {
         }
         core.set_unready(why);
     }
-}
-
-/// Seconds from now to a drain deadline, for logs.
-pub(crate) fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 /// Counts what [`Core::in_flight`] needs to reach zero.
