@@ -62,13 +62,17 @@ pub fn run(b: &QuicBench) -> Result<()> {
     let mini = cfg.fleets.get_mut("mini").context("mini fleet")?;
     mini.model = b.model.clone();
     mini.max_running = b.streams.max(mini.max_running);
+    // The benchmark's requests are stateless; the store it must open is a scratch file.
+    let scratch = std::env::temp_dir().join(format!("chorus-bench-quic-{}.redb", std::process::id()));
+    cfg.store.path = Some(scratch.clone());
     cfg.validate()?;
     let fleets = chorus_core::fleet::start_fleets(&cfg, &mut chorus_core::fleet::load_engines(cfg.threads))?;
-    let core = chorus_core::Core::new(cfg, fleets);
     let pki = chorus_core::tls::mint_dev("bench CA", &["localhost".into()])?;
     let per_stream = b.tokens.div_ceil(b.streams) as u32;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (mut lat_us, wall) = rt.block_on(async {
+    let result = rt.block_on(async {
+        let store = chorus_core::open_store(&cfg).await?;
+        let core = chorus_core::Core::new(cfg, fleets, store);
         let running = chorus_core::serve(core, &pki.core_identity()?).await?;
         let client = Arc::new(CoreClient::connect(running.quic_addr, "localhost", &pki.edge_identity()?).await?);
         let start = Instant::now();
@@ -81,7 +85,7 @@ pub fn run(b: &QuicBench) -> Result<()> {
                         tenant: "bench".into(),
                         user: format!("u{i}"),
                         tier: Tier::Plus,
-                        conversation_id: None,
+                        conversation: chorus_proto::ConversationRef::Stateless,
                         messages: vec![Message {
                             role: Role::User,
                             content: format!("Write a long story about robot number {i}."),
@@ -131,7 +135,9 @@ pub fn run(b: &QuicBench) -> Result<()> {
         let wall = start.elapsed();
         running.drain(Duration::from_secs(1)).await;
         anyhow::Ok((all, wall))
-    })?;
+    });
+    let _ = std::fs::remove_file(&scratch);
+    let (mut lat_us, wall) = result?;
     lat_us.sort_unstable();
     let pct = |p: f64| lat_us[((lat_us.len() - 1) as f64 * p).round() as usize];
     let (p50, p90, p99, max) = (pct(0.5), pct(0.9), pct(0.99), *lat_us.last().unwrap_or(&0));

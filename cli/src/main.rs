@@ -91,10 +91,29 @@ enum Cmd {
         #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         names: Vec<String>,
     },
+    /// The feedback queue (ratings of answers, for reward-model training).
+    Feedback {
+        #[command(subcommand)]
+        cmd: FeedbackCmd,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FeedbackCmd {
+    /// Append every rating not yet in OUT to it as JSONL (idempotent: a second run adds nothing).
+    /// With the embedded store, run it while the core is stopped (the file has one writer).
+    Export {
+        /// The core's TOML configuration (its [store] section says where the queue is).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The JSONL file.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -354,6 +373,19 @@ fn main() -> Result<()> {
             }
         },
         Cmd::Filter { cmd } => filter::run(cmd),
+        Cmd::Feedback { cmd: FeedbackCmd::Export { config, out } } => {
+            let cfg = match config {
+                Some(p) => chorus_core::config::CoreConfig::load(&p)?,
+                None => chorus_core::CoreConfig::default(),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let stats = rt.block_on(async {
+                let store = chorus_core::open_store(&cfg).await?;
+                store.export_feedback(&out).await
+            })?;
+            println!("{}: {} new ratings written, {} already there", out.display(), stats.written, stats.present);
+            Ok(())
+        }
         Cmd::Bench { cmd } => match cmd {
             BenchCmd::Engine(b) => bench::engine(&b),
             BenchCmd::Quic(b) => bench_quic::run(&b),

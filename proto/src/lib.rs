@@ -11,7 +11,9 @@
 //! - one **request stream** per request: the edge sends [`Request::Generate`] (later perhaps
 //!   [`Request::Cancel`]); the core answers [`Reply::Accepted`], any number of [`Reply::Token`]
 //!   and then exactly one of [`Reply::Done`] or [`Reply::Error`]. A stream reset in either
-//!   direction cancels the request.
+//!   direction cancels the request. A request stream may instead carry one
+//!   [`Request::Store`], answered by one [`Reply::Store`] (an export: several pieces) or an
+//!   [`Reply::Error`].
 
 mod codec;
 mod msg;
@@ -23,7 +25,8 @@ pub use codec::{
 pub use msg::*;
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: the conversation store (`ConversationRef`, `StoreRequest`, `Accepted.store`, `Done.stored`).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The QUIC ALPN identifier.
 pub const ALPN: &[u8] = b"chorus/1";

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Service tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tier {
     Free,
     Team,
@@ -53,6 +54,7 @@ impl FromStr for Tier {
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     System,
     User,
@@ -125,11 +127,19 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_stops: usize,
     pub max_stop_bytes: usize,
+    pub max_comment_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_id_bytes: 256, max_messages: 512, max_message_bytes: 256 * 1024, max_stops: 8, max_stop_bytes: 256 }
+        Self {
+            max_id_bytes: 256,
+            max_messages: 512,
+            max_message_bytes: 256 * 1024,
+            max_stops: 8,
+            max_stop_bytes: 256,
+            max_comment_bytes: 4096,
+        }
     }
 }
 
@@ -141,8 +151,11 @@ pub struct Generate {
     pub tenant: String,
     pub user: String,
     pub tier: Tier,
-    pub conversation_id: Option<String>,
-    /// The conversation so far, oldest first; the last message is the user's.
+    /// Whether and how the conversation store takes part.
+    pub conversation: ConversationRef,
+    /// The conversation so far, oldest first; the last message is the user's. With
+    /// [`ConversationRef::Continue`], only this turn's new messages: the core puts the stored
+    /// history before them.
     pub messages: Vec<Message>,
     pub sampling: Sampling,
     pub max_tokens: u32,
@@ -152,6 +165,29 @@ pub struct Generate {
     pub deadline_ms: Option<u32>,
     /// W3C `traceparent` of the edge's span.
     pub trace: Option<String>,
+}
+
+/// What a [`Generate`] does with the conversation store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConversationRef {
+    /// Answer from `messages` alone; nothing is stored.
+    Stateless,
+    /// Start a stored conversation with `messages`; the core picks its id and names it in
+    /// [`Accepted::conversation_id`].
+    New,
+    /// Continue the stored conversation with this id (the caller's own; any other id is
+    /// [`ErrorCode::NotFound`]).
+    Continue(String),
+}
+
+impl ConversationRef {
+    /// The conversation's id when it continues one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ConversationRef::Continue(id) => Some(id),
+            _ => None,
+        }
+    }
 }
 
 /// A field of a [`Generate`] that breaks a structural limit.
@@ -167,15 +203,9 @@ impl Generate {
     /// Checks lengths and counts (not sampling ranges, which the model's sampler owns).
     pub fn check(&self, l: &Limits) -> Result<(), FieldError> {
         let err = |field: &str, problem: String| Err(FieldError { field: field.to_string(), problem });
-        for (field, v) in [("request_id", &self.request_id), ("tenant", &self.tenant), ("user", &self.user)] {
-            if v.len() > l.max_id_bytes {
-                return err(field, format!("{} bytes; the limit is {}", v.len(), l.max_id_bytes));
-            }
-        }
-        if let Some(c) = &self.conversation_id
-            && c.len() > l.max_id_bytes
-        {
-            return err("conversation_id", format!("{} bytes; the limit is {}", c.len(), l.max_id_bytes));
+        check_owner(&self.request_id, &self.tenant, &self.user, l)?;
+        if let Some(c) = self.conversation.id() {
+            check_id("conversation", c, l)?;
         }
         if self.messages.is_empty() {
             return err("messages", "must hold at least one message".into());
@@ -209,6 +239,23 @@ impl Generate {
     }
 }
 
+fn check_id(field: &str, v: &str, l: &Limits) -> Result<(), FieldError> {
+    if v.is_empty() || v.len() > l.max_id_bytes {
+        return Err(FieldError {
+            field: field.to_string(),
+            problem: format!("{} bytes; must be 1..={}", v.len(), l.max_id_bytes),
+        });
+    }
+    Ok(())
+}
+
+/// Every request names who it is for: an empty or oversized id is refused by name.
+fn check_owner(request_id: &str, tenant: &str, user: &str, l: &Limits) -> Result<(), FieldError> {
+    check_id("request_id", request_id, l)?;
+    check_id("tenant", tenant, l)?;
+    check_id("user", user, l)
+}
+
 /// Edge → core on a request stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
@@ -216,6 +263,126 @@ pub enum Request {
     /// Stop generating; the core answers with [`ErrorCode::Cancelled`]. Resetting the stream
     /// does the same without the answer.
     Cancel,
+    /// Read or change what the conversation store holds for one user.
+    Store(Box<StoreRequest>),
+}
+
+/// A conversation-store operation for one user of one tenant. A conversation of another
+/// tenant or user is indistinguishable from a missing one ([`ErrorCode::NotFound`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreRequest {
+    pub request_id: String,
+    pub tenant: String,
+    pub user: String,
+    pub op: StoreOp,
+}
+
+/// What a [`StoreRequest`] does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoreOp {
+    /// The user's conversations, most recently updated first, at most `limit`.
+    List { limit: u32 },
+    /// One conversation, every turn.
+    Get { conversation_id: String },
+    /// Deletes one conversation (both tiers, its idempotency records).
+    Delete { conversation_id: String },
+    /// Deletes everything held for the user: conversations, feedback, idempotency records.
+    Erase,
+    /// Everything held for the user as one JSON document, sent in chunks.
+    Export,
+    /// A rating of one answer (turn `version` of the conversation), for reward-model training.
+    Feedback { conversation_id: String, version: u64, rating: Rating, comment: Option<String> },
+}
+
+impl StoreRequest {
+    /// Checks lengths.
+    pub fn check(&self, l: &Limits) -> Result<(), FieldError> {
+        check_owner(&self.request_id, &self.tenant, &self.user, l)?;
+        match &self.op {
+            StoreOp::Get { conversation_id } | StoreOp::Delete { conversation_id } => {
+                check_id("conversation_id", conversation_id, l)
+            }
+            StoreOp::Feedback { conversation_id, comment, .. } => {
+                check_id("conversation_id", conversation_id, l)?;
+                match comment {
+                    Some(c) if c.len() > l.max_comment_bytes => Err(FieldError {
+                        field: "comment".into(),
+                        problem: format!("{} bytes; the limit is {}", c.len(), l.max_comment_bytes),
+                    }),
+                    _ => Ok(()),
+                }
+            }
+            StoreOp::List { .. } | StoreOp::Erase | StoreOp::Export => Ok(()),
+        }
+    }
+}
+
+/// Thumbs up or down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rating {
+    Up,
+    Down,
+}
+
+/// One conversation in a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub id: String,
+    pub tier: Tier,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// Turns committed.
+    pub version: u64,
+}
+
+/// One committed turn: the messages it added and the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    /// 1 for the first turn; the conversation's version after it.
+    pub version: u64,
+    /// The request that produced it.
+    pub request_id: String,
+    pub created_ms: u64,
+    /// The messages this turn added (the first turn's include any system prompt).
+    pub input: Vec<Message>,
+    /// The assistant's answer, exactly as streamed.
+    pub answer: String,
+    pub finish_reason: FinishReason,
+    pub model: String,
+    pub usage: Usage,
+}
+
+/// A whole conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationView {
+    pub summary: ConversationSummary,
+    pub turns: Vec<Turn>,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erased {
+    pub conversations: u64,
+    pub feedback: u64,
+    pub idempotency_records: u64,
+}
+
+/// Core → edge answer to a [`StoreRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StoreReply {
+    List(Vec<ConversationSummary>),
+    Conversation(ConversationView),
+    Deleted,
+    Erased(Erased),
+    /// A piece of the export document (UTF-8 JSON); the piece with `last` ends the stream.
+    Export {
+        data: String,
+        last: bool,
+    },
+    FeedbackRecorded {
+        feedback_id: String,
+    },
 }
 
 /// The core took the request.
@@ -233,6 +400,45 @@ pub struct Accepted {
     pub prompt_tokens: u32,
     /// Oldest messages left out to fit the tier's input cap (the system prompt is kept).
     pub trimmed_messages: u32,
+    /// The stored conversation this turn belongs to.
+    pub conversation_id: Option<String>,
+    /// Messages of the prompt that came from the store.
+    pub history_messages: u32,
+    /// How the conversation store served this request.
+    pub store: StoreStatus,
+}
+
+/// How the conversation store served a request. Anything but `NotUsed` and `Ok` is a degraded
+/// answer (`x-chorus-degraded: store` at the edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreStatus {
+    /// A stateless request.
+    NotUsed,
+    Ok,
+    /// The hot tier is unreachable: the history came from the durable tier (slower, complete).
+    HotUnavailable,
+    /// The store is unreachable: a single-turn answer from the request's messages alone, and
+    /// the turn will not be stored.
+    Unavailable,
+}
+
+impl StoreStatus {
+    /// Whether the edge flags the answer as degraded.
+    pub fn degraded(self) -> bool {
+        matches!(self, StoreStatus::HotUnavailable | StoreStatus::Unavailable)
+    }
+}
+
+/// What became of a turn in the conversation store; [`Done`] is sent only after this is known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Stored {
+    /// Nothing was to be stored (a stateless request).
+    NotRequested,
+    /// The turn is durable; `version` names it (for feedback).
+    Committed { conversation_id: String, version: u64 },
+    /// The turn was not stored: the answer above is not part of the conversation.
+    Failed { code: ErrorCode, message: String },
 }
 
 /// A token's log-probability.
@@ -259,6 +465,7 @@ pub struct Token {
 
 /// Why an answer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// End of turn or a stop string.
     Stop,
@@ -295,6 +502,7 @@ pub struct Done {
     pub usage: Usage,
     /// With [`FinishReason::ContentFilter`]: the category that matched.
     pub filter_category: Option<String>,
+    pub stored: Stored,
 }
 
 /// The request failed; nothing more follows on the stream.
@@ -313,12 +521,13 @@ pub enum Reply {
     Token(Token),
     Done(Done),
     Error(ErrorReply),
+    Store(StoreReply),
 }
 
 impl Reply {
-    /// `Done` and `Error` end the stream.
+    /// `Done`, `Error` and store answers (but an export piece before the last) end the stream.
     pub fn is_final(&self) -> bool {
-        matches!(self, Reply::Done(_) | Reply::Error(_))
+        !matches!(self, Reply::Accepted(_) | Reply::Token(_) | Reply::Store(StoreReply::Export { last: false, .. }))
     }
 }
 
@@ -345,6 +554,12 @@ pub enum ErrorCode {
     Cancelled,
     /// A frame broke the protocol (malformed, oversized, out of order).
     Protocol,
+    /// No such conversation for this user (another tenant's or user's reads the same).
+    NotFound,
+    /// Another turn was appended to the conversation first; this one was not stored.
+    Conflict,
+    /// The conversation store could not be reached or could not commit.
+    StoreUnavailable,
     /// The engine failed while running the request.
     EngineFailed,
     /// A bug in the core.
@@ -354,7 +569,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const TABLE: [(ErrorCode, u16, &'static str); 11] = [
+    const TABLE: [(ErrorCode, u16, &'static str); 14] = [
         (ErrorCode::InvalidRequest, 1, "invalid_request"),
         (ErrorCode::PromptTooLong, 2, "prompt_too_long"),
         (ErrorCode::OverCapacity, 10, "over_capacity"),
@@ -364,6 +579,9 @@ impl ErrorCode {
         (ErrorCode::DeadlineExceeded, 14, "deadline_exceeded"),
         (ErrorCode::Cancelled, 15, "cancelled"),
         (ErrorCode::Protocol, 20, "protocol_error"),
+        (ErrorCode::NotFound, 40, "not_found"),
+        (ErrorCode::Conflict, 41, "conflict"),
+        (ErrorCode::StoreUnavailable, 42, "store_unavailable"),
         (ErrorCode::EngineFailed, 30, "engine_failed"),
         (ErrorCode::Internal, 31, "internal"),
     ];
@@ -386,7 +604,11 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest | ErrorCode::PromptTooLong | ErrorCode::Protocol => 400,
             ErrorCode::OverCapacity => 429,
-            ErrorCode::QueueTimeout | ErrorCode::Draining | ErrorCode::ShuttingDown => 503,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::QueueTimeout | ErrorCode::Draining | ErrorCode::ShuttingDown | ErrorCode::StoreUnavailable => {
+                503
+            }
             ErrorCode::DeadlineExceeded => 504,
             ErrorCode::Cancelled => 499,
             ErrorCode::EngineFailed | ErrorCode::Internal | ErrorCode::Other(_) => 500,

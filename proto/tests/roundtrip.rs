@@ -49,9 +49,89 @@ fn message() -> impl Strategy<Value = Message> {
         .prop_map(|(role, content)| Message { role, content })
 }
 
+fn conversation() -> impl Strategy<Value = ConversationRef> {
+    prop_oneof![
+        Just(ConversationRef::Stateless),
+        Just(ConversationRef::New),
+        text().prop_map(ConversationRef::Continue)
+    ]
+}
+
+fn finish_reason() -> impl Strategy<Value = FinishReason> {
+    prop::sample::select(vec![FinishReason::Stop, FinishReason::Length, FinishReason::ContentFilter])
+}
+
+fn usage() -> impl Strategy<Value = Usage> {
+    any::<[u32; 3]>().prop_map(|[p, c, k]| Usage { prompt_tokens: p, completion_tokens: c, cached_tokens: k })
+}
+
+fn store_request() -> impl Strategy<Value = StoreRequest> {
+    let op = prop_oneof![
+        any::<u32>().prop_map(|limit| StoreOp::List { limit }),
+        text().prop_map(|conversation_id| StoreOp::Get { conversation_id }),
+        text().prop_map(|conversation_id| StoreOp::Delete { conversation_id }),
+        Just(StoreOp::Erase),
+        Just(StoreOp::Export),
+        (text(), any::<u64>(), any::<bool>(), option::of(text())).prop_map(
+            |(conversation_id, version, up, comment)| {
+                StoreOp::Feedback {
+                    conversation_id,
+                    version,
+                    rating: if up { Rating::Up } else { Rating::Down },
+                    comment,
+                }
+            }
+        ),
+    ];
+    (text(), text(), text(), op).prop_map(|(request_id, tenant, user, op)| StoreRequest {
+        request_id,
+        tenant,
+        user,
+        op,
+    })
+}
+
+fn summary() -> impl Strategy<Value = ConversationSummary> {
+    (text(), tier(), any::<[u64; 3]>()).prop_map(|(id, tier, [created_ms, updated_ms, version])| ConversationSummary {
+        id,
+        tier,
+        created_ms,
+        updated_ms,
+        version,
+    })
+}
+
+fn store_reply() -> impl Strategy<Value = StoreReply> {
+    let turn = (any::<u64>(), text(), vec(message(), 0..3), text(), finish_reason(), text(), usage()).prop_map(
+        |(version, request_id, input, answer, finish_reason, model, usage)| Turn {
+            version,
+            request_id,
+            created_ms: version / 2,
+            input,
+            answer,
+            finish_reason,
+            model,
+            usage,
+        },
+    );
+    prop_oneof![
+        vec(summary(), 0..3).prop_map(StoreReply::List),
+        (summary(), vec(turn, 0..3))
+            .prop_map(|(summary, turns)| StoreReply::Conversation(ConversationView { summary, turns })),
+        Just(StoreReply::Deleted),
+        any::<[u64; 3]>().prop_map(|[conversations, feedback, idempotency_records]| StoreReply::Erased(Erased {
+            conversations,
+            feedback,
+            idempotency_records
+        })),
+        (text(), any::<bool>()).prop_map(|(data, last)| StoreReply::Export { data, last }),
+        text().prop_map(|feedback_id| StoreReply::FeedbackRecorded { feedback_id }),
+    ]
+}
+
 fn generate() -> impl Strategy<Value = Generate> {
     (
-        (text(), text(), text(), tier(), option::of(text())),
+        (text(), text(), text(), tier(), conversation()),
         (
             vec(message(), 0..6),
             sampling(),
@@ -63,14 +143,14 @@ fn generate() -> impl Strategy<Value = Generate> {
     )
         .prop_map(
             |(
-                (request_id, tenant, user, tier, conversation_id),
+                (request_id, tenant, user, tier, conversation),
                 (messages, sampling, max_tokens, stop, deadline_ms, trace),
             )| Generate {
                 request_id,
                 tenant,
                 user,
                 tier,
-                conversation_id,
+                conversation,
                 messages,
                 sampling,
                 max_tokens,
@@ -88,28 +168,61 @@ fn logprob() -> impl Strategy<Value = Logprob> {
 fn reply() -> impl Strategy<Value = Reply> {
     let code = any::<u16>().prop_map(ErrorCode::from);
     prop_oneof![
-        (text(), text(), any::<bool>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
-            |(model, fleet, degraded, queue_position, prompt_tokens, trimmed_messages)| {
-                Reply::Accepted(Accepted { model, fleet, degraded, queue_position, prompt_tokens, trimmed_messages })
-            }
-        ),
+        (
+            (text(), text(), any::<bool>(), any::<u32>(), any::<u32>(), any::<u32>()),
+            (
+                option::of(text()),
+                any::<u32>(),
+                prop::sample::select(vec![
+                    StoreStatus::NotUsed,
+                    StoreStatus::Ok,
+                    StoreStatus::HotUnavailable,
+                    StoreStatus::Unavailable
+                ])
+            )
+        )
+            .prop_map(
+                |(
+                    (model, fleet, degraded, queue_position, prompt_tokens, trimmed_messages),
+                    (conversation_id, history_messages, store),
+                )| {
+                    Reply::Accepted(Accepted {
+                        model,
+                        fleet,
+                        degraded,
+                        queue_position,
+                        prompt_tokens,
+                        trimmed_messages,
+                        conversation_id,
+                        history_messages,
+                        store,
+                    })
+                }
+            ),
         (text(), vec(any::<u32>(), 0..3), option::of((logprob(), vec(logprob(), 0..4))), any::<u64>())
             .prop_map(|(text, ids, logprobs, emitted_us)| Reply::Token(Token { text, ids, logprobs, emitted_us })),
-        (
-            prop::sample::select(vec![FinishReason::Stop, FinishReason::Length, FinishReason::ContentFilter]),
-            any::<[u32; 3]>(),
-            option::of(text())
-        )
-            .prop_map(|(finish_reason, [p, c, k], filter_category)| Reply::Done(Done {
+        (finish_reason(), usage(), option::of(text()), stored()).prop_map(
+            |(finish_reason, usage, filter_category, stored)| Reply::Done(Done {
                 finish_reason,
-                usage: Usage { prompt_tokens: p, completion_tokens: c, cached_tokens: k },
-                filter_category
-            })),
+                usage,
+                filter_category,
+                stored
+            })
+        ),
+        store_reply().prop_map(Reply::Store),
         (code, text(), option::of(any::<u32>())).prop_map(|(code, message, retry_after_ms)| Reply::Error(ErrorReply {
             code,
             message,
             retry_after_ms
         })),
+    ]
+}
+
+fn stored() -> impl Strategy<Value = Stored> {
+    prop_oneof![
+        Just(Stored::NotRequested),
+        (text(), any::<u64>()).prop_map(|(conversation_id, version)| Stored::Committed { conversation_id, version }),
+        (any::<u16>(), text()).prop_map(|(code, message)| Stored::Failed { code: ErrorCode::from(code), message }),
     ]
 }
 
@@ -166,8 +279,13 @@ fn roundtrip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std
 
 proptest! {
     #[test]
-    fn requests_round_trip(gs in vec(generate(), 1..4), split in 1usize..300) {
-        let msgs: Vec<Request> = gs.into_iter().map(|g| Request::Generate(Box::new(g))).chain([Request::Cancel]).collect();
+    fn requests_round_trip(gs in vec(generate(), 1..4), ss in vec(store_request(), 0..3), split in 1usize..300) {
+        let msgs: Vec<Request> = gs
+            .into_iter()
+            .map(|g| Request::Generate(Box::new(g)))
+            .chain(ss.into_iter().map(|s| Request::Store(Box::new(s))))
+            .chain([Request::Cancel])
+            .collect();
         roundtrip(&msgs, split);
     }
 
@@ -222,7 +340,7 @@ fn generate_check_names_the_field() {
         tenant: "t".into(),
         user: "u".into(),
         tier: Tier::Free,
-        conversation_id: None,
+        conversation: ConversationRef::Stateless,
         messages: vec![Message { role: Role::User, content: "hi".into() }],
         sampling: Sampling::default(),
         max_tokens: 8,
@@ -242,4 +360,50 @@ fn generate_check_names_the_field() {
     assert_eq!(g.check(&l).unwrap_err().field, "messages");
     g.messages.clear();
     assert_eq!(g.check(&l).unwrap_err().field, "messages");
+    g.messages.push(Message { role: Role::User, content: "hi".into() });
+    g.conversation = ConversationRef::Continue(String::new());
+    assert_eq!(g.check(&l).unwrap_err().field, "conversation");
+    g.conversation = ConversationRef::Continue("c".into());
+    g.check(&l).unwrap();
+    g.tenant.clear();
+    assert_eq!(g.check(&l).unwrap_err().field, "tenant");
+}
+
+#[test]
+fn store_request_check_names_the_field() {
+    let l = Limits::default();
+    let mut r = StoreRequest {
+        request_id: "r".into(),
+        tenant: "t".into(),
+        user: "u".into(),
+        op: StoreOp::Feedback {
+            conversation_id: "c".into(),
+            version: 1,
+            rating: Rating::Up,
+            comment: Some("ok".into()),
+        },
+    };
+    r.check(&l).unwrap();
+    r.op = StoreOp::Feedback {
+        conversation_id: "c".into(),
+        version: 1,
+        rating: Rating::Down,
+        comment: Some("x".repeat(l.max_comment_bytes + 1)),
+    };
+    assert_eq!(r.check(&l).unwrap_err().field, "comment");
+    r.op = StoreOp::Get { conversation_id: "x".repeat(l.max_id_bytes + 1) };
+    assert_eq!(r.check(&l).unwrap_err().field, "conversation_id");
+    r.op = StoreOp::Erase;
+    r.user.clear();
+    assert_eq!(r.check(&l).unwrap_err().field, "user");
+}
+
+#[test]
+fn store_codes_map_to_http() {
+    assert_eq!(ErrorCode::NotFound.http_status(), 404);
+    assert_eq!(ErrorCode::Conflict.http_status(), 409);
+    assert_eq!(ErrorCode::StoreUnavailable.http_status(), 503);
+    assert_eq!(ErrorCode::from(42), ErrorCode::StoreUnavailable);
+    assert!(!Reply::Store(StoreReply::Export { data: String::new(), last: false }).is_final());
+    assert!(Reply::Store(StoreReply::Export { data: String::new(), last: true }).is_final());
 }

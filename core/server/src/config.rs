@@ -45,6 +45,8 @@ pub struct CoreConfig {
     pub tiers: BTreeMap<String, TierOverride>,
     /// The post-generation safety gate.
     pub post_safety: PostSafetyConfig,
+    /// The conversation store.
+    pub store: StoreConfig,
 }
 
 impl Default for CoreConfig {
@@ -66,6 +68,7 @@ impl Default for CoreConfig {
             router: RouterConfig::default(),
             tiers: BTreeMap::new(),
             post_safety: PostSafetyConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -169,6 +172,187 @@ impl Default for PostSafetyConfig {
     }
 }
 
+/// The conversation store: a hot tier and a durable tier.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `memory` (in-process LRU: the embedded default) or `redis`.
+    pub hot: HotKind,
+    /// Conversations the in-process hot tier holds.
+    pub hot_capacity: usize,
+    /// How long a hot copy lives after its last write, seconds.
+    pub hot_ttl_secs: u64,
+    pub redis: RedisConfig,
+    /// `embedded` (a redb file: the default) or `postgres`.
+    pub durable: DurableKind,
+    /// The embedded database file; by default `conversations.redb` in the data directory
+    /// (`$CHORUS_DATA_DIR`, else `$XDG_DATA_HOME/chorus`, else `~/.local/share/chorus`).
+    pub path: Option<PathBuf>,
+    pub postgres: PostgresConfig,
+    /// Time limit of each store operation, milliseconds; past it the tier counts as unavailable.
+    pub op_timeout_ms: u64,
+    /// Tries at a durable commit before the client is told the turn was not stored.
+    pub commit_attempts: u32,
+    /// Turns a conversation may hold.
+    pub max_turns: u64,
+    /// Seconds between retention sweeps.
+    pub sweep_interval_secs: u64,
+    /// How long an idle conversation is kept, per tier.
+    pub retention: RetentionConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            hot: HotKind::Memory,
+            hot_capacity: 10_000,
+            hot_ttl_secs: 30 * 60,
+            redis: RedisConfig::default(),
+            durable: DurableKind::Embedded,
+            path: None,
+            postgres: PostgresConfig::default(),
+            op_timeout_ms: 2000,
+            commit_attempts: 3,
+            max_turns: 1000,
+            sweep_interval_secs: 3600,
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    pub fn op_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.op_timeout_ms)
+    }
+
+    /// The embedded database file.
+    pub fn embedded_path(&self) -> PathBuf {
+        self.path.clone().unwrap_or_else(|| data_dir().join("conversations.redb"))
+    }
+}
+
+/// Where Chorus keeps durable local data.
+pub fn data_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("CHORUS_DATA_DIR")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("chorus")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/chorus")))
+        .unwrap_or_else(|| PathBuf::from("chorus-data"))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HotKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DurableKind {
+    Embedded,
+    Postgres,
+}
+
+/// The Redis hot tier (and feedback stream).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Multiplexed connections kept open.
+    pub pool: usize,
+    /// Prefix of every key (several regions or test runs may share a server).
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: "redis://127.0.0.1:6379".into(), pool: 4, prefix: "chorus:".into() }
+    }
+}
+
+/// The PostgreSQL durable tier.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A libpq-style connection string, e.g. `host=127.0.0.1 user=postgres dbname=chorus`.
+    pub url: String,
+    /// Connections kept open.
+    pub pool: usize,
+    /// The schema the tables live in (created if missing).
+    pub schema: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self { url: "host=127.0.0.1 user=postgres dbname=chorus".into(), pool: 4, schema: "chorus".into() }
+    }
+}
+
+/// How long a conversation is kept after its last turn: `"30d"`, `"12h"`, `"45m"`, `"90s"`, or
+/// `"forever"` (until the user deletes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Keep(pub Option<u64>);
+
+impl TryFrom<String> for Keep {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "forever" {
+            return Ok(Keep(None));
+        }
+        let bad = || format!("{s:?}: expected a number with d, h, m or s (\"30d\"), or \"forever\"");
+        let (n, unit) = s.split_at(s.len().saturating_sub(1));
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let secs = match unit {
+            "d" => 86_400,
+            "h" => 3600,
+            "m" => 60,
+            "s" => 1,
+            _ => return Err(bad()),
+        };
+        let ms = n.checked_mul(secs * 1000).filter(|&ms| ms > 0).ok_or_else(bad)?;
+        Ok(Keep(Some(ms)))
+    }
+}
+
+impl From<Keep> for String {
+    fn from(k: Keep) -> String {
+        match k.0 {
+            None => "forever".into(),
+            Some(ms) if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+            Some(ms) if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+            Some(ms) if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+            Some(ms) => format!("{}s", ms / 1000),
+        }
+    }
+}
+
+/// Retention per tier (DESIGN §6: free 30 days idle, team and plus 90, enterprise until
+/// deleted).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub free: Keep,
+    pub team: Keep,
+    pub plus: Keep,
+    pub enterprise: Keep,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let days = |d: u64| Keep(Some(d * 86_400_000));
+        Self { free: days(30), team: days(90), plus: days(90), enterprise: Keep(None) }
+    }
+}
+
+impl RetentionConfig {
+    /// Per tier ([`Tier::index`]): conversations last updated before this are expired at `now_ms`.
+    pub fn cutoffs(&self, now_ms: u64) -> [Option<u64>; 4] {
+        [self.free, self.team, self.plus, self.enterprise].map(|k| k.0.map(|ms| now_ms.saturating_sub(ms)))
+    }
+}
+
 /// A configuration that cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -256,6 +440,35 @@ impl CoreConfig {
         if self.post_safety.window_bytes < 64 || self.post_safety.window_bytes > 64 * 1024 {
             return Err(invalid("post_safety.window_bytes", "must be in 64..=65536"));
         }
+        let st = &self.store;
+        if st.hot_capacity == 0 {
+            return Err(invalid("store.hot_capacity", "must be positive"));
+        }
+        if st.hot_ttl_secs == 0 || st.hot_ttl_secs > 86_400 {
+            return Err(invalid("store.hot_ttl_secs", "must be in 1..=86400 (30 to 60 minutes in production)"));
+        }
+        if st.redis.pool == 0 || st.redis.pool > 64 {
+            return Err(invalid("store.redis.pool", "must be in 1..=64"));
+        }
+        if st.postgres.pool == 0 || st.postgres.pool > 64 {
+            return Err(invalid("store.postgres.pool", "must be in 1..=64"));
+        }
+        let ident = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+        if st.postgres.schema.is_empty() || st.postgres.schema.len() > 63 || !st.postgres.schema.chars().all(ident) {
+            return Err(invalid("store.postgres.schema", "must be 1 to 63 of a-z, 0-9 and _"));
+        }
+        if st.op_timeout_ms == 0 || st.op_timeout_ms > 60_000 {
+            return Err(invalid("store.op_timeout_ms", "must be in 1..=60000"));
+        }
+        if st.commit_attempts == 0 || st.commit_attempts > 10 {
+            return Err(invalid("store.commit_attempts", "must be in 1..=10"));
+        }
+        if st.max_turns == 0 {
+            return Err(invalid("store.max_turns", "must be positive"));
+        }
+        if st.sweep_interval_secs == 0 {
+            return Err(invalid("store.sweep_interval_secs", "must be positive"));
+        }
         Ok(())
     }
 
@@ -324,6 +537,24 @@ mod tests {
         let c: CoreConfig = toml::from_str(&readme[start..end]).unwrap();
         c.validate().unwrap();
         assert_eq!(c.tls.unwrap().ca, PathBuf::from("certs/ca.pem"));
+    }
+
+    #[test]
+    fn retention_reads_durations_and_forever() {
+        let c: CoreConfig =
+            toml::from_str("[store.retention]\nfree = \"12h\"\nteam = \"90s\"\nenterprise = \"forever\"").unwrap();
+        let r = c.store.retention;
+        assert_eq!(r.free, Keep(Some(12 * 3_600_000)));
+        assert_eq!(r.team, Keep(Some(90_000)));
+        assert_eq!(r.plus, Keep(Some(90 * 86_400_000)));
+        assert_eq!(r.cutoffs(100_000), [Some(0), Some(10_000), Some(0), None]);
+        for bad in ["0d", "30", "x", "3w", "99999999999999999d", ""] {
+            let e = toml::from_str::<CoreConfig>(&format!("[store.retention]\nfree = {bad:?}")).unwrap_err();
+            assert!(e.to_string().contains("forever"), "{bad}: {e}");
+        }
+        assert_eq!(String::from(Keep(Some(30 * 86_400_000))), "30d");
+        let c: CoreConfig = toml::from_str("[store.postgres]\nschema = \"Robert'); DROP\"").unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("store.postgres.schema"));
     }
 
     #[test]

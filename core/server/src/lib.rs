@@ -1,7 +1,8 @@
 //! `chorus-core`: the regional core as a service. It owns the QUIC endpoint edges connect to
 //! (mutual TLS, ALPN `chorus/1`, the `chorus-proto` frames), the model fleets and the router
-//! that maps tiers to them, prompt building, the post-generation safety gate, the operations
-//! endpoints and the drain on shutdown.
+//! that maps tiers to them, the conversation store (durable tier first, then hot), prompt
+//! building, the post-generation safety gate, the operations endpoints and the drain on
+//! shutdown.
 //!
 //! It never parses HTTP requests from users or runs filters (the edge does), and it never
 //! decides which sequences share a step (the `chorus-sched` scheduler inside each fleet's
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod prompt;
 pub mod safety;
 pub mod server;
+pub mod store;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ pub enum StartError {
     Fleet(#[from] fleet::FleetError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("conversation store: {0}")]
+    Store(#[from] store::StoreError),
     #[error("binding {what} {addr}: {why}")]
     Bind { what: &'static str, addr: SocketAddr, why: String },
 }
@@ -72,6 +76,7 @@ pub async fn serve(core: Arc<Core>, identity: &tls::Identity) -> Result<RunningC
     let tasks = vec![
         tokio::spawn(server::accept_loop(core.clone(), endpoint.clone())),
         tokio::spawn(server::watchdog(core.clone())),
+        tokio::spawn(store::sweeper(core.store.clone())),
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 warn!(error = %e, "operations HTTP server stopped");
@@ -133,6 +138,13 @@ pub fn identity_for(cfg: &CoreConfig) -> Result<tls::Identity, StartError> {
     Ok(tls::Identity::load(&files)?)
 }
 
+/// Opens the conversation store `cfg` describes.
+pub async fn open_store(cfg: &CoreConfig) -> Result<Arc<store::ConversationStore>, StartError> {
+    let s = store::ConversationStore::open(&cfg.store).await?;
+    info!(durable = ?cfg.store.durable, hot = ?cfg.store.hot, "conversation store open");
+    Ok(Arc::new(s))
+}
+
 /// Loads the models, serves, and drains on SIGTERM or Ctrl-C. The `chorus core` command and
 /// the `chorus-core` binary.
 pub fn run(cfg: CoreConfig) -> anyhow::Result<()> {
@@ -140,9 +152,10 @@ pub fn run(cfg: CoreConfig) -> anyhow::Result<()> {
     let identity = identity_for(&cfg)?;
     info!(fleets = cfg.fleets.len(), "loading models");
     let fleets = fleet::start_fleets(&cfg, &mut fleet::load_engines(cfg.threads))?;
-    let core = Core::new(cfg, fleets);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
+        let store = open_store(&cfg).await?;
+        let core = Core::new(cfg, fleets, store);
         let running = serve(core.clone(), &identity).await?;
         println!("chorus core: QUIC {} · metrics http://{}/metrics", running.quic_addr, running.http_addr);
         shutdown_signal().await;

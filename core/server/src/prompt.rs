@@ -26,6 +26,45 @@ pub enum PromptError {
     Template(String),
 }
 
+/// The prompt for the next turn of a stored conversation. When `context` (the previous turn's
+/// prompt and answer ids, from the same model) decodes to the start of the rendered history,
+/// the prompt is exactly those ids followed by the tokens of the rest: the model sees the bytes
+/// it saw before, and the whole previous turn is a prefix-cache hit even where re-tokenizing
+/// the answer would have split it differently. Otherwise (another model, a template that
+/// rewrites history, a stop string cut the answer, over the limit) it is [`build`].
+pub fn build_after(
+    engine: &Engine,
+    model: &str,
+    context: Option<&crate::store::Context>,
+    messages: &[Message],
+    limit: usize,
+) -> Result<Prompt, PromptError> {
+    if let Some(ctx) = context.filter(|c| c.model == model && !c.ids.is_empty())
+        && let Some(ids) = splice(engine, &ctx.ids, messages).filter(|ids| ids.len() <= limit)
+    {
+        return Ok(Prompt { ids, trimmed: 0 });
+    }
+    build(engine, messages, limit)
+}
+
+fn splice(engine: &Engine, context: &[u32], messages: &[Message]) -> Option<Vec<u32>> {
+    let template = engine.template.as_ref()?;
+    let chat: Vec<ChatMessage> = messages
+        .iter()
+        .map(|m| ChatMessage { role: m.role.as_str().to_string(), content: m.content.clone() })
+        .collect();
+    let text = template.render(&chat, true).ok()?;
+    // A BOS the tokenizer adds by itself is not in the rendered text.
+    let lead = engine.tokenizer.encode("", true).ok()?;
+    let body = context.strip_prefix(lead.as_slice()).unwrap_or(context);
+    let before = engine.tokenizer.decode(body, false).ok()?;
+    let rest = text.strip_prefix(before.as_str())?;
+    let tail = engine.tokenizer.encode(rest, true).ok()?;
+    let mut ids = context.to_vec();
+    ids.extend_from_slice(tail.strip_prefix(lead.as_slice()).unwrap_or(&tail));
+    Some(ids)
+}
+
 fn render(engine: &Engine, msgs: &[&Message]) -> Result<Vec<u32>, PromptError> {
     let chat: Vec<ChatMessage> =
         msgs.iter().map(|m| ChatMessage { role: m.role.as_str().to_string(), content: m.content.clone() }).collect();

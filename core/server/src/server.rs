@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use chorus_engine::sampler::SamplingParams;
 use chorus_engine::serve::SeqEvent;
 use chorus_proto::{
-    Accepted, Control, Done, ErrorCode, ErrorReply, FinishReason, FleetInfo, FleetLoad, FrameDecoder, FrameError,
-    Generate, Hello, LoadReport, Logprob, PROTOCOL_VERSION, Reply, Request, Token, Usage,
+    Accepted, Control, ConversationRef, Done, ErrorCode, ErrorReply, FinishReason, FleetInfo, FleetLoad, FrameDecoder,
+    FrameError, Generate, Hello, LoadReport, Logprob, Message, PROTOCOL_VERSION, Reply, Request, StoreOp, StoreReply,
+    StoreRequest, StoreStatus, Stored, Token, Usage,
 };
 use quinn::{Connection, RecvStream, SendStream};
 use tokio::sync::watch;
@@ -21,6 +22,7 @@ use crate::fleet::{Fleet, Route, Router};
 use crate::metrics::CoreMetrics;
 use crate::prompt::{self, PromptError};
 use crate::safety::Policy;
+use crate::store::{Commit, Context, Conversation, ConversationStore, HotRead, Owner, StoreError};
 
 /// Where the core is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,7 @@ pub struct Core {
     pub fleets: Vec<Arc<Fleet>>,
     pub router: Router,
     pub policy: Policy,
+    pub store: Arc<ConversationStore>,
     pub metrics: CoreMetrics,
     pub limits: chorus_proto::Limits,
     /// Per-tier scheduling limits (the config's, resolved once).
@@ -49,8 +52,8 @@ pub struct Core {
 }
 
 impl Core {
-    /// A core over started fleets.
-    pub fn new(cfg: CoreConfig, fleets: Vec<Arc<Fleet>>) -> Arc<Self> {
+    /// A core over started fleets and an open store.
+    pub fn new(cfg: CoreConfig, fleets: Vec<Arc<Fleet>>, store: Arc<ConversationStore>) -> Arc<Self> {
         let router = Router::new(&cfg, &fleets);
         let policy = Policy::new(&cfg.post_safety);
         Arc::new(Self {
@@ -59,6 +62,7 @@ impl Core {
             fleets,
             router,
             policy,
+            store,
             metrics: CoreMetrics::default(),
             limits: chorus_proto::Limits::default(),
             phase: watch::channel(Phase::Serving).0,
@@ -96,7 +100,8 @@ impl Core {
 
     /// The Prometheus page.
     pub fn metrics_page(&self) -> String {
-        self.metrics.page(self.readiness().is_ok(), self.phase() != Phase::Serving, &self.fleets)
+        let core = self.metrics.page(self.readiness().is_ok(), self.phase() != Phase::Serving, &self.fleets);
+        crate::metrics::merge_families(&[core, self.store.metrics.render()])
     }
 
     fn load_report(&self, seq: u64) -> LoadReport {
@@ -279,6 +284,7 @@ fn outcome(r: &Reply) -> String {
     match r {
         Reply::Done(d) => d.finish_reason.as_str().to_string(),
         Reply::Error(e) => e.code.to_string(),
+        Reply::Store(_) => "ok".into(),
         _ => "none".into(),
     }
 }
@@ -291,6 +297,16 @@ async fn request(core: &Arc<Core>, mut send: SendStream, recv: RecvStream) {
         tokio::time::timeout(Duration::from_millis(core.cfg.handshake_timeout_ms), reader.next::<Request>()).await;
     let g = match first {
         Ok(Ok(Some(Request::Generate(g)))) => g,
+        Ok(Ok(Some(Request::Store(r)))) => {
+            let op = store_op_name(&r.op);
+            let last = match serve_store(core, &mut send, *r).await {
+                Ok(r) => r,
+                Err(Gone) => return,
+            };
+            core.metrics.outcome("store", &format!("{op}_{}", outcome(&last)));
+            let _ = send.finish();
+            return;
+        }
         Ok(Ok(Some(Request::Cancel))) | Ok(Ok(None)) => {
             let _ =
                 write(&mut send, &error(ErrorCode::Protocol, "a request stream must begin with Generate", None), max)
@@ -327,6 +343,118 @@ async fn reply(send: &mut SendStream, r: &Reply, max: u32) -> Result<(), Gone> {
     write(send, r, max).await.map_err(|_| Gone)
 }
 
+/// Where a request's history comes from and where its turn goes.
+struct Thread {
+    owner: Owner,
+    /// The conversation id when the turn is to be stored.
+    id: Option<String>,
+    /// The stored conversation it continues.
+    prior: Option<Conversation>,
+    status: StoreStatus,
+}
+
+impl Thread {
+    fn history(&self) -> Vec<Message> {
+        self.prior.as_ref().map(Conversation::messages).unwrap_or_default()
+    }
+}
+
+/// What a Generate found in the store before generating.
+enum Resolved {
+    Go(Thread),
+    /// The request already produced a committed turn: replay it.
+    Replay(Conversation, u64),
+    Fail(ErrorCode, String),
+}
+
+async fn resolve(core: &Core, g: &Generate) -> Resolved {
+    let owner = Owner::new(&g.tenant, &g.user);
+    let store = &core.store;
+    let unavailable = |owner: Owner, id: Option<String>, e: &StoreError| {
+        warn!(request = %g.request_id, error = %e, "conversation store unavailable: answering single-turn");
+        store.metrics.degraded("unavailable");
+        Resolved::Go(Thread { owner, id, prior: None, status: StoreStatus::Unavailable })
+    };
+    if g.conversation == ConversationRef::Stateless {
+        return Resolved::Go(Thread { owner, id: None, prior: None, status: StoreStatus::NotUsed });
+    }
+    match store.replay(&owner, &g.request_id).await {
+        Ok(Some((c, version))) => return Resolved::Replay(c, version),
+        Ok(None) => {}
+        Err(e @ StoreError::Unavailable { .. }) => {
+            return unavailable(owner, g.conversation.id().map(String::from), &e);
+        }
+        Err(e) => return Resolved::Fail(e.code(), e.to_string()),
+    }
+    let id = match &g.conversation {
+        ConversationRef::Continue(id) => id.clone(),
+        _ => {
+            return Resolved::Go(Thread {
+                owner,
+                id: Some(crate::store::new_id("conv_")),
+                prior: None,
+                status: StoreStatus::Ok,
+            });
+        }
+    };
+    match store.load(&owner, &id).await {
+        Ok((c, read)) => {
+            if c.version >= store.cfg.max_turns {
+                return Resolved::Fail(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "conversation: {} turns; the limit is {}; start a new conversation",
+                        c.version, store.cfg.max_turns
+                    ),
+                );
+            }
+            let status = if read == HotRead::Down {
+                store.metrics.degraded("hot_unavailable");
+                StoreStatus::HotUnavailable
+            } else {
+                StoreStatus::Ok
+            };
+            Resolved::Go(Thread { owner, id: Some(id), prior: Some(c), status })
+        }
+        Err(StoreError::NotFound) => Resolved::Fail(ErrorCode::NotFound, format!("conversation {id:?} not found")),
+        Err(e @ StoreError::Unavailable { .. }) => unavailable(owner, Some(id), &e),
+        Err(e) => Resolved::Fail(e.code(), e.to_string()),
+    }
+}
+
+/// Sends a committed turn again (a retry of a request whose turn is already stored: nothing is
+/// generated or billed twice).
+async fn replay(core: &Core, send: &mut SendStream, c: &Conversation, version: u64) -> Result<Reply, Gone> {
+    let max = core.cfg.max_frame;
+    let Some(turn) = version.checked_sub(1).and_then(|i| c.turns.get(i as usize)) else {
+        let r = error(ErrorCode::Internal, format!("conversation {} has no turn {version}", c.id), None);
+        reply(send, &r, max).await?;
+        return Ok(r);
+    };
+    let accepted = Accepted {
+        model: turn.model.clone(),
+        fleet: String::new(),
+        degraded: false,
+        queue_position: 0,
+        prompt_tokens: turn.usage.prompt_tokens,
+        trimmed_messages: 0,
+        conversation_id: Some(c.id.clone()),
+        history_messages: 0,
+        store: StoreStatus::Ok,
+    };
+    reply(send, &Reply::Accepted(accepted), max).await?;
+    let token = Token { text: turn.answer.clone(), ids: vec![], logprobs: None, emitted_us: turn.created_ms * 1000 };
+    reply(send, &Reply::Token(token), max).await?;
+    let r = Reply::Done(Done {
+        finish_reason: turn.finish_reason,
+        usage: turn.usage,
+        filter_category: None,
+        stored: Stored::Committed { conversation_id: c.id.clone(), version },
+    });
+    reply(send, &r, max).await?;
+    Ok(r)
+}
+
 /// Runs a Generate to its final reply; returns the fleet and that reply.
 async fn serve_generate(
     core: &Arc<Core>,
@@ -349,6 +477,11 @@ async fn serve_generate(
     if let Err(e) = g.check(&core.limits) {
         fail!("-", ErrorCode::InvalidRequest, e.to_string(), None);
     }
+    let thread = match resolve(core, &g).await {
+        Resolved::Go(t) => t,
+        Resolved::Replay(c, version) => return Ok(("-".into(), replay(core, send, &c, version).await?)),
+        Resolved::Fail(code, msg) => fail!("-", code, msg, None),
+    };
     let (fi, degraded) = match core.router.route(g.tier, |i| core.fleets[i].waiting()) {
         Route::Fleet { fleet, degraded } => (fleet, degraded),
         Route::OverCapacity { fleet, waiting, bound, retry_after_ms } => fail!(
@@ -362,10 +495,17 @@ async fn serve_generate(
     let tier = sched_tier(g.tier);
     let ctx = fleet.engine.model.cfg.ctx_len;
     let limit = core.tiers[tier.index()].max_input_tokens.min(ctx.saturating_sub(g.max_tokens as usize));
+    let history = thread.history();
+    let history_messages = history.len();
     // Rendering and tokenizing a long history is CPU work: off the async threads.
     let built = {
-        let (engine, messages) = (fleet.engine.clone(), g.messages.clone());
-        tokio::task::spawn_blocking(move || prompt::build(&engine, &messages, limit)).await
+        let engine = fleet.engine.clone();
+        let model = fleet.model.clone();
+        let context = thread.prior.as_ref().and_then(|c| c.context.clone());
+        let mut messages = history;
+        messages.extend(g.messages.iter().cloned());
+        tokio::task::spawn_blocking(move || prompt::build_after(&engine, &model, context.as_ref(), &messages, limit))
+            .await
     };
     let p = match built {
         Ok(Ok(p)) => p,
@@ -389,6 +529,8 @@ async fn serve_generate(
         ignore_eos: s.ignore_eos,
     };
     let prompt_tokens = p.ids.len();
+    // The ids the next turn's prompt will start with: this prompt, then the answer's tokens.
+    let mut context_ids = if thread.id.is_some() { p.ids.clone() } else { Vec::new() };
     // The cache salt is the tenant: tenants never share KV.
     let seq = match fleet.handle.validate(p.ids, params, tier, g.tenant.as_bytes()) {
         Ok(s) => s,
@@ -412,6 +554,9 @@ async fn serve_generate(
             queue_position,
             prompt_tokens: prompt_tokens as u32,
             trimmed_messages: p.trimmed as u32,
+            conversation_id: thread.id.clone(),
+            history_messages: history_messages as u32,
+            store: thread.status,
         }),
         max,
     )
@@ -423,6 +568,7 @@ async fn serve_generate(
     let mut gate = core.policy.gate();
     let mut cached = 0u32;
     let mut completion = 0u32;
+    let mut answer = String::new();
     let mut phase = core.phase.subscribe();
     let deadline = g.deadline_ms.map(|ms| received + Duration::from_millis(ms.into()));
     let mut reading = true;
@@ -434,6 +580,16 @@ async fn serve_generate(
         };
         wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
     };
+    // The answer is complete: store the turn (durable first), then send `Done`.
+    macro_rules! finish {
+        ($finish_reason:expr, $usage:expr, $filter:expr, $context:expr) => {{
+            let (finish_reason, usage) = ($finish_reason, $usage);
+            let stored = store_turn(core, &g, &thread, &fleet.model, &answer, finish_reason, usage, $context).await;
+            let r = Reply::Done(Done { finish_reason, usage, filter_category: $filter, stored });
+            reply(send, &r, max).await?;
+            return Ok((fleet.name.clone(), r));
+        }};
+    }
     let usage = |completion: u32, cached: u32| Usage {
         prompt_tokens: prompt_tokens as u32,
         completion_tokens: completion,
@@ -451,7 +607,7 @@ async fn serve_generate(
             }
             r = reader.next::<Request>(), if reading => match r {
                 Ok(Some(Request::Cancel)) => fail!(fleet.name, ErrorCode::Cancelled, "cancelled by the edge", None),
-                Ok(Some(Request::Generate(_))) => fail!(fleet.name, ErrorCode::Protocol, "one Generate per stream", None),
+                Ok(Some(Request::Generate(_) | Request::Store(_))) => fail!(fleet.name, ErrorCode::Protocol, "one request per stream", None),
                 Ok(None) => reading = false,
                 // Reset: the client went away. Dropping the engine stream cancels the sequence.
                 Err(ReadError::Gone(_)) => return Err(Gone),
@@ -469,39 +625,34 @@ async fn serve_generate(
                     SeqEvent::Token { token, text, sampled, at } => {
                         completion += 1;
                         if let Some(v) = gate.push(&text) {
-                            let r = Reply::Done(Done { finish_reason: FinishReason::ContentFilter, usage: usage(completion, cached), filter_category: Some(v.category) });
                             info!(fleet = %fleet.name, request = %g.request_id, rule = %v.rule, "answer stopped by the post-generation safety gate");
-                            reply(send, &r, max).await?;
-                            return Ok((fleet.name.clone(), r));
+                            finish!(FinishReason::ContentFilter, usage(completion, cached), Some(v.category), None);
                         }
+                        context_ids.push(token);
                         let logprobs = logprobs.then(|| {
                             (
                                 Logprob { id: sampled.id, text: text_of(sampled.id), logprob: sampled.logprob },
                                 sampled.top.iter().map(|t| Logprob { id: t.id, text: text_of(t.id), logprob: t.logprob }).collect(),
                             )
                         });
+                        answer.push_str(&text);
                         reply(send, &Reply::Token(Token { text, ids: vec![token], logprobs, emitted_us: unix_us(at) }), max).await?;
                     }
                     SeqEvent::Finished { reason, text, usage: u } => {
                         if let Some(v) = gate.push(&text) {
-                            let r = Reply::Done(Done { finish_reason: FinishReason::ContentFilter, usage: usage(completion, cached), filter_category: Some(v.category) });
-                            reply(send, &r, max).await?;
-                            return Ok((fleet.name.clone(), r));
+                            finish!(FinishReason::ContentFilter, usage(completion, cached), Some(v.category), None);
                         }
                         if !text.is_empty() {
+                            answer.push_str(&text);
                             reply(send, &Reply::Token(Token { text, ids: vec![], logprobs: None, emitted_us: unix_us(Instant::now()) }), max).await?;
                         }
                         let finish_reason = match reason {
                             chorus_engine::engine::FinishReason::Stop => FinishReason::Stop,
                             chorus_engine::engine::FinishReason::Length => FinishReason::Length,
                         };
-                        let r = Reply::Done(Done {
-                            finish_reason,
-                            usage: Usage { prompt_tokens: u.prompt_tokens as u32, completion_tokens: u.completion_tokens as u32, cached_tokens: u.cached_tokens as u32 },
-                            filter_category: None,
-                        });
-                        reply(send, &r, max).await?;
-                        return Ok((fleet.name.clone(), r));
+                        let usage = Usage { prompt_tokens: u.prompt_tokens as u32, completion_tokens: u.completion_tokens as u32, cached_tokens: u.cached_tokens as u32 };
+                        let context = thread.id.is_some().then(|| Context { model: fleet.model.clone(), ids: std::mem::take(&mut context_ids) });
+                        finish!(finish_reason, usage, None, context);
                     }
                     SeqEvent::Rejected(e) => {
                         let code = match e {
@@ -517,6 +668,135 @@ async fn serve_generate(
             }
         }
     }
+}
+
+/// Stores a finished turn, durable tier first; says what became of it.
+#[allow(clippy::too_many_arguments)]
+async fn store_turn(
+    core: &Core,
+    g: &Generate,
+    thread: &Thread,
+    model: &str,
+    answer: &str,
+    finish_reason: FinishReason,
+    usage: Usage,
+    context: Option<Context>,
+) -> Stored {
+    let Some(id) = &thread.id else { return Stored::NotRequested };
+    if thread.status == StoreStatus::Unavailable {
+        return Stored::Failed {
+            code: ErrorCode::StoreUnavailable,
+            message: "the conversation store was unreachable: this turn was answered without history and is not stored"
+                .into(),
+        };
+    }
+    let now = crate::store::now_ms();
+    let commit = Commit {
+        owner: thread.owner.clone(),
+        conversation_id: id.clone(),
+        base: thread.prior.as_ref().map(|c| c.version),
+        tier: g.tier,
+        turn: chorus_proto::Turn {
+            version: thread.prior.as_ref().map_or(1, |c| c.version + 1),
+            request_id: g.request_id.clone(),
+            created_ms: now,
+            input: g.messages.clone(),
+            answer: answer.to_string(),
+            finish_reason,
+            model: model.to_string(),
+            usage,
+        },
+        context,
+        now_ms: now,
+    };
+    match core.store.commit(&commit, thread.prior.clone()).await {
+        Ok(version) => Stored::Committed { conversation_id: id.clone(), version },
+        Err(e) => {
+            warn!(request = %g.request_id, conversation = %id, error = %e, "turn not stored");
+            Stored::Failed { code: e.code(), message: e.to_string() }
+        }
+    }
+}
+
+fn store_op_name(op: &StoreOp) -> &'static str {
+    match op {
+        StoreOp::List { .. } => "list",
+        StoreOp::Get { .. } => "get",
+        StoreOp::Delete { .. } => "delete",
+        StoreOp::Erase => "erase",
+        StoreOp::Export => "export",
+        StoreOp::Feedback { .. } => "feedback",
+    }
+}
+
+/// The largest export piece, bytes (well under the frame limit).
+const EXPORT_PIECE: usize = 256 * 1024;
+
+/// Serves one store request; returns its final reply.
+async fn serve_store(core: &Core, send: &mut SendStream, r: StoreRequest) -> Result<Reply, Gone> {
+    let max = core.cfg.max_frame;
+    let answer = async {
+        if core.phase() != Phase::Serving {
+            return Err((ErrorCode::Draining, "the core is draining; retry on another core".to_string()));
+        }
+        r.check(&core.limits).map_err(|e| (ErrorCode::InvalidRequest, e.to_string()))?;
+        let owner = Owner::new(&r.tenant, &r.user);
+        let store = &core.store;
+        let e = |e: StoreError| (e.code(), e.to_string());
+        Ok(match r.op {
+            StoreOp::List { limit } => {
+                StoreReply::List(store.list(&owner, limit.clamp(1, 1000) as usize).await.map_err(e)?)
+            }
+            StoreOp::Get { conversation_id } => {
+                StoreReply::Conversation(store.load(&owner, &conversation_id).await.map_err(e)?.0.view())
+            }
+            StoreOp::Delete { conversation_id } => {
+                store.delete(&owner, &conversation_id).await.map_err(e)?;
+                StoreReply::Deleted
+            }
+            StoreOp::Erase => StoreReply::Erased(store.erase(&owner).await.map_err(e)?),
+            StoreOp::Export => {
+                let doc = store.export(&owner).await.map_err(e)?;
+                let json = serde_json::to_string(&doc).map_err(|x| (ErrorCode::Internal, x.to_string()))?;
+                StoreReply::Export { data: json, last: true }
+            }
+            StoreOp::Feedback { conversation_id, version, rating, comment } => StoreReply::FeedbackRecorded {
+                feedback_id: store.feedback(&owner, &conversation_id, version, rating, comment).await.map_err(e)?,
+            },
+        })
+    }
+    .await;
+    let last = match answer {
+        Ok(StoreReply::Export { data, .. }) => {
+            let mut rest = data.as_str();
+            while rest.len() > EXPORT_PIECE {
+                let mut cut = EXPORT_PIECE;
+                while !rest.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let piece = Reply::Store(StoreReply::Export { data: rest[..cut].to_string(), last: false });
+                reply(send, &piece, max).await?;
+                rest = &rest[cut..];
+            }
+            Reply::Store(StoreReply::Export { data: rest.to_string(), last: true })
+        }
+        Ok(a) => {
+            let r = Reply::Store(a);
+            match chorus_proto::encode_to_vec(&r, max) {
+                Ok(_) => r,
+                Err(_) => error(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "the answer is larger than the frame limit of {max} bytes; use Export, which is sent in pieces"
+                    ),
+                    None,
+                ),
+            }
+        }
+        Err((code, message)) => error(code, message, None),
+    };
+    reply(send, &last, max).await?;
+    Ok(last)
 }
 
 /// One fleet's progress as the watchdog sees it.

@@ -29,6 +29,15 @@ fn engine() -> Arc<Engine> {
     .clone()
 }
 
+/// A fresh path under the system temp directory (removed by the OS, not the test).
+fn scratch(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("chorus-core-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
 fn pki() -> &'static DevPki {
     static P: OnceLock<DevPki> = OnceLock::new();
     P.get_or_init(|| chorus_core::tls::mint_dev("test CA", &["localhost".into()]).unwrap())
@@ -41,6 +50,7 @@ fn base_config() -> CoreConfig {
         load_report_ms: 50,
         ..CoreConfig::default()
     };
+    c.store.path = Some(scratch("quic.redb"));
     for f in c.fleets.values_mut() {
         *f = FleetConfig { kv_tokens: 8192, ..FleetConfig::default() };
     }
@@ -50,7 +60,8 @@ fn base_config() -> CoreConfig {
 async fn start(cfg: CoreConfig) -> RunningCore {
     cfg.validate().unwrap();
     let fleets = fleet::start_fleets(&cfg, &mut |_, _| Ok(engine())).unwrap();
-    let core = Core::new(cfg, fleets);
+    let store = chorus_core::open_store(&cfg).await.unwrap();
+    let core = Core::new(cfg, fleets, store);
     chorus_core::serve(core, &pki().core_identity().unwrap()).await.unwrap()
 }
 
@@ -64,7 +75,7 @@ fn generate(tier: Tier, text: &str, max_tokens: u32) -> Generate {
         tenant: "tenant-a".into(),
         user: "user-1".into(),
         tier,
-        conversation_id: None,
+        conversation: chorus_proto::ConversationRef::Stateless,
         messages: vec![Message { role: Role::User, content: text.into() }],
         sampling: Sampling { temperature: 0.0, ..Sampling::default() },
         max_tokens,
