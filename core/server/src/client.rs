@@ -101,6 +101,13 @@ impl CoreClient {
         Ok(s)
     }
 
+    /// Runs one store request; returns its replies (one, or an export's pieces).
+    pub async fn store(&self, r: chorus_proto::StoreRequest) -> Result<Vec<Reply>, ClientError> {
+        let mut s = self.open().await?;
+        s.send(&Request::Store(Box::new(r))).await?;
+        s.collect().await
+    }
+
     /// Opens a request stream without sending anything.
     pub async fn open(&self) -> Result<ReplyStream, ClientError> {
         let (send, recv) = self.conn.open_bi().await.map_err(|e| closed(&self.conn, e))?;

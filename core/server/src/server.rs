@@ -682,14 +682,16 @@ async fn store_turn(
     usage: Usage,
     context: Option<Context>,
 ) -> Stored {
-    let Some(id) = &thread.id else { return Stored::NotRequested };
-    if thread.status == StoreStatus::Unavailable {
+    if g.conversation == ConversationRef::Stateless {
+        return Stored::NotRequested;
+    }
+    let (Some(id), false) = (&thread.id, thread.status == StoreStatus::Unavailable) else {
         return Stored::Failed {
             code: ErrorCode::StoreUnavailable,
             message: "the conversation store was unreachable: this turn was answered without history and is not stored"
                 .into(),
         };
-    }
+    };
     let now = crate::store::now_ms();
     let commit = Commit {
         owner: thread.owner.clone(),

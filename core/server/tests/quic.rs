@@ -4,6 +4,8 @@
 //! Tests share one loaded model and run one at a time (two engines stepping at once on a
 //! two-core machine would only slow each other down).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +17,11 @@ use chorus_core::config::{CoreConfig, FleetConfig};
 use chorus_core::tls::{DevPki, Identity};
 use chorus_core::{Core, RunningCore, fleet};
 use chorus_engine::engine::{Engine, EngineOptions};
-use chorus_proto::{ErrorCode, FinishReason, Generate, Message, Reply, Request, Role, Sampling, Tier};
+use chorus_core::config::{DurableKind, HotKind};
+use chorus_proto::{
+    ConversationRef, Done, ErrorCode, FinishReason, Generate, Message, Rating, Reply, Request, Role, Sampling, StoreOp,
+    StoreReply, StoreRequest, StoreStatus, Stored, Tier,
+};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -331,7 +337,7 @@ async fn bad_input_is_refused_clearly_while_other_streams_are_served() {
     assert!(e.message.contains("the limit is"), "{}", e.message);
 
     // A version the core does not speak: the connection is closed with the reason.
-    match CoreClient::connect_with(addr, "localhost", &pki().edge_identity().unwrap(), 2, 3).await {
+    match CoreClient::connect_with(addr, "localhost", &pki().edge_identity().unwrap(), 3, 4).await {
         Err(ClientError::Closed(why)) => assert!(why.contains("unsupported protocol version"), "{why}"),
         other => panic!("{other:?}"),
     }
@@ -518,4 +524,191 @@ async fn sigterm_drains_in_flight_work() {
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+
+fn store_req(tenant: &str, user: &str, op: StoreOp) -> StoreRequest {
+    StoreRequest { request_id: "store-req".into(), tenant: tenant.into(), user: user.into(), op }
+}
+
+/// The reply of a store request that is not an export.
+async fn store_one(client: &CoreClient, tenant: &str, user: &str, op: StoreOp) -> Reply {
+    let mut r = client.store(store_req(tenant, user, op)).await.unwrap();
+    assert_eq!(r.len(), 1, "{r:?}");
+    r.pop().unwrap()
+}
+
+/// One turn: (accepted, answer text, done).
+async fn turn(client: &CoreClient, g: Generate) -> (chorus_proto::Accepted, String, Done) {
+    let replies = client.generate(g).await.unwrap().collect().await.unwrap();
+    let (a, text, _, last) = split(&replies);
+    let Reply::Done(d) = last else { panic!("{last:?}") };
+    (a.expect("accepted").clone(), text, d.clone())
+}
+
+fn stored(d: &Done) -> (String, u64) {
+    match &d.stored {
+        Stored::Committed { conversation_id, version } => (conversation_id.clone(), *version),
+        s => panic!("not stored: {s:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_conversation_continues_and_its_next_turn_hits_the_prefix_cache() {
+    let _serial = SERIAL.lock().await;
+    let running = start(base_config()).await;
+    let client = connect(running.quic_addr).await;
+
+    let mut g = generate(Tier::Free, "Name three colours of the rainbow.", 24);
+    g.request_id = "turn-1".into();
+    g.conversation = ConversationRef::New;
+    g.messages.insert(0, Message { role: Role::System, content: "You are a terse assistant.".into() });
+    let (a1, text1, d1) = turn(&client, g.clone()).await;
+    let (id, v1) = stored(&d1);
+    assert_eq!(v1, 1);
+    assert_eq!(a1.conversation_id.as_deref(), Some(id.as_str()));
+    assert_eq!((a1.store, a1.history_messages), (StoreStatus::Ok, 0));
+
+    // Turn 2 sends only the new message; the core puts the stored history before it.
+    let mut g2 = generate(Tier::Free, "And two more?", 16);
+    g2.request_id = "turn-2".into();
+    g2.conversation = ConversationRef::Continue(id.clone());
+    let (a2, text2, d2) = turn(&client, g2.clone()).await;
+    assert_eq!(stored(&d2), (id.clone(), 2));
+    assert_eq!(a2.history_messages, 3, "system, user, assistant");
+    assert!(a2.prompt_tokens > a1.prompt_tokens + d1.usage.completion_tokens);
+    // The prefix contract: all of turn 1's prompt (whole blocks) comes from the cache.
+    let block = chorus_engine::engine::BLOCK_SIZE as u32;
+    assert!(
+        d2.usage.cached_tokens >= a1.prompt_tokens / block * block,
+        "turn 2 reused {} cached tokens; turn 1's prompt was {}",
+        d2.usage.cached_tokens,
+        a1.prompt_tokens
+    );
+
+    // A retry of turn 2 (same request id) replays it: same text, nothing generated again.
+    let steps = running.core.fleets[0].handle.metrics().steps;
+    let (_, again, d2b) = turn(&client, g2).await;
+    assert_eq!((again.as_str(), stored(&d2b)), (text2.as_str(), (id.clone(), 2)));
+    assert_eq!(running.core.fleets[0].handle.metrics().steps, steps, "a replay runs no engine step");
+
+    // The store over the wire: the exact turns, tenancy, feedback, export, erasure.
+    let Reply::Store(StoreReply::Conversation(view)) =
+        store_one(&client, "tenant-a", "user-1", StoreOp::Get { conversation_id: id.clone() }).await
+    else {
+        panic!()
+    };
+    assert_eq!(view.turns.iter().map(|t| t.answer.as_str()).collect::<Vec<_>>(), [text1.as_str(), text2.as_str()]);
+    assert_eq!(view.turns[0].input[0].content, "You are a terse assistant.");
+    for (tenant, user) in [("tenant-b", "user-1"), ("tenant-a", "user-2")] {
+        let r = store_one(&client, tenant, user, StoreOp::Get { conversation_id: id.clone() }).await;
+        assert!(matches!(&r, Reply::Error(e) if e.code == ErrorCode::NotFound), "{r:?}");
+        let mut other = generate(Tier::Free, "hi", 4);
+        other.tenant = tenant.into();
+        other.user = user.into();
+        other.conversation = ConversationRef::Continue(id.clone());
+        let replies = client.generate(other).await.unwrap().collect().await.unwrap();
+        assert!(matches!(replies.last(), Some(Reply::Error(e)) if e.code == ErrorCode::NotFound), "{replies:?}");
+    }
+    let r = store_one(
+        &client,
+        "tenant-a",
+        "user-1",
+        StoreOp::Feedback { conversation_id: id.clone(), version: 2, rating: Rating::Up, comment: None },
+    )
+    .await;
+    assert!(matches!(r, Reply::Store(StoreReply::FeedbackRecorded { .. })), "{r:?}");
+    let pieces = client.store(store_req("tenant-a", "user-1", StoreOp::Export)).await.unwrap();
+    let json: String = pieces
+        .iter()
+        .map(|p| match p {
+            Reply::Store(StoreReply::Export { data, .. }) => data.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let doc: chorus_core::store::UserExport = serde_json::from_str(&json).unwrap();
+    assert_eq!((doc.conversations.len(), doc.feedback.len(), doc.idempotency_records.len()), (1, 1, 2));
+    let r = store_one(&client, "tenant-a", "user-1", StoreOp::Erase).await;
+    assert!(matches!(r, Reply::Store(StoreReply::Erased(e)) if e.conversations == 1 && e.feedback == 1), "{r:?}");
+    let r = store_one(&client, "tenant-a", "user-1", StoreOp::Get { conversation_id: id }).await;
+    assert!(matches!(&r, Reply::Error(e) if e.code == ErrorCode::NotFound), "{r:?}");
+    let page = http_get(running.http_addr, "/metrics").1;
+    assert!(page.contains("chorus_store_op_seconds_count{tier=\"durable\",backend=\"embedded\",op=\"commit\"}"), "{page}");
+    running.drain(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_continue_while_redis_is_down_and_the_hot_tier_recovers() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut redis) = common::RedisServer::start() else {
+        eprintln!("skipping: no redis-server here");
+        return;
+    };
+    let mut cfg = base_config();
+    cfg.store.hot = HotKind::Redis;
+    cfg.store.redis.url = redis.url();
+    cfg.store.op_timeout_ms = 500;
+    let running = start(cfg).await;
+    let client = connect(running.quic_addr).await;
+    let mut g = generate(Tier::Plus, "Say hello.", 8);
+    g.conversation = ConversationRef::New;
+    g.request_id = "r1".into();
+    let (_, _, d) = turn(&client, g).await;
+    let (id, _) = stored(&d);
+    let next = |n: u32| {
+        let mut g = generate(Tier::Plus, "Again.", 8);
+        g.conversation = ConversationRef::Continue(id.clone());
+        g.request_id = format!("r{n}");
+        g
+    };
+
+    redis.stop();
+    let (a, _, d) = turn(&client, next(2)).await;
+    assert_eq!(a.store, StoreStatus::HotUnavailable, "flagged degraded");
+    assert!(a.store.degraded());
+    assert_eq!(a.history_messages, 2, "the history came from the durable tier");
+    assert_eq!(stored(&d).1, 2, "and the turn is durable");
+
+    redis.restart();
+    let mut recovered = false;
+    for n in 3..20 {
+        let (a, _, d) = turn(&client, next(n)).await;
+        assert_eq!(stored(&d).1, u64::from(n));
+        if a.store == StoreStatus::Ok {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "answers are no longer degraded once Redis is back");
+    let page = http_get(running.http_addr, "/metrics").1;
+    assert!(page.contains("chorus_store_degraded_answers_total{reason=\"hot_unavailable\"}"), "{page}");
+    running.drain(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_unreachable_answers_are_single_turn_and_not_claimed_stored() {
+    let _serial = SERIAL.lock().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cfg = base_config();
+    cfg.store.durable = DurableKind::Postgres;
+    cfg.store.postgres.url = format!("host=127.0.0.1 port={port} user=postgres dbname=test");
+    cfg.store.op_timeout_ms = 300;
+    cfg.store.commit_attempts = 1;
+    let running = start(cfg).await;
+    let client = connect(running.quic_addr).await;
+    for conversation in [ConversationRef::New, ConversationRef::Continue("conv_somewhere".into())] {
+        let mut g = generate(Tier::Free, "Say hello.", 8);
+        g.conversation = conversation;
+        let (a, text, d) = turn(&client, g).await;
+        assert_eq!((a.store, a.history_messages), (StoreStatus::Unavailable, 0));
+        assert!(!text.is_empty(), "the user still gets an answer");
+        assert!(matches!(&d.stored, Stored::Failed { code: ErrorCode::StoreUnavailable, .. }), "{:?}", d.stored);
+    }
+    let r = store_one(&client, "tenant-a", "user-1", StoreOp::List { limit: 10 }).await;
+    assert!(matches!(&r, Reply::Error(e) if e.code == ErrorCode::StoreUnavailable), "{r:?}");
+    // Stateless requests never touch the store.
+    let (a, _, d) = turn(&client, generate(Tier::Free, "Say hello.", 4)).await;
+    assert_eq!((a.store, d.stored), (StoreStatus::NotUsed, Stored::NotRequested));
+    running.drain(Duration::from_secs(5)).await;
 }
