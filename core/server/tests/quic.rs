@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use chorus_core::client::{ClientError, CoreClient};
 use chorus_core::config::{CoreConfig, FleetConfig};
+use chorus_core::config::{DurableKind, HotKind};
 use chorus_core::tls::{DevPki, Identity};
 use chorus_core::{Core, RunningCore, fleet};
 use chorus_engine::engine::{Engine, EngineOptions};
-use chorus_core::config::{DurableKind, HotKind};
 use chorus_proto::{
     ConversationRef, Done, ErrorCode, FinishReason, Generate, Message, Rating, Reply, Request, Role, Sampling, StoreOp,
     StoreReply, StoreRequest, StoreStatus, Stored, Tier,
@@ -526,7 +526,6 @@ async fn sigterm_drains_in_flight_work() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-
 fn store_req(tenant: &str, user: &str, op: StoreOp) -> StoreRequest {
     StoreRequest { request_id: "store-req".into(), tenant: tenant.into(), user: user.into(), op }
 }
@@ -633,7 +632,10 @@ async fn a_stored_conversation_continues_and_its_next_turn_hits_the_prefix_cache
     let r = store_one(&client, "tenant-a", "user-1", StoreOp::Get { conversation_id: id }).await;
     assert!(matches!(&r, Reply::Error(e) if e.code == ErrorCode::NotFound), "{r:?}");
     let page = http_get(running.http_addr, "/metrics").1;
-    assert!(page.contains("chorus_store_op_seconds_count{tier=\"durable\",backend=\"embedded\",op=\"commit\"}"), "{page}");
+    assert!(
+        page.contains("chorus_store_op_seconds_count{tier=\"durable\",backend=\"embedded\",op=\"commit\"}"),
+        "{page}"
+    );
     running.drain(Duration::from_secs(5)).await;
 }
 

@@ -195,6 +195,9 @@ impl std::fmt::Debug for Redis {
     }
 }
 
+/// An XRANGE entry: its id and its field/value pairs.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
 fn re(e: redis::RedisError) -> StoreError {
     StoreError::hot(e)
 }
@@ -275,7 +278,7 @@ impl Redis {
         let mut out = Vec::new();
         let mut start = from.to_string();
         loop {
-            let page: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+            let page: Vec<StreamEntry> = redis::cmd("XRANGE")
                 .arg(self.stream())
                 .arg(&start)
                 .arg("+")

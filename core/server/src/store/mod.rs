@@ -281,7 +281,7 @@ pub fn new_id(prefix: &str) -> String {
 #[derive(Debug)]
 pub enum Durable {
     Embedded(Embedded),
-    Postgres(Postgres),
+    Postgres(Box<Postgres>),
 }
 
 macro_rules! durable {
@@ -390,11 +390,20 @@ pub struct ConversationStore {
     pub metrics: Arc<StoreMetrics>,
 }
 
-/// Test hook: with `CHORUS_FAILPOINT=after_durable_commit` the core stops (sleeps forever)
-/// right after a durable commit and before the hot write, so a test can kill it there.
+/// Test hook: with `CHORUS_FAILPOINT=after_durable_commit@N` (N defaults to 1) the core stops
+/// for good right after its Nth durable commit and before that turn's hot write, so a test can
+/// kill the process exactly there. Unset, this is one relaxed load per commit.
 fn failpoint_after_durable() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("CHORUS_FAILPOINT").is_ok_and(|v| v == "after_durable_commit"))
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(at) = *AT.get_or_init(|| {
+        let v = std::env::var("CHORUS_FAILPOINT").ok()?;
+        let n = v.strip_prefix("after_durable_commit")?;
+        if n.is_empty() { Some(1) } else { n.strip_prefix('@')?.parse().ok() }
+    }) else {
+        return false;
+    };
+    COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == at
 }
 
 impl ConversationStore {
@@ -403,7 +412,7 @@ impl ConversationStore {
     pub async fn open(cfg: &StoreConfig) -> Result<Self> {
         let durable = match cfg.durable {
             DurableKind::Embedded => Durable::Embedded(Embedded::open(&cfg.embedded_path()).await?),
-            DurableKind::Postgres => Durable::Postgres(Postgres::new(&cfg.postgres, cfg.op_timeout())?),
+            DurableKind::Postgres => Durable::Postgres(Box::new(Postgres::new(&cfg.postgres, cfg.op_timeout())?)),
         };
         let hot = match cfg.hot {
             HotKind::Memory => Hot::memory(cfg.hot_capacity, Duration::from_secs(cfg.hot_ttl_secs)),

@@ -207,7 +207,7 @@ impl Postgres {
             .await
             .map_err(db)?;
         let Some(m) = row.as_ref().map(meta).transpose()? else { return Ok(None) };
-        let turns = Self::turns(&tx, &[m.id.clone()]).await?.into_iter().map(|(_, t)| t).collect();
+        let turns = Self::turns(&tx, std::slice::from_ref(&m.id)).await?.into_iter().map(|(_, t)| t).collect();
         tx.commit().await.map_err(db)?;
         Ok(Some(m.with_turns(turns)))
     }
