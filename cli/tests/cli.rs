@@ -92,3 +92,24 @@ fn bad_input_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn feedback_export_is_idempotent_and_bad_config_names_the_field() {
+    let db = tmp("fb-placeholder", "").with_file_name("fb-store.redb");
+    let _ = std::fs::remove_file(&db);
+    let cfg = tmp("fb-core.toml", &format!("[store]\npath = {:?}\n", db.display().to_string()));
+    let dir = db.parent().unwrap().to_path_buf();
+    let out = dir.join("feedback.jsonl");
+    let _ = std::fs::remove_file(&out);
+    for _ in 0..2 {
+        let o = chorus(&["feedback", "export", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("0 new ratings written"));
+    }
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
+    let bad = tmp("fb-bad.toml", "[store.retention]\nfree = \"soon\"\n");
+    let o = chorus(&["feedback", "export", "--config", bad.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("free = \"soon\"") && err.contains("forever"), "{err}");
+}
