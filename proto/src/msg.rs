@@ -239,14 +239,17 @@ impl Generate {
     }
 }
 
+/// Ids are 1..=`max_id_bytes` bytes without control characters (they end up in keys, logs and
+/// database text columns, which refuse NUL).
 fn check_id(field: &str, v: &str, l: &Limits) -> Result<(), FieldError> {
-    if v.is_empty() || v.len() > l.max_id_bytes {
-        return Err(FieldError {
-            field: field.to_string(),
-            problem: format!("{} bytes; must be 1..={}", v.len(), l.max_id_bytes),
-        });
-    }
-    Ok(())
+    let problem = if v.is_empty() || v.len() > l.max_id_bytes {
+        format!("{} bytes; must be 1..={}", v.len(), l.max_id_bytes)
+    } else if let Some(c) = v.chars().find(|c| c.is_control()) {
+        format!("contains the control character {c:?}")
+    } else {
+        return Ok(());
+    };
+    Err(FieldError { field: field.to_string(), problem })
 }
 
 /// Every request names who it is for: an empty or oversized id is refused by name.

@@ -365,6 +365,10 @@ fn generate_check_names_the_field() {
     assert_eq!(g.check(&l).unwrap_err().field, "conversation");
     g.conversation = ConversationRef::Continue("c".into());
     g.check(&l).unwrap();
+    g.user = "a\u{0}b".into();
+    let e = g.check(&l).unwrap_err();
+    assert_eq!(e.field, "user");
+    assert!(e.problem.contains("control character"), "{e}");
     g.tenant.clear();
     assert_eq!(g.check(&l).unwrap_err().field, "tenant");
 }
