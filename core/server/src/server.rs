@@ -379,7 +379,16 @@ async fn resolve(core: &Core, g: &Generate) -> Resolved {
         return Resolved::Go(Thread { owner, id: None, prior: None, status: StoreStatus::NotUsed });
     }
     match store.replay(&owner, &g.request_id).await {
-        Ok(Some((c, version))) => return Resolved::Replay(c, version),
+        // A request id names one turn: reusing it for another conversation is refused.
+        Ok(Some((c, version))) if g.conversation.id().is_none_or(|id| id == c.id) => {
+            return Resolved::Replay(c, version);
+        }
+        Ok(Some((c, version))) => {
+            return Resolved::Fail(
+                ErrorCode::Conflict,
+                format!("request_id {:?} already produced turn {version} of conversation {:?}", g.request_id, c.id),
+            );
+        }
         Ok(None) => {}
         Err(e @ StoreError::Unavailable { .. }) => {
             return unavailable(owner, g.conversation.id().map(String::from), &e);

@@ -591,6 +591,13 @@ async fn a_stored_conversation_continues_and_its_next_turn_hits_the_prefix_cache
     assert_eq!((again.as_str(), stored(&d2b)), (text2.as_str(), (id.clone(), 2)));
     assert_eq!(running.core.fleets[0].handle.metrics().steps, steps, "a replay runs no engine step");
 
+    // The same request id on another conversation is refused, not replayed there.
+    let mut reuse = generate(Tier::Free, "hi", 4);
+    reuse.request_id = "turn-2".into();
+    reuse.conversation = ConversationRef::Continue("conv_other".into());
+    let replies = client.generate(reuse).await.unwrap().collect().await.unwrap();
+    assert!(matches!(replies.last(), Some(Reply::Error(e)) if e.code == ErrorCode::Conflict), "{replies:?}");
+
     // The store over the wire: the exact turns, tenancy, feedback, export, erasure.
     let Reply::Store(StoreReply::Conversation(view)) =
         store_one(&client, "tenant-a", "user-1", StoreOp::Get { conversation_id: id.clone() }).await
