@@ -233,12 +233,7 @@ impl Embedded {
                         }
                         let mut updated = tx.open_table(UPDATED).map_err(StoreError::durable)?;
                         updated.remove(updated_key(m.updated_ms, &m.id).as_slice()).map_err(StoreError::durable)?;
-                        let mut n = m.clone();
-                        n.version += 1;
-                        n.updated_ms = c.now_ms;
-                        n.tier = c.tier;
-                        n.context = c.context.clone();
-                        n
+                        Meta::of(&m.with_turns(Vec::new()).apply(&c))
                     }
                     // A new id that exists already (ids are random: practically never), or an
                     // append to a conversation that is gone or not the owner's.

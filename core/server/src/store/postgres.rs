@@ -92,6 +92,21 @@ fn meta(r: &Row) -> Result<Meta> {
 
 const META_COLS: &str = "id, tenant, user_id, tier, created_ms, updated_ms, version, context";
 
+/// The row of conversation `$1` when it belongs to tenant `$2`, user `$3`.
+fn owned_row() -> String {
+    format!("SELECT {META_COLS} FROM conversations WHERE id = $1 AND tenant = $2 AND user_id = $3")
+}
+
+/// A read-only transaction on one snapshot (a conversation's row and its turns agree).
+async fn snapshot(c: &mut Client) -> Result<tokio_postgres::Transaction<'_>> {
+    c.build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(db)
+}
+
 fn text(v: &impl serde::Serialize) -> String {
     String::from_utf8(encode(v)).unwrap_or_default()
 }
@@ -163,13 +178,7 @@ impl Postgres {
     async fn meta(&self, owner: &Owner, id: &str) -> Result<Option<Meta>> {
         let mut g = self.client().await?;
         let c = conn!(g);
-        let row = c
-            .query_opt(
-                &format!("SELECT {META_COLS} FROM conversations WHERE id = $1 AND tenant = $2 AND user_id = $3"),
-                &[&id, &owner.tenant, &owner.user],
-            )
-            .await
-            .map_err(db)?;
+        let row = c.query_opt(&owned_row(), &[&id, &owner.tenant, &owner.user]).await.map_err(db)?;
         row.as_ref().map(meta).transpose()
     }
 
@@ -192,20 +201,8 @@ impl Postgres {
         let mut g = self.client().await?;
         let c = conn!(g);
         // One snapshot for the row and its turns.
-        let tx = c
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(db)?;
-        let row = tx
-            .query_opt(
-                &format!("SELECT {META_COLS} FROM conversations WHERE id = $1 AND tenant = $2 AND user_id = $3"),
-                &[&id, &owner.tenant, &owner.user],
-            )
-            .await
-            .map_err(db)?;
+        let tx = snapshot(c).await?;
+        let row = tx.query_opt(&owned_row(), &[&id, &owner.tenant, &owner.user]).await.map_err(db)?;
         let Some(m) = row.as_ref().map(meta).transpose()? else { return Ok(None) };
         let turns = Self::turns(&tx, std::slice::from_ref(&m.id)).await?.into_iter().map(|(_, t)| t).collect();
         tx.commit().await.map_err(db)?;
@@ -369,13 +366,7 @@ impl Postgres {
     pub async fn export(&self, owner: &Owner) -> Result<(Vec<Conversation>, Vec<Feedback>, Vec<IdempotencyRecord>)> {
         let mut g = self.client().await?;
         let c = conn!(g);
-        let tx = c
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(db)?;
+        let tx = snapshot(c).await?;
         let args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&owner.tenant, &owner.user];
         let rows = tx
             .query(
