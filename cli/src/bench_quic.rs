@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use chorus_core::client::CoreClient;
+use chorus_edge::upstream::client::CoreClient;
 use chorus_core::config::CoreConfig;
 use chorus_proto::{Generate, Message, Reply, Role, Sampling, Tier};
 use clap::Args;

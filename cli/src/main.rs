@@ -9,6 +9,7 @@ mod bench_quic;
 mod bench_serve;
 mod chat;
 mod filter;
+mod up;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -75,6 +76,15 @@ enum Cmd {
     Filter {
         #[command(subcommand)]
         cmd: filter::FilterCmd,
+    },
+    /// Run the whole system here: a core and an edge with embedded defaults, the model, the
+    /// shipped filters and the web chat; prints the URL and a demo API key.
+    Up(up::UpArgs),
+    /// Run an edge gateway (the OpenAI-compatible API and web chat) in front of cores.
+    Edge {
+        /// TOML configuration (see edge/gateway/README.md); defaults without one.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run a regional core: QUIC (mutual TLS) for edges, /metrics /healthz /readyz over HTTP.
     Core {
@@ -337,6 +347,14 @@ fn main() -> Result<()> {
                 println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
             }
             Ok(())
+        }
+        Cmd::Up(args) => up::run(args),
+        Cmd::Edge { config } => {
+            let cfg = match config {
+                Some(p) => chorus_edge::EdgeConfig::load(&p)?,
+                None => chorus_edge::EdgeConfig::default(),
+            };
+            chorus_edge::run(cfg)
         }
         Cmd::Core { config } => {
             chorus_core::init_logging();

@@ -3,6 +3,9 @@
 //!
 //! Sans-IO: this crate turns messages into bytes and bytes into messages and never touches a
 //! socket, a runtime or a clock. The edge and the core share this crate and nothing else.
+//! With the `tls` feature it also holds the hop's security contract ([`tls`]): TLS 1.3 only,
+//! the ALPN, mutual authentication against the region CA and the QUIC transport settings, so
+//! both sides build their configuration from one definition.
 //!
 //! A connection (QUIC, ALPN [`ALPN`], mutual TLS) carries:
 //! - one **control stream**, the first bidirectional stream the edge opens: the edge sends
@@ -17,6 +20,8 @@
 
 mod codec;
 mod msg;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use codec::{
     DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, MAX_FRAME_CEILING, body_len, decode_body, encode,

@@ -8,7 +8,6 @@
 //! decides which sequences share a step (the `chorus-sched` scheduler inside each fleet's
 //! engine loop does).
 
-pub mod client;
 pub mod config;
 pub mod fleet;
 pub mod http;
@@ -17,7 +16,7 @@ pub mod prompt;
 pub mod safety;
 pub mod server;
 pub mod store;
-pub mod tls;
+pub use chorus_proto::tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +25,14 @@ use std::time::{Duration, Instant};
 pub use config::CoreConfig;
 pub use server::{Core, Phase};
 use tracing::{info, warn};
+
+/// Test hooks: `CHORUS_FAILPOINT=<name>[@N]` names one failpoint for the whole process (N
+/// defaults to 1); `None` when it names another or none. Read once by each hook.
+pub(crate) fn failpoint(name: &str) -> Option<u64> {
+    let v = std::env::var("CHORUS_FAILPOINT").ok()?;
+    let n = v.strip_prefix(name)?;
+    if n.is_empty() { Some(1) } else { n.strip_prefix('@')?.parse().ok() }
+}
 
 /// Why the core could not start.
 #[derive(Debug, thiserror::Error)]

@@ -645,6 +645,10 @@ async fn serve_generate(
                             )
                         });
                         answer.push_str(&text);
+                        if failpoint_stall(completion) {
+                            eprintln!("failpoint stall_after_tokens: request {}", g.request_id);
+                            std::future::pending::<()>().await;
+                        }
                         reply(send, &Reply::Token(Token { text, ids: vec![token], logprobs, emitted_us: unix_us(at) }), max).await?;
                     }
                     SeqEvent::Finished { reason, text, usage: u } => {
@@ -882,4 +886,12 @@ mod tests {
         // Progress resumes.
         assert_eq!(p.observe(7, 2, t0 + 21 * s), None);
     }
+}
+
+/// Test hook: with `CHORUS_FAILPOINT=stall_after_tokens@N` every answer stops (holding its
+/// stream open, sending nothing more) before its token N + 1, so a test can kill the core
+/// with requests in flight before or after their first token.
+fn failpoint_stall(completion: u32) -> bool {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    AT.get_or_init(|| crate::failpoint("stall_after_tokens")).is_some_and(|n| u64::from(completion) == n + 1)
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use chorus_core::client::{ClientError, CoreClient};
+use chorus_edge::upstream::client::{ClientError, CoreClient};
 use chorus_core::config::{CoreConfig, FleetConfig};
 use chorus_core::config::{DurableKind, HotKind};
 use chorus_core::tls::{DevPki, Identity};

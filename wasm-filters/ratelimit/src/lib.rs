@@ -3,6 +3,9 @@
 //! plus `max_tokens`) is reserved at admission and corrected with the real usage in
 //! `on-complete`. Denials are 429 with the exact time until one more request is admitted.
 //!
+//! Every request counts towards the burst window; only requests that carry messages count
+//! towards the message window and the token budget.
+//!
 //! Counters live in the host (in-process or Redis, shared by every edge); the filter keeps no
 //! state. Keys are per tenant and user, or per client IP when no identity was established.
 //!
@@ -113,6 +116,11 @@ impl RateLimit {
         // Bursts count attempts; the message window counts admitted requests.
         if let Some(v) = window("burst", "rate_limited_burst", tier, &format!("burst:{who}"))? {
             return Ok(v);
+        }
+        // Requests that carry no messages (listing conversations, feedback, …) spend no
+        // message or token budget.
+        if req.message_count == 0 {
+            return Ok(Verdict::allow());
         }
         if let Some(v) = window("messages", "rate_limited", tier, &format!("msg:{who}"))? {
             return Ok(v);

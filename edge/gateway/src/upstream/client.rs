@@ -1,7 +1,6 @@
-//! A minimal edge-side client of the core protocol: connect (mutual TLS, version handshake),
-//! follow load reports, open one stream per request. The core's own tests and the `chorus`
-//! benchmarks use it; the edge gateway keeps its own upstream pool (edge and core share only
-//! `chorus-proto`).
+//! The edge's client of the core protocol: connect (mutual TLS, version handshake), follow
+//! load reports, open one stream per request. [`super::UpstreamPool`] keeps one per core; the
+//! core's tests and the `chorus` benchmarks use it directly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use chorus_proto::{Control, FrameDecoder, FrameError, Generate, Hello, LoadRepor
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::watch;
 
-use crate::tls::{self, Identity};
+use chorus_proto::tls::{self, Identity};
 
 /// What went wrong on the client side.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +47,16 @@ impl CoreClient {
         Self::connect_with(addr, server_name, id, PROTOCOL_VERSION, PROTOCOL_VERSION).await
     }
 
+    /// Connects as `edge_id` with this build's version.
+    pub async fn connect_as(
+        addr: SocketAddr,
+        server_name: &str,
+        id: &Identity,
+        edge_id: &str,
+    ) -> Result<Self, ClientError> {
+        Self::handshake(addr, server_name, id, PROTOCOL_VERSION, PROTOCOL_VERSION, edge_id).await
+    }
+
     /// Connects offering versions `min..=max`.
     pub async fn connect_with(
         addr: SocketAddr,
@@ -55,6 +64,17 @@ impl CoreClient {
         id: &Identity,
         min_version: u16,
         max_version: u16,
+    ) -> Result<Self, ClientError> {
+        Self::handshake(addr, server_name, id, min_version, max_version, "chorus-client").await
+    }
+
+    async fn handshake(
+        addr: SocketAddr,
+        server_name: &str,
+        id: &Identity,
+        min_version: u16,
+        max_version: u16,
+        edge_id: &str,
     ) -> Result<Self, ClientError> {
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal address");
         let mut endpoint = Endpoint::client(bind).map_err(|e| ClientError::Connect(e.to_string()))?;
@@ -66,7 +86,7 @@ impl CoreClient {
             .map_err(|e| ClientError::Connect(e.to_string()))?;
         let max_frame = chorus_proto::DEFAULT_MAX_FRAME;
         let (mut send, recv) = conn.open_bi().await.map_err(|e| ClientError::Connect(e.to_string()))?;
-        let hello = Hello { min_version, max_version, edge_id: "chorus-client".into() };
+        let hello = Hello { min_version, max_version, edge_id: edge_id.into() };
         send.write_all(&chorus_proto::encode_to_vec(&hello, max_frame)?).await.map_err(|e| closed(&conn, e))?;
         let mut reader = Reader { recv, dec: FrameDecoder::new(max_frame) };
         let welcome = reader.next::<Control>().await.map_err(|e| match conn.close_reason() {

@@ -94,7 +94,7 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig, TlsError> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(id.chain.clone(), id.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![chorus_proto::ALPN.to_vec()];
+    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport()));
@@ -109,7 +109,7 @@ pub fn client_config(id: &Identity) -> Result<quinn::ClientConfig, TlsError> {
         .with_root_certificates(id.roots()?)
         .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![chorus_proto::ALPN.to_vec()];
+    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TlsError::Config(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport()));

@@ -1,0 +1,177 @@
+//! `chorus up`: the whole system on this machine with one command — a core (the pulled model,
+//! the embedded conversation store) and an edge (the shipped signed filters, in-process state,
+//! development certificates, the web chat), and a demo API key. `--redis URL` moves the edge's
+//! state, the filters' counters and the core's hot tier to Redis; `--regions FILE` starts every
+//! core and edge a region file describes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chorus_core::config::{CoreConfig, HotKind};
+use chorus_edge::EdgeConfig;
+use chorus_edge::config::ApiKey;
+use chorus_edge::regions::{CoreSite, RegionFile};
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Where the edge (API and web chat) listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Keep the edge's state, the filters' counters and the core's hot tier in this Redis.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Start the topology of this region file (every core and edge) on this machine.
+    #[arg(long)]
+    pub regions: Option<PathBuf>,
+    /// The core's configuration (TOML; see core/server/README.md) instead of the defaults.
+    #[arg(long)]
+    pub core_config: Option<PathBuf>,
+    /// The demo key's tier.
+    #[arg(long, default_value = "plus")]
+    pub tier: String,
+}
+
+/// The demo API key, made once and kept beside the development certificates so the demo
+/// user's conversations survive restarts.
+fn demo_key(dev_dir: &Path) -> Result<String> {
+    let path = dev_dir.parent().unwrap_or(dev_dir).join("demo-api-key");
+    if let Ok(k) = std::fs::read_to_string(&path) {
+        let k = k.trim().to_owned();
+        if k.starts_with("sk-") && k.len() > 20 {
+            return Ok(k);
+        }
+    }
+    let key = format!("sk-chorus-demo-{}", chorus_edge::random_hex(16));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+fn core_config(args: &UpArgs) -> Result<CoreConfig> {
+    let mut cfg = match &args.core_config {
+        Some(p) => CoreConfig::load(p)?,
+        None => CoreConfig::default(),
+    };
+    if let Some(url) = &args.redis {
+        cfg.store.hot = HotKind::Redis;
+        cfg.store.redis.url = url.clone();
+    }
+    Ok(cfg)
+}
+
+fn edge_config(args: &UpArgs, key: &str) -> EdgeConfig {
+    let mut cfg = EdgeConfig { listen: args.listen, ..EdgeConfig::default() };
+    cfg.state.redis = args.redis.clone();
+    cfg.filters.api_keys =
+        vec![ApiKey { sha256: None, key: Some(key.into()), tenant: "demo".into(), user: "demo".into(), tier: args.tier.clone() }];
+    cfg
+}
+
+pub fn run(args: UpArgs) -> Result<()> {
+    chorus_core::init_logging();
+    let dev_dir = chorus_edge::dev_cert_dir();
+    let key = demo_key(&dev_dir)?;
+    let base = core_config(&args)?;
+    base.validate()?;
+    let core_identity = chorus_core::identity_for(&base)?;
+    let edge_base = edge_config(&args, &key);
+    let edge_identity = chorus_edge::identity_for(&edge_base, &dev_dir)?;
+
+    // Cores to start, and edges to start (each with its config).
+    let mut cores: Vec<CoreConfig> = Vec::new();
+    let mut edges: Vec<EdgeConfig> = Vec::new();
+    match &args.regions {
+        None => {
+            cores.push(base.clone());
+            let mut e = edge_base.clone();
+            e.cores = vec![CoreSite {
+                name: base.core_id.clone(),
+                quic: base.listen,
+                ops: Some(base.http),
+                server_name: "localhost".into(),
+            }];
+            e.region = base.region.clone();
+            edges.push(e);
+        }
+        Some(file) => {
+            let topo = RegionFile::load(file)?;
+            let data = chorus_core::config::data_dir();
+            for r in &topo.regions {
+                for c in &r.cores {
+                    let mut cfg = base.clone();
+                    cfg.core_id = c.name.clone();
+                    cfg.region = r.name.clone();
+                    cfg.listen = c.quic;
+                    cfg.http = c.ops.unwrap_or_else(|| "127.0.0.1:0".parse().expect("literal address"));
+                    // One embedded store file per core (a real deployment shares PostgreSQL).
+                    cfg.store.path = Some(data.join("regions").join(format!("{}.redb", c.name)));
+                    cfg.store.redis.prefix = format!("{}:{}", cfg.store.redis.prefix, c.name);
+                    cores.push(cfg);
+                }
+                if let Some(site) = &r.edge {
+                    let mut e = edge_base.clone();
+                    e.listen = site.listen;
+                    e.region = r.name.clone();
+                    e.edge_id = format!("edge-{}", r.name);
+                    e.regions_file = Some(file.clone());
+                    e.cores = vec![];
+                    edges.push(e);
+                }
+            }
+            anyhow::ensure!(!edges.is_empty(), "{}: no region has an `edge`", file.display());
+        }
+    }
+
+    println!("loading the model (the first run fetches and verifies it)…");
+    let mut loader = chorus_core::fleet::load_engines(base.threads);
+    let mut fleets = Vec::new();
+    for cfg in &cores {
+        fleets.push(chorus_core::fleet::start_fleets(cfg, &mut loader)?);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let mut running_cores = Vec::new();
+        for (cfg, fleets) in cores.into_iter().zip(fleets) {
+            let store = chorus_core::open_store(&cfg).await?;
+            let core = chorus_core::Core::new(cfg, fleets, store);
+            running_cores.push(chorus_core::serve(core, &core_identity).await?);
+        }
+        let mut running_edges = Vec::new();
+        for cfg in edges {
+            let edge = chorus_edge::serve(cfg, edge_identity.clone()).await?;
+            edge.state.pool.wait_healthy(Duration::from_secs(10)).await;
+            running_edges.push(edge);
+        }
+        println!();
+        for e in &running_edges {
+            println!("Chorus is up ({}): http://{}/#key={key}", e.state.cfg.region, e.addr);
+        }
+        let first = running_edges[0].addr;
+        println!("API key ({} tier): {key}", args.tier);
+        println!(
+            "try: curl -N http://{first}/v1/chat/completions -H 'Authorization: Bearer {key}' \\\n       -H 'Content-Type: application/json' \\\n       -d '{{\"model\":\"chorus\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'"
+        );
+        println!("OpenAI SDKs: base_url=http://{first}/v1 api_key={key}");
+        chorus_edge::shutdown_signal().await;
+        println!("stopping…");
+        for e in running_edges {
+            e.stop().await;
+        }
+        let drains: Vec<_> = running_cores
+            .into_iter()
+            .map(|c| {
+                let secs = c.core.cfg.drain_secs;
+                tokio::spawn(c.drain(Duration::from_secs(secs)))
+            })
+            .collect();
+        for d in drains {
+            let _ = d.await;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}

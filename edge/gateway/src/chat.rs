@@ -1,0 +1,519 @@
+//! `POST /v1/chat/completions` and the pipeline behind it (shared with the WebSocket): bound
+//! and parse the body, run the filter chain, claim the `Idempotency-Key`, start (or attach to,
+//! or replay) a [`Run`], drive it against the upstream cores with retries before the first
+//! token, and render its events as OpenAI JSON, SSE or WebSocket messages.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use chorus_filter_host::{CompletionTicket, Outcome};
+use chorus_proto::{ErrorCode, Generate, Reply, Stored};
+use serde_json::{Value, json};
+use tracing::warn;
+
+use crate::error::ApiError;
+use crate::openai::{TokenLogprob, ValidChat, parse_chat};
+use crate::run::{Next, Reader, Run, RunEvent, owner_of};
+use crate::state::{self, Claim};
+use crate::{Caller, EdgeState, RequestInfo, random_hex};
+
+/// A run to answer from, and how the caller wants it.
+#[derive(Debug)]
+pub struct Started {
+    pub run: Arc<Run>,
+    pub reader: Reader,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub tier: String,
+    pub request_id: String,
+}
+
+/// Reads at most `limit` bytes of body; a larger one is refused as soon as it is known.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    let mut frames = body.into_data_stream();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    while let Some(chunk) = frames.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Invalid { param: None, message: format!("reading the body: {e}") })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The credential a caller presented (what resumption and attachment are bound to).
+pub fn credential(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .or_else(|| headers.get("x-api-key"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn idempotency_key(headers: &HeaderMap, max: usize) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let ok = v.to_str().ok().filter(|s| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()));
+    match ok {
+        Some(s) => Ok(Some(s.to_owned())),
+        None => Err(ApiError::invalid("Idempotency-Key", format!("1 to {max} visible ASCII characters"))),
+    }
+}
+
+/// The whole pipeline up to a run to read from.
+pub async fn start(st: &Arc<EdgeState>, headers: &HeaderMap, client_ip: &str, body: &[u8]) -> Result<Started, ApiError> {
+    let limits = &st.cfg.limits;
+    let chat = parse_chat(body, limits)?;
+    st.check_model(&chat.model)?;
+    let caller = st
+        .admit(headers, client_ip, "POST", "/v1/chat/completions", Some(&chat))
+        .await?;
+    let owner = owner_of(credential(headers));
+    let idem = idempotency_key(headers, limits.max_idempotency_key_bytes)?;
+    let scope = state::scope(&caller.tenant, &caller.user);
+    let request_id = match &idem {
+        // The same key always makes the same request id, so a core that already committed
+        // the answer replays it (a retry after this edge died).
+        Some(k) => format!("idem-{}", &state::fingerprint(format!("{scope}\0{k}").as_bytes())[..32]),
+        None => format!("req-{}", random_hex(16)),
+    };
+    let run_id = format!("chatcmpl-{}", random_hex(12));
+    let mut idem_record = None;
+    let Caller { tenant, user, tier, tier_name, ticket } = caller;
+    if let Some(key) = idem {
+        let fp = state::fingerprint(body);
+        match st.state.claim(&scope, &key, &fp, &st.cfg.edge_id, &run_id).await {
+            Ok(Claim::Fresh) => idem_record = Some((scope.clone(), key, fp)),
+            Ok(other) => {
+                // Not generating: give back what the filters reserved.
+                st.complete(ticket, Outcome::Cancelled, Default::default());
+                return answer_claim(st, other, &owner, &chat, tier_name, request_id);
+            }
+            Err(e) => {
+                st.complete(ticket, Outcome::Failed, Default::default());
+                return Err(e);
+            }
+        }
+    }
+    let generate = Generate {
+        request_id: request_id.clone(),
+        tenant,
+        user,
+        tier,
+        conversation: chat.conversation.clone(),
+        messages: chat.messages.clone(),
+        sampling: chat.sampling.clone(),
+        max_tokens: chat.max_tokens,
+        stop: chat.stop.clone(),
+        deadline_ms: Some(st.cfg.upstream.deadline_ms),
+        trace: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128)
+            .map(str::to_owned),
+    };
+    if let Err(e) = generate.check(&chorus_proto::Limits::default()) {
+        st.complete(ticket, Outcome::Failed, Default::default());
+        if let Some((scope, key, _)) = &idem_record {
+            st.state.release(scope, key).await;
+        }
+        return Err(ApiError::Invalid { param: None, message: e.to_string() });
+    }
+    let resumable = chat.stream || idem_record.is_some();
+    let grace = if resumable { Duration::from_secs(st.cfg.resume.window_secs) } else { Duration::ZERO };
+    let run = Run::new(run_id, chat.stream, chat.include_usage, tier_name.clone(), owner, st.cfg.resume.max_buffer_bytes, grace);
+    st.runs.insert(run.clone());
+    let reader = run.reader();
+    let key = generate.conversation.id().map(str::to_owned).unwrap_or_else(|| request_id.clone());
+    let fin = Finisher { st: st.clone(), run: run.clone(), ticket, idem: idem_record };
+    tokio::spawn(drive(st.clone(), run.clone(), generate, key, fin));
+    Ok(Started { run, reader, stream: chat.stream, include_usage: chat.include_usage, tier: tier_name, request_id })
+}
+
+fn answer_claim(
+    st: &Arc<EdgeState>,
+    claim: Claim,
+    owner: &[u8; 32],
+    chat: &ValidChat,
+    tier: String,
+    request_id: String,
+) -> Result<Started, ApiError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let run = match claim {
+        Claim::Fresh => unreachable!("handled by the caller"),
+        Claim::Mismatch => return Err(ApiError::KeyReused),
+        Claim::Running { edge, run } => {
+            let local = (edge == st.cfg.edge_id).then(|| st.runs.get(&run)).flatten().filter(|r| r.owned_by(owner));
+            let Some(run) = local else { return Err(ApiError::InProgress) };
+            st.metrics.idempotent_attaches.fetch_add(1, Relaxed);
+            run
+        }
+        Claim::Finished { run, events } => {
+            st.metrics.idempotent_replays.fetch_add(1, Relaxed);
+            Run::replay(run, chat.stream, chat.include_usage, tier.clone(), *owner, events)
+        }
+    };
+    let reader = run.reader();
+    Ok(Started { run, reader, stream: chat.stream, include_usage: chat.include_usage, tier, request_id })
+}
+
+/// What to do when a run ends: reconcile the filters' reservations, record or release the
+/// idempotency key.
+struct Finisher {
+    st: Arc<EdgeState>,
+    run: Arc<Run>,
+    ticket: Option<CompletionTicket>,
+    idem: Option<(String, String, String)>,
+}
+
+impl Finisher {
+    async fn end(self, outcome: Outcome, usage: chorus_proto::Usage) {
+        let filter_usage = chorus_filter_host::Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+        };
+        self.st.complete(self.ticket, outcome, filter_usage);
+        if let Some((scope, key, fp)) = self.idem {
+            match (outcome, self.run.events()) {
+                (Outcome::Completed, Some(events)) => {
+                    self.st.state.finish(&scope, &key, &fp, &self.st.cfg.edge_id, &self.run.id, events).await
+                }
+                _ => self.st.state.release(&scope, &key).await,
+            }
+        }
+    }
+}
+
+/// Codes another core may answer differently, before any token was sent.
+fn retryable(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::Draining | ErrorCode::ShuttingDown | ErrorCode::OverCapacity | ErrorCode::Internal)
+}
+
+async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: String, fin: Finisher) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let candidates = st.pool.candidates(&key);
+    let mut last = ApiError::Unavailable("no core is reachable; retry shortly".into());
+    let mut head_sent = false;
+    for (attempt, (slot, client)) in candidates.into_iter().take(st.cfg.upstream.max_attempts).enumerate() {
+        if attempt > 0 {
+            st.metrics.upstream_retries.fetch_add(1, Relaxed);
+        }
+        let sent = Instant::now();
+        let mut stream = match client.generate(g.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(core = %slot.site.name, error = %e, request_id = %g.request_id, "upstream open failed; trying the next core");
+                last = ApiError::Unavailable(format!("core {} is unreachable", slot.site.name));
+                continue;
+            }
+        };
+        let mut accepted = None;
+        loop {
+            let reply = tokio::select! {
+                r = stream.next() => r,
+                _ = run.cancelled() => {
+                    stream.reset();
+                    st.metrics.cancelled.fetch_add(1, Relaxed);
+                    run.push(RunEvent::Error(ApiError::Upstream { code: ErrorCode::Cancelled, message: "the client went away".into(), retry_after_ms: None }));
+                    fin.end(Outcome::Cancelled, Default::default()).await;
+                    return;
+                }
+            };
+            match reply {
+                Ok(Some(Reply::Accepted(a))) => accepted = Some(a),
+                Ok(Some(Reply::Token(t))) => {
+                    if !head_sent {
+                        head_sent = true;
+                        st.metrics.upstream_ttft.observe(sent.elapsed());
+                        run.push(head(accepted.as_ref()));
+                    }
+                    let logprobs = t
+                        .logprobs
+                        .as_ref()
+                        .map(|(c, top)| vec![TokenLogprob::from_proto(c, top)])
+                        .unwrap_or_default();
+                    if !t.text.is_empty() || !logprobs.is_empty() {
+                        run.push(RunEvent::Delta { text: t.text, logprobs });
+                    }
+                }
+                Ok(Some(Reply::Done(d))) => {
+                    if !head_sent {
+                        run.push(head(accepted.as_ref()));
+                    }
+                    let (conversation_id, turn_version, store_error) = match d.stored {
+                        Stored::NotRequested => (None, None, None),
+                        Stored::Committed { conversation_id, version } => (Some(conversation_id), Some(version), None),
+                        Stored::Failed { code, message } => (None, None, Some(format!("{code}: {message}"))),
+                    };
+                    run.push(RunEvent::Finish {
+                        finish_reason: d.finish_reason.as_str().into(),
+                        usage: d.usage.into(),
+                        conversation_id,
+                        turn_version,
+                        store_error,
+                    });
+                    fin.end(Outcome::Completed, d.usage).await;
+                    return;
+                }
+                Ok(Some(Reply::Error(e))) => {
+                    if !head_sent && retryable(e.code) {
+                        last = e.into();
+                        break;
+                    }
+                    run.push(RunEvent::Error(e.into()));
+                    fin.end(Outcome::Failed, Default::default()).await;
+                    return;
+                }
+                Ok(Some(Reply::Store(_))) | Ok(None) | Err(_) => {
+                    if !head_sent {
+                        warn!(core = %slot.site.name, request_id = %g.request_id, "upstream stream ended before the first token; trying the next core");
+                        last = ApiError::Unavailable(format!("core {} failed before answering", slot.site.name));
+                        break;
+                    }
+                    warn!(core = %slot.site.name, request_id = %g.request_id, "upstream failed mid-answer");
+                    run.push(RunEvent::Error(ApiError::Upstream {
+                        code: ErrorCode::EngineFailed,
+                        message: "the core serving this answer failed mid-answer; retry the request (with the same Idempotency-Key, nothing is billed twice)".into(),
+                        retry_after_ms: Some(1000),
+                    }));
+                    fin.end(Outcome::Failed, Default::default()).await;
+                    return;
+                }
+            }
+        }
+    }
+    run.push(RunEvent::Error(last));
+    fin.end(Outcome::Failed, Default::default()).await;
+}
+
+fn head(a: Option<&chorus_proto::Accepted>) -> RunEvent {
+    RunEvent::Head {
+        model: a.map(|a| a.model.clone()).unwrap_or_default(),
+        degraded_model: a.is_some_and(|a| a.degraded),
+        degraded_store: a.is_some_and(|a| a.store.degraded()),
+        conversation_id: a.and_then(|a| a.conversation_id.clone()),
+    }
+}
+
+/// Response headers from the head event.
+pub fn head_headers(headers: &mut HeaderMap, head: &RunEvent, run: &Run, request_id: &str) {
+    let mut set = |name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            headers.insert(name, v);
+        }
+    };
+    set("x-chorus-request-id", request_id);
+    set("x-chorus-tier", &run.tier);
+    if let RunEvent::Head { model, degraded_model, degraded_store, conversation_id } = head {
+        set("x-chorus-model", model);
+        if let Some(c) = conversation_id {
+            set("x-chorus-conversation-id", c);
+        }
+        let degraded: Vec<&str> =
+            [(*degraded_model, "model"), (*degraded_store, "store")].iter().filter(|d| d.0).map(|d| d.1).collect();
+        if !degraded.is_empty() {
+            set("x-chorus-degraded", &degraded.join(","));
+        }
+    }
+}
+
+/// The JSON messages one event becomes on a stream (SSE `data:` or WebSocket text).
+pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec<Value> {
+    let chunk = |delta: Value, logprobs: Value, finish: Value| {
+        let mut c = json!({
+            "id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    match ev {
+        RunEvent::Head { .. } => vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null)],
+        RunEvent::Delta { text, logprobs } => {
+            let lp = if logprobs.is_empty() { Value::Null } else { json!({ "content": logprobs }) };
+            vec![chunk(json!({ "content": text }), lp, Value::Null)]
+        }
+        RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error } => {
+            let mut last = chunk(json!({}), Value::Null, json!(finish_reason));
+            last["chorus"] = json!({"conversation_id": conversation_id, "turn_version": turn_version, "store_error": store_error});
+            let mut out = vec![last];
+            if include_usage {
+                out.push(json!({
+                    "id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": model,
+                    "system_fingerprint": null, "choices": [], "usage": usage,
+                }));
+            }
+            out
+        }
+        RunEvent::Error(e) => vec![e.body()],
+    }
+}
+
+fn model_of(head: &Option<RunEvent>) -> String {
+    match head {
+        Some(RunEvent::Head { model, .. }) => model.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Answers from a started run: an error before the first token is the HTTP error; otherwise
+/// the headers, then the SSE stream or the whole completion.
+pub async fn respond(st: &Arc<EdgeState>, s: Started, from: usize, started: Instant) -> Result<Response, ApiError> {
+    let first = s.run.first().await;
+    if let RunEvent::Error(e) = first {
+        return Err(e);
+    }
+    let info = RequestInfo { tier: s.tier.clone(), request_id: s.request_id.clone() };
+    let mut resp = if s.stream { sse(st.clone(), s, from, started) } else { whole(st, &s, started).await? };
+    resp.extensions_mut().insert(info);
+    Ok(resp)
+}
+
+async fn whole(st: &Arc<EdgeState>, s: &Started, started: Instant) -> Result<Response, ApiError> {
+    let mut content = String::new();
+    let mut logprobs = Vec::new();
+    let mut i = 0;
+    let mut first_token = true;
+    let finish = loop {
+        match s.run.next(i).await {
+            Next::Event(RunEvent::Delta { text, logprobs: lp }) => {
+                if first_token {
+                    first_token = false;
+                    st.metrics.ttft(&s.tier, started.elapsed());
+                }
+                content.push_str(&text);
+                logprobs.extend(lp);
+            }
+            Next::Event(RunEvent::Error(e)) => return Err(e),
+            Next::Event(f @ RunEvent::Finish { .. }) => break f,
+            Next::Event(RunEvent::Head { .. }) => {}
+            Next::Pending => continue,
+            Next::End | Next::Gone => return Err(ApiError::Unavailable("the answer was lost".into())),
+        }
+        i += 1;
+    };
+    let head = s.run.head();
+    let model = model_of(&head);
+    let RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error } = finish else {
+        unreachable!("loop breaks on Finish")
+    };
+    let body = json!({
+        "id": s.run.id, "object": "chat.completion", "created": s.run.created, "model": model,
+        "system_fingerprint": null,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content, "refusal": null},
+            "logprobs": if logprobs.is_empty() { Value::Null } else { json!({"content": logprobs}) },
+            "finish_reason": finish_reason,
+        }],
+        "usage": usage,
+        "chorus": {"conversation_id": conversation_id, "turn_version": turn_version, "store_error": store_error},
+    });
+    let mut resp = axum::Json(body).into_response();
+    if let Some(h) = &head {
+        head_headers(resp.headers_mut(), h, &s.run, &s.request_id);
+    }
+    Ok(resp)
+}
+
+/// How often an idle stream sends an SSE comment (keeps proxies from timing it out).
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+fn sse(st: Arc<EdgeState>, s: Started, from: usize, started: Instant) -> Response {
+    let head = s.run.head();
+    let model = model_of(&head);
+    let mut headers = HeaderMap::new();
+    if let Some(h) = &head {
+        head_headers(&mut headers, h, &s.run, &s.request_id);
+    }
+    struct St {
+        st: Arc<EdgeState>,
+        s: Started,
+        model: String,
+        i: usize,
+        ended: bool,
+        first_token: bool,
+        started: Instant,
+    }
+    let state = St { st, s, model, i: from, ended: false, first_token: from == 0, started };
+    let stream = futures_util::stream::unfold(state, |mut x| async move {
+        if x.ended {
+            return None;
+        }
+        let next = match tokio::time::timeout(KEEPALIVE, x.s.run.next(x.i)).await {
+            Ok(n) => n,
+            Err(_) => return Some((Ok::<_, std::convert::Infallible>(Bytes::from_static(b": keep-alive\n\n")), x)),
+        };
+        let ev = match next {
+            Next::Event(ev) => ev,
+            Next::End => return None,
+            Next::Pending => return Some((Ok(Bytes::new()), x)),
+            Next::Gone => RunEvent::Error(ApiError::ResumeGone("this reader fell behind the buffer".into())),
+        };
+        if x.first_token && matches!(ev, RunEvent::Delta { .. }) {
+            x.first_token = false;
+            x.st.metrics.ttft(&x.s.tier, x.started.elapsed());
+        }
+        let mut out = String::new();
+        for v in render(&x.s.run, &x.model, &ev, x.s.include_usage) {
+            out.push_str(&format!("id: {}.{}\ndata: {}\n\n", x.s.run.id, x.i, v));
+        }
+        match ev {
+            RunEvent::Finish { .. } => {
+                out.push_str(&format!("id: {}.{}\ndata: [DONE]\n\n", x.s.run.id, x.i));
+                x.ended = true;
+            }
+            RunEvent::Error(_) => x.ended = true,
+            _ => {}
+        }
+        x.i += 1;
+        Some((Ok(Bytes::from(out)), x))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.extend(headers);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// A reconnect with `Last-Event-ID: <answer id>.<index>`: the rest of that answer.
+pub async fn resume(st: &Arc<EdgeState>, headers: &HeaderMap, last: &str) -> Result<Response, ApiError> {
+    let gone = || {
+        ApiError::ResumeGone(format!(
+            "no resumable answer {last:?} on this edge (answers stay resumable {} s after their client goes away or they finish)",
+            st.cfg.resume.window_secs
+        ))
+    };
+    let (id, n) = last.rsplit_once('.').ok_or_else(gone)?;
+    let n: usize = n.parse().map_err(|_| gone())?;
+    let owner = owner_of(credential(headers));
+    let run = st.runs.get(id).filter(|r| r.owned_by(&owner)).ok_or_else(gone)?;
+    if matches!(run.get(n + 1), Next::Gone) {
+        return Err(ApiError::ResumeGone(format!("event {} of {id} is no longer buffered", n + 1)));
+    }
+    st.metrics.resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let reader = run.reader();
+    let s = Started {
+        tier: run.tier.clone(),
+        stream: true,
+        include_usage: run.include_usage,
+        request_id: String::new(),
+        run,
+        reader,
+    };
+    respond(st, s, n + 1, Instant::now()).await
+}

@@ -1,0 +1,467 @@
+//! The edge in front of real cores (real model, real QUIC with mutual TLS): the OpenAI SDK,
+//! curl and a WebSocket client stream; idempotency; resumable streams; conversations;
+//! failover between regions when a core is killed; the web chat in headless Chromium.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chorus_tests::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::Message;
+
+fn chat_body(text: &str, max_tokens: u32, stream: bool) -> String {
+    json!({
+        "model": "chorus", "stream": stream, "stream_options": {"include_usage": true},
+        "temperature": 0, "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": text}],
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdk_curl_and_a_websocket_client_stream_through_the_edge() {
+    let sys = System::up("sdk").await;
+    let dir = scratch("sdk");
+    let py = openai_python();
+    let script = write_file(
+        &dir,
+        "client.py",
+        r#"
+import json, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+stream = client.chat.completions.create(
+    model="chorus", messages=[{"role": "user", "content": "Name three colours."}],
+    max_tokens=24, temperature=0, stream=True, stream_options={"include_usage": True})
+text, usage, chunks = "", None, 0
+for chunk in stream:
+    chunks += 1
+    if chunk.choices and chunk.choices[0].delta.content:
+        text += chunk.choices[0].delta.content
+    if chunk.usage:
+        usage = chunk.usage.model_dump()
+whole = client.chat.completions.create(
+    model="chorus", messages=[{"role": "user", "content": "Name three colours."}], max_tokens=24, temperature=0)
+models = [m.id for m in client.models.list().data]
+try:
+    client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    err = None
+except Exception as e:
+    err = type(e).__name__
+print(json.dumps({"text": text, "usage": usage, "chunks": chunks, "whole": whole.choices[0].message.content,
+                  "whole_usage": whole.usage.model_dump(), "models": models, "err": err}))
+"#,
+    );
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(sys.url("/v1"))
+        .arg(KEY)
+        .env("PYTHONPATH", &py)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = r["text"].as_str().unwrap();
+    assert!(!text.is_empty(), "{r}");
+    assert!(r["chunks"].as_u64().unwrap() >= 3, "{r}");
+    let usage = &r["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 5, "{r}");
+    assert!((1..=24).contains(&usage["completion_tokens"].as_u64().unwrap()), "{r}");
+    assert_eq!(usage["total_tokens"], json!(usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()));
+    assert_eq!(r["whole"].as_str().unwrap(), text, "greedy: the streamed and the whole answer agree");
+    assert!(r["models"].as_array().unwrap().contains(&json!("chorus")), "{r}");
+    assert_eq!(r["err"], json!("NotFoundError"), "an unknown model is a 404 the SDK understands");
+
+    // curl -N sees SSE as it is produced.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-N", "-i", "-X", "POST"])
+        .arg(sys.url("/v1/chat/completions"))
+        .args(["-H", &format!("Authorization: {}", auth(KEY)), "-H", "Content-Type: application/json"])
+        .args(["-d", &chat_body("Name three colours.", 24, true)])
+        .output()
+        .await
+        .expect("curl runs");
+    let raw = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("content-type: text/event-stream"), "{raw}");
+    let events = sse_events(raw.split_once("\n\n").unwrap().1);
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    assert_eq!(sse_text(&events), text);
+    assert!(events.iter().all(|(id, _)| id.starts_with("chatcmpl-")), "every event has an id");
+    let usage_event: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(usage_event["usage"]["completion_tokens"], r["usage"]["completion_tokens"]);
+
+    // A WebSocket client.
+    let (mut ws, _) = tokio_tungstenite::connect_async(
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{}/v1/realtime", sys.edge.addr))
+            .map(|mut r| {
+                r.headers_mut().insert("authorization", auth(KEY).parse().unwrap());
+                r
+            })
+            .unwrap(),
+    )
+    .await
+    .expect("WebSocket upgrade");
+    ws.send(Message::Text(chat_body("Name three colours.", 24, true).into())).await.unwrap();
+    let mut ws_text = String::new();
+    let mut frames = 0;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(60), ws.next()).await.unwrap().unwrap().unwrap();
+        let Message::Text(t) = m else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+        frames += 1;
+        if v["type"] == "done" {
+            break;
+        }
+        assert!(v.get("error").is_none(), "{v}");
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            ws_text.push_str(c);
+        }
+    }
+    assert_eq!(ws_text, text);
+    assert!(frames >= 4, "streamed in pieces: {frames}");
+    // The same socket takes a bad request and says why.
+    ws.send(Message::Text("{\"model\": \"chorus\", \"messages\": 7}".into())).await.unwrap();
+    let m = ws.next().await.unwrap().unwrap();
+    let v: Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["param"], "messages", "{v}");
+
+    // Metrics saw all of it.
+    let m = http(sys.edge.addr, "GET", "/metrics", &[], "").await.body;
+    assert!(m.contains("chorus_edge_requests_total{route=\"chat\",status=\"200\",tier=\"enterprise\"}"), "{m}");
+    assert!(m.contains("chorus_edge_ttft_seconds_count{tier=\"enterprise\"}"), "{m}");
+    assert!(m.contains("chorus_filter_"), "the filter host's metrics are on the same page");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_generates_once_concurrently_and_sequentially() {
+    let sys = System::up("idem").await;
+    let addr = sys.edge.addr;
+    let streams = || sys.core.core.metrics.streams_total.load(Ordering::Relaxed);
+    let before = streams();
+    let body = chat_body("Write one short sentence about rain.", 32, false);
+    let a = auth(KEY);
+    let headers = [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Idempotency-Key", "order-42")];
+    let (r1, r2) = tokio::join!(
+        http(addr, "POST", "/v1/chat/completions", &headers, &body),
+        http(addr, "POST", "/v1/chat/completions", &headers, &body)
+    );
+    assert_eq!((r1.status, r2.status), (200, 200), "{r1:?} {r2:?}");
+    let (j1, j2) = (r1.json(), r2.json());
+    assert_eq!(j1["id"], j2["id"], "both answers are the same answer");
+    assert_eq!(j1["choices"][0]["message"]["content"], j2["choices"][0]["message"]["content"]);
+    assert_eq!(streams() - before, 1, "one generation upstream");
+
+    // Later, streamed: the stored answer is replayed as a stream.
+    let mut sbody: Value = serde_json::from_str(&body).unwrap();
+    sbody["stream"] = json!(true);
+    let r3 = http(addr, "POST", "/v1/chat/completions", &headers, &body).await;
+    assert_eq!(r3.json()["id"], j1["id"]);
+    assert_eq!(streams() - before, 1, "a finished answer is replayed, not generated again");
+    // A streamed replay needs the same body (a different one is refused, not served).
+    let r4 = http(addr, "POST", "/v1/chat/completions", &headers, &sbody.to_string()).await;
+    assert_eq!(r4.status, 422, "{r4:?}");
+    assert_eq!(r4.json()["error"]["code"], "idempotency_key_reused");
+    // Another user's identical key is theirs.
+    let b = auth(OTHER_KEY);
+    let other = [("Authorization", b.as_str()), ("Content-Type", "application/json"), ("Idempotency-Key", "order-42")];
+    let r5 = http(addr, "POST", "/v1/chat/completions", &other, &body).await;
+    assert_eq!(r5.status, 200);
+    assert_ne!(r5.json()["id"], j1["id"]);
+    assert_eq!(streams() - before, 2);
+    let m = http(addr, "GET", "/metrics", &[], "").await.body;
+    assert!(m.contains("chorus_edge_idempotent_replays_total 1"), "{m}");
+    assert!(m.contains("chorus_edge_idempotent_attaches_total 1"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_resumes_from_last_event_id_exactly() {
+    let sys = System::up("resume").await;
+    let addr = sys.edge.addr;
+    let a = auth(KEY);
+    let headers = [("Authorization", a.as_str()), ("Content-Type", "application/json")];
+    let mut body: Value = serde_json::from_str(&chat_body("Count from one to forty in words.", 96, true)).unwrap();
+    body["store"] = json!(true);
+    let mut s = send_request(addr, "POST", "/v1/chat/completions", &headers, body.to_string().as_bytes()).await;
+    // Read until a few tokens have arrived, then drop the connection.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while raw.windows(7).filter(|w| w == b"\ndata: ").count() < 6 {
+        let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the stream ended early");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let body_part = text.split_once("\r\n\r\n").unwrap().1;
+    // Complete events only (a chunk may end mid-event).
+    let complete = &body_part[..body_part.rfind("\n\n").unwrap() + 2];
+    let first: Vec<(String, String)> = sse_events(complete).into_iter().filter(|(id, _)| !id.is_empty()).collect();
+    let last_id = first.last().unwrap().0.clone();
+    let conversation = text
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().starts_with("x-chorus-conversation-id:").then(|| l.split(':').nth(1).unwrap().trim().to_owned()))
+        .expect("the conversation id header");
+
+    let h2 = [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Last-Event-ID", last_id.as_str())];
+    let rest = http(addr, "POST", "/v1/chat/completions", &h2, &body.to_string()).await;
+    assert_eq!(rest.status, 200, "{rest:?}");
+    let second = sse_events(&rest.body);
+    assert_eq!(second.last().unwrap().1, "[DONE]");
+    // The ids continue exactly where the first connection stopped.
+    let index = |id: &str| id.rsplit_once('.').unwrap().1.parse::<usize>().unwrap();
+    assert_eq!(index(&second[0].0), index(&last_id) + 1, "{last_id} then {}", second[0].0);
+    let resumed = format!("{}{}", sse_text(&first), sse_text(&second));
+
+    // The stored turn is the answer exactly as generated, once.
+    let conv = http(addr, "GET", &format!("/v1/conversations/{conversation}"), &headers, "").await;
+    assert_eq!(conv.status, 200, "{conv:?}");
+    let stored = conv.json()["turns"][0]["answer"].as_str().unwrap().to_owned();
+    assert_eq!(resumed, stored);
+    assert_eq!(conv.json()["turns"].as_array().unwrap().len(), 1);
+
+    // Someone else cannot resume it; an unknown id is a clear 410.
+    let b = auth(OTHER_KEY);
+    let h3 = [("Authorization", b.as_str()), ("Last-Event-ID", last_id.as_str())];
+    let r = http(addr, "POST", "/v1/chat/completions", &h3, "").await;
+    assert_eq!(r.status, 410, "{r:?}");
+    assert_eq!(r.json()["error"]["code"], "resume_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_continue_list_export_feedback_and_erase() {
+    let sys = System::up("conv").await;
+    let addr = sys.edge.addr;
+    let a = auth(KEY);
+    let headers = [("Authorization", a.as_str()), ("Content-Type", "application/json")];
+    let mut body: Value = serde_json::from_str(&chat_body("My name is Ada. Say hi.", 16, false)).unwrap();
+    body["store"] = json!(true);
+    let r = http(addr, "POST", "/v1/chat/completions", &headers, &body.to_string()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = r.header("x-chorus-conversation-id").expect("conversation id header").to_owned();
+    assert_eq!(r.json()["chorus"]["conversation_id"], json!(id));
+    assert_eq!(r.json()["chorus"]["turn_version"], json!(1));
+    let next = json!({"model": "chorus", "max_tokens": 16, "temperature": 0, "conversation_id": id,
+                      "messages": [{"role": "user", "content": "What is my name?"}]});
+    let r = http(addr, "POST", "/v1/chat/completions", &headers, &next.to_string()).await;
+    assert_eq!(r.json()["chorus"]["turn_version"], json!(2), "{}", r.body);
+    assert!(r.json()["usage"]["prompt_tokens"].as_u64().unwrap() > 20, "history was spliced in");
+
+    let list = http(addr, "GET", "/v1/conversations", &headers, "").await.json();
+    assert_eq!(list["data"][0]["id"], json!(id));
+    assert_eq!(list["data"][0]["turns"], json!(2));
+    let fb = http(addr, "POST", "/v1/feedback", &headers, &json!({"conversation_id": id, "version": 2, "rating": "up"}).to_string()).await;
+    assert_eq!(fb.status, 201, "{fb:?}");
+    let bad = http(addr, "POST", "/v1/feedback", &headers, &json!({"conversation_id": id, "version": 2, "rating": "meh"}).to_string()).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["param"], "rating");
+    let export = http(addr, "GET", "/v1/conversations/export", &headers, "").await;
+    assert_eq!(export.status, 200);
+    assert!(export.body.contains(&id) && export.body.contains("What is my name?"), "{}", export.body);
+    // Another user sees none of it.
+    let b = auth(OTHER_KEY);
+    let other = [("Authorization", b.as_str())];
+    assert_eq!(http(addr, "GET", &format!("/v1/conversations/{id}"), &other, "").await.status, 404);
+
+    // An idempotent request, then erasure removes the edge's record of it too.
+    let h = [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Idempotency-Key", "erase-me")];
+    assert_eq!(http(addr, "POST", "/v1/chat/completions", &h, &chat_body("Hi", 4, false)).await.status, 200);
+    let erased = http(addr, "DELETE", "/v1/conversations", &headers, "").await;
+    assert_eq!(erased.status, 200, "{erased:?}");
+    let e = erased.json();
+    assert_eq!(e["conversations"], json!(1));
+    assert_eq!(e["feedback"], json!(1));
+    assert!(e["idempotency_records"].as_u64().unwrap() >= 1, "{e}");
+    assert_eq!(http(addr, "GET", &format!("/v1/conversations/{id}"), &headers, "").await.status, 404);
+    let streams = sys.core.core.metrics.streams_total.load(Ordering::Relaxed);
+    assert_eq!(http(addr, "POST", "/v1/chat/completions", &h, &chat_body("Hi", 4, false)).await.status, 200);
+    assert!(sys.core.core.metrics.streams_total.load(Ordering::Relaxed) > streams, "the erased key generates anew");
+    let me = http(addr, "GET", "/v1/me", &headers, "").await.json();
+    assert_eq!(me, json!({"tenant": "acme", "user": "alice", "tier": "enterprise"}));
+    let denied = http(addr, "GET", "/v1/me", &[("Authorization", "Bearer sk-wrong-key-000000000000")], "").await;
+    assert_eq!(denied.status, 401);
+}
+
+/// A core process of its own.
+struct CoreProc {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for CoreProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    // A port free for both UDP (QUIC) and TCP right now.
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn core_proc(dir: &std::path::Path, name: &str, region: &str, quic: SocketAddr, ops: SocketAddr, failpoint: Option<&str>) -> CoreProc {
+    let (core_files, _) = pki().write(&dir.join("certs")).unwrap();
+    let q = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let toml = format!(
+        "core_id = {name:?}\nregion = {region:?}\nlisten = \"{quic}\"\nhttp = \"{ops}\"\nthreads = 1\nload_report_ms = 50\n\
+         [tls]\nca = {}\ncert = {}\nkey = {}\n\
+         [fleets.mini]\nkv_tokens = 4096\nmodel = {}\n[fleets.flagship]\nkv_tokens = 4096\nmodel = {}\n\
+         [store]\npath = {}\n",
+        q(&core_files.ca),
+        q(&core_files.cert),
+        q(&core_files.key),
+        q(&model_path()),
+        q(&model_path()),
+        q(&dir.join(format!("{name}.redb"))),
+    );
+    let path = write_file(dir, &format!("{name}.toml"), &toml);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chorus-test-core"));
+    cmd.arg("--config").arg(&path).env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped());
+    match failpoint {
+        Some(f) => cmd.env("CHORUS_FAILPOINT", f),
+        None => cmd.env_remove("CHORUS_FAILPOINT"),
+    };
+    let mut child = cmd.spawn().expect("the core process starts");
+    let (tx, stderr) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("QUIC"), "{line:?}");
+    CoreProc { child, stderr }
+}
+
+fn wait_line(p: &CoreProc, needle: &str) {
+    loop {
+        let l = p.stderr.recv_timeout(Duration::from_secs(60)).expect("the core logs the failpoint");
+        if l.contains(needle) {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_region_a_dies_region_b_serves_retrying_only_before_the_first_token() {
+    let dir = scratch("failover");
+    let (qa, oa, qb, ob) = (free_port(), free_port(), free_port(), free_port());
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let regions = format!(
+        "[[region]]\nname = \"region-a\"\nrtt_ms = {{ region-b = 40 }}\n[[region.core]]\nname = \"core-a\"\nquic = \"{}\"\nops = \"{}\"\n\n\
+         [[region]]\nname = \"region-b\"\nrtt_ms = {{ region-a = 40 }}\n[[region.core]]\nname = \"core-b\"\nquic = \"{}\"\nops = \"{}\"\n",
+        addr(qa), addr(oa), addr(qb), addr(ob)
+    );
+    let regions_file = write_file(&dir, "regions.toml", &regions);
+    let _b = core_proc(&dir, "core-b", "region-b", addr(qb), addr(ob), None);
+    // Region A answers three tokens of anything and then hangs.
+    let a = core_proc(&dir, "core-a", "region-a", addr(qa), addr(oa), Some("stall_after_tokens@3"));
+    let mut cfg = edge_config(vec![]);
+    cfg.region = "region-a".into();
+    cfg.regions_file = Some(regions_file);
+    let edge = start_edge(cfg).await;
+    let e = edge.addr;
+    let k = auth(KEY);
+    let headers = [("Authorization", k.as_str()), ("Content-Type", "application/json")];
+
+    // In flight after its first token when A dies: a clear error event ends the stream.
+    let req = send_request(e, "POST", "/v1/chat/completions", &headers, chat_body("Tell me a story.", 40, true).as_bytes()).await;
+    wait_line(&a, "failpoint stall_after_tokens");
+    drop(a); // SIGKILL
+    let r = tokio::time::timeout(Duration::from_secs(30), read_response(req)).await.expect("the stream ends promptly");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-chorus-model").map(|_| ()), Some(()));
+    let events = sse_events(&r.body);
+    assert!(!sse_text(&events).is_empty(), "tokens came before the failure: {}", r.body);
+    let last: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
+    assert!(last["error"]["message"].as_str().unwrap().contains("failed mid-answer"), "{last}");
+    assert!(!r.body.contains("[DONE]"));
+
+    // New requests go to region B.
+    let r = http(e, "POST", "/v1/chat/completions", &headers, &chat_body("Say hi.", 8, false)).await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // A comes back, hanging before any token; in flight when it dies, the request is retried on
+    // B and the client never notices.
+    let a = core_proc(&dir, "core-a", "region-a", addr(qa), addr(oa), Some("stall_after_tokens@0"));
+    let healthy = |edge: &chorus_edge::RunningEdge| edge.state.pool.health().iter().all(|h| h.1 == 1);
+    let t = std::time::Instant::now();
+    while !healthy(&edge) {
+        assert!(t.elapsed() < Duration::from_secs(30), "the edge reconnects to region A");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let req = send_request(e, "POST", "/v1/chat/completions", &headers, chat_body("Say hello.", 12, true).as_bytes()).await;
+    wait_line(&a, "failpoint stall_after_tokens");
+    drop(a);
+    let r = tokio::time::timeout(Duration::from_secs(30), read_response(req)).await.expect("answered promptly");
+    assert_eq!(r.status, 200, "{r:?}");
+    let events = sse_events(&r.body);
+    assert_eq!(events.last().unwrap().1, "[DONE]", "{}", r.body);
+    assert!(!sse_text(&events).is_empty());
+    let m = http(e, "GET", "/metrics", &[], "").await.body;
+    assert!(m.contains("chorus_edge_upstream_retries_total 1"), "{m}");
+    assert!(m.contains("chorus_edge_upstream_healthy_cores{region=\"region-a\"} 0"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_chat_streams_and_shows_the_conversation_after_a_reload() {
+    let sys = System::up("web").await;
+    let mut b = chorus_tests::browser::Browser::launch().await.expect("headless chromium starts");
+    b.navigate(&format!("http://{}/#key={KEY}", sys.edge.addr)).await.unwrap();
+    let tier = b.wait_for("document.getElementById('tier-badge')?.textContent", Duration::from_secs(20)).await.unwrap();
+    assert_eq!(tier, json!("enterprise"));
+    b.eval("document.getElementById('prompt').value = 'Name a colour.'; document.getElementById('composer').requestSubmit(); true")
+        .await
+        .unwrap();
+    // Watch the answer grow while it is marked streaming.
+    let mut seen_streaming = 0;
+    let mut last = String::new();
+    let t = std::time::Instant::now();
+    loop {
+        let v = b
+            .eval("(() => { const m = [...document.querySelectorAll('.message.assistant')].pop(); return m ? [m.classList.contains('streaming'), m.textContent] : null; })()")
+            .await
+            .unwrap();
+        if let Some([streaming, text]) = v.as_array().map(|a| [a[0].clone(), a[1].clone()]) {
+            let text = text.as_str().unwrap_or("").to_owned();
+            if streaming == json!(true) && !text.is_empty() && text != last {
+                seen_streaming += 1;
+            }
+            last = text;
+            if streaming == json!(false) && !last.is_empty() {
+                break;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "the answer finishes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(seen_streaming >= 1, "tokens appeared while the answer was streaming");
+    let answer = last;
+    b.wait_for("document.querySelector('.conversation') !== null", Duration::from_secs(10)).await.unwrap();
+    b.reload().await.unwrap();
+    let after = b
+        .wait_for(
+            "(() => { const u = document.querySelector('.message.user'); const a = document.querySelector('.message.assistant'); return u && a ? [u.textContent, a.textContent] : null; })()",
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after, json!(["Name a colour.", answer]));
+}
