@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use chorus_edge::upstream::client::CoreClient;
 use chorus_core::config::CoreConfig;
+use chorus_edge::upstream::client::CoreClient;
 use chorus_proto::{Generate, Message, Reply, Role, Sampling, Tier};
 use clap::Args;
 

@@ -66,8 +66,13 @@ fn core_config(args: &UpArgs) -> Result<CoreConfig> {
 fn edge_config(args: &UpArgs, key: &str) -> EdgeConfig {
     let mut cfg = EdgeConfig { listen: args.listen, ..EdgeConfig::default() };
     cfg.state.redis = args.redis.clone();
-    cfg.filters.api_keys =
-        vec![ApiKey { sha256: None, key: Some(key.into()), tenant: "demo".into(), user: "demo".into(), tier: args.tier.clone() }];
+    cfg.filters.api_keys = vec![ApiKey {
+        sha256: None,
+        key: Some(key.into()),
+        tenant: "demo".into(),
+        user: "demo".into(),
+        tier: args.tier.clone(),
+    }];
     cfg
 }
 

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A headless browser with one page.
+#[allow(missing_debug_implementations)] // holds a WebSocket stream
 pub struct Browser {
     child: Child,
     ws: Ws,
@@ -38,7 +39,8 @@ pub fn binary() -> Option<String> {
 
 impl Browser {
     pub async fn launch() -> anyhow::Result<Browser> {
-        let bin = binary().ok_or_else(|| anyhow::anyhow!("no chromium on this machine (CI installs Debian's `chromium`)"))?;
+        let bin =
+            binary().ok_or_else(|| anyhow::anyhow!("no chromium on this machine (CI installs Debian's `chromium`)"))?;
         let profile = crate::scratch("chromium");
         let mut child = Command::new(bin)
             .args([

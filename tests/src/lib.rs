@@ -101,7 +101,8 @@ pub fn edge_config(cores: Vec<CoreSite>) -> EdgeConfig {
         user: user.into(),
         tier: tier.into(),
     };
-    cfg.filters.api_keys = vec![key(KEY, "alice", "enterprise"), key(OTHER_KEY, "bob", "enterprise"), key(FREE_KEY, "carol", "free")];
+    cfg.filters.api_keys =
+        vec![key(KEY, "alice", "enterprise"), key(OTHER_KEY, "bob", "enterprise"), key(FREE_KEY, "carol", "free")];
     cfg.filters.config.insert("ratelimit".into(), [("burst.enterprise".to_string(), "unlimited".to_string())].into());
     cfg
 }
@@ -114,6 +115,7 @@ pub async fn start_edge(cfg: EdgeConfig) -> RunningEdge {
 }
 
 /// A core and an edge in front of it.
+#[derive(Debug)]
 pub struct System {
     pub core: RunningCore,
     pub edge: RunningEdge,
@@ -158,7 +160,8 @@ pub async fn send_request(
     body: &[u8],
 ) -> tokio::net::TcpStream {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -168,10 +171,32 @@ pub async fn send_request(
     s
 }
 
-/// Reads a whole response from a stream started with [`send_request`].
+/// Reads a whole response from a stream started with [`send_request`]: to its
+/// `Content-Length`, to the last chunk, or to the end of the connection.
 pub async fn read_response(mut s: tokio::net::TcpStream) -> HttpResponse {
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.expect("read");
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let body = raw.len() - split - 4;
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| body >= n) {
+                break;
+            }
+            if head.contains("transfer-encoding: chunked") && raw.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+        }
+        let n = s.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
     parse_response(&raw)
 }
 
@@ -193,8 +218,7 @@ pub fn parse_response(raw: &[u8]) -> HttpResponse {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 || b.len() < eol + 2 + size {
             out.extend_from_slice(&b[(eol + 2).min(b.len())..(eol + 2 + size).min(b.len())]);
@@ -248,10 +272,8 @@ pub fn sse_text(events: &[(String, String)]) -> String {
 /// A directory with the `openai` Python package, installed once per machine (pip, from the
 /// package registry) and reused.
 pub fn openai_python() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-        .join("py-openai");
+    let dir =
+        std::env::var_os("CARGO_TARGET_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir).join("py-openai");
     if dir.join("openai").exists() {
         return dir;
     }

@@ -73,7 +73,10 @@ print(json.dumps({"text": text, "usage": usage, "chunks": chunks, "whole": whole
     let usage = &r["usage"];
     assert!(usage["prompt_tokens"].as_u64().unwrap() > 5, "{r}");
     assert!((1..=24).contains(&usage["completion_tokens"].as_u64().unwrap()), "{r}");
-    assert_eq!(usage["total_tokens"], json!(usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()));
+    assert_eq!(
+        usage["total_tokens"],
+        json!(usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap())
+    );
     assert_eq!(r["whole"].as_str().unwrap(), text, "greedy: the streamed and the whole answer agree");
     assert!(r["models"].as_array().unwrap().contains(&json!("chorus")), "{r}");
     assert_eq!(r["err"], json!("NotFoundError"), "an unknown model is a 404 the SDK understands");
@@ -99,12 +102,15 @@ print(json.dumps({"text": text, "usage": usage, "chunks": chunks, "whole": whole
 
     // A WebSocket client.
     let (mut ws, _) = tokio_tungstenite::connect_async(
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{}/v1/realtime", sys.edge.addr))
-            .map(|mut r| {
-                r.headers_mut().insert("authorization", auth(KEY).parse().unwrap());
-                r
-            })
-            .unwrap(),
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/v1/realtime",
+            sys.edge.addr
+        ))
+        .map(|mut r| {
+            r.headers_mut().insert("authorization", auth(KEY).parse().unwrap());
+            r
+        })
+        .unwrap(),
     )
     .await
     .expect("WebSocket upgrade");
@@ -148,7 +154,8 @@ async fn an_idempotency_key_generates_once_concurrently_and_sequentially() {
     let before = streams();
     let body = chat_body("Write one short sentence about rain.", 32, false);
     let a = auth(KEY);
-    let headers = [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Idempotency-Key", "order-42")];
+    let headers =
+        [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Idempotency-Key", "order-42")];
     let (r1, r2) = tokio::join!(
         http(addr, "POST", "/v1/chat/completions", &headers, &body),
         http(addr, "POST", "/v1/chat/completions", &headers, &body)
@@ -207,7 +214,11 @@ async fn a_dropped_stream_resumes_from_last_event_id_exactly() {
     let last_id = first.last().unwrap().0.clone();
     let conversation = text
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().starts_with("x-chorus-conversation-id:").then(|| l.split(':').nth(1).unwrap().trim().to_owned()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("x-chorus-conversation-id:")
+                .then(|| l.split(':').nth(1).unwrap().trim().to_owned())
+        })
         .expect("the conversation id header");
 
     let h2 = [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Last-Event-ID", last_id.as_str())];
@@ -257,9 +268,23 @@ async fn conversations_continue_list_export_feedback_and_erase() {
     let list = http(addr, "GET", "/v1/conversations", &headers, "").await.json();
     assert_eq!(list["data"][0]["id"], json!(id));
     assert_eq!(list["data"][0]["turns"], json!(2));
-    let fb = http(addr, "POST", "/v1/feedback", &headers, &json!({"conversation_id": id, "version": 2, "rating": "up"}).to_string()).await;
+    let fb = http(
+        addr,
+        "POST",
+        "/v1/feedback",
+        &headers,
+        &json!({"conversation_id": id, "version": 2, "rating": "up"}).to_string(),
+    )
+    .await;
     assert_eq!(fb.status, 201, "{fb:?}");
-    let bad = http(addr, "POST", "/v1/feedback", &headers, &json!({"conversation_id": id, "version": 2, "rating": "meh"}).to_string()).await;
+    let bad = http(
+        addr,
+        "POST",
+        "/v1/feedback",
+        &headers,
+        &json!({"conversation_id": id, "version": 2, "rating": "meh"}).to_string(),
+    )
+    .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["param"], "rating");
     let export = http(addr, "GET", "/v1/conversations/export", &headers, "").await;
@@ -313,7 +338,14 @@ fn free_port() -> u16 {
     }
 }
 
-fn core_proc(dir: &std::path::Path, name: &str, region: &str, quic: SocketAddr, ops: SocketAddr, failpoint: Option<&str>) -> CoreProc {
+fn core_proc(
+    dir: &std::path::Path,
+    name: &str,
+    region: &str,
+    quic: SocketAddr,
+    ops: SocketAddr,
+    failpoint: Option<&str>,
+) -> CoreProc {
     let (core_files, _) = pki().write(&dir.join("certs")).unwrap();
     let q = |p: &std::path::Path| format!("{:?}", p.display().to_string());
     let toml = format!(
@@ -367,7 +399,10 @@ async fn when_region_a_dies_region_b_serves_retrying_only_before_the_first_token
     let regions = format!(
         "[[region]]\nname = \"region-a\"\nrtt_ms = {{ region-b = 40 }}\n[[region.core]]\nname = \"core-a\"\nquic = \"{}\"\nops = \"{}\"\n\n\
          [[region]]\nname = \"region-b\"\nrtt_ms = {{ region-a = 40 }}\n[[region.core]]\nname = \"core-b\"\nquic = \"{}\"\nops = \"{}\"\n",
-        addr(qa), addr(oa), addr(qb), addr(ob)
+        addr(qa),
+        addr(oa),
+        addr(qb),
+        addr(ob)
     );
     let regions_file = write_file(&dir, "regions.toml", &regions);
     let _b = core_proc(&dir, "core-b", "region-b", addr(qb), addr(ob), None);
@@ -382,7 +417,9 @@ async fn when_region_a_dies_region_b_serves_retrying_only_before_the_first_token
     let headers = [("Authorization", k.as_str()), ("Content-Type", "application/json")];
 
     // In flight after its first token when A dies: a clear error event ends the stream.
-    let req = send_request(e, "POST", "/v1/chat/completions", &headers, chat_body("Tell me a story.", 40, true).as_bytes()).await;
+    let req =
+        send_request(e, "POST", "/v1/chat/completions", &headers, chat_body("Tell me a story.", 40, true).as_bytes())
+            .await;
     wait_line(&a, "failpoint stall_after_tokens");
     drop(a); // SIGKILL
     let r = tokio::time::timeout(Duration::from_secs(30), read_response(req)).await.expect("the stream ends promptly");
@@ -407,7 +444,8 @@ async fn when_region_a_dies_region_b_serves_retrying_only_before_the_first_token
         assert!(t.elapsed() < Duration::from_secs(30), "the edge reconnects to region A");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let req = send_request(e, "POST", "/v1/chat/completions", &headers, chat_body("Say hello.", 12, true).as_bytes()).await;
+    let req =
+        send_request(e, "POST", "/v1/chat/completions", &headers, chat_body("Say hello.", 12, true).as_bytes()).await;
     wait_line(&a, "failpoint stall_after_tokens");
     drop(a);
     let r = tokio::time::timeout(Duration::from_secs(30), read_response(req)).await.expect("answered promptly");

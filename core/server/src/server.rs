@@ -866,6 +866,14 @@ pub(crate) fn any_in_flight(core: &Core) -> bool {
     core.in_flight() > 0 || core.metrics.streams_open.load(Ordering::Relaxed) > 0
 }
 
+/// Test hook: with `CHORUS_FAILPOINT=stall_after_tokens@N` every answer stops (holding its
+/// stream open, sending nothing more) before its token N + 1, so a test can kill the core
+/// with requests in flight before or after their first token.
+fn failpoint_stall(completion: u32) -> bool {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    AT.get_or_init(|| crate::failpoint("stall_after_tokens")).is_some_and(|n| u64::from(completion) == n + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -886,12 +894,4 @@ mod tests {
         // Progress resumes.
         assert_eq!(p.observe(7, 2, t0 + 21 * s), None);
     }
-}
-
-/// Test hook: with `CHORUS_FAILPOINT=stall_after_tokens@N` every answer stops (holding its
-/// stream open, sending nothing more) before its token N + 1, so a test can kill the core
-/// with requests in flight before or after their first token.
-fn failpoint_stall(completion: u32) -> bool {
-    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    AT.get_or_init(|| crate::failpoint("stall_after_tokens")).is_some_and(|n| u64::from(completion) == n + 1)
 }

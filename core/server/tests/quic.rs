@@ -12,11 +12,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use chorus_edge::upstream::client::{ClientError, CoreClient};
 use chorus_core::config::{CoreConfig, FleetConfig};
 use chorus_core::config::{DurableKind, HotKind};
 use chorus_core::tls::{DevPki, Identity};
 use chorus_core::{Core, RunningCore, fleet};
+use chorus_edge::upstream::client::{ClientError, CoreClient};
 use chorus_engine::engine::{Engine, EngineOptions};
 use chorus_proto::{
     ConversationRef, Done, ErrorCode, FinishReason, Generate, Message, Rating, Reply, Request, Role, Sampling, StoreOp,

@@ -34,7 +34,8 @@ pub struct Started {
 /// Reads at most `limit` bytes of body; a larger one is refused as soon as it is known.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     use futures_util::StreamExt;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::TooLarge { limit });
     }
@@ -52,11 +53,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 
 /// The credential a caller presented (what resumption and attachment are bound to).
 pub fn credential(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::AUTHORIZATION)
-        .or_else(|| headers.get("x-api-key"))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    headers.get(header::AUTHORIZATION).or_else(|| headers.get("x-api-key")).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 fn idempotency_key(headers: &HeaderMap, max: usize) -> Result<Option<String>, ApiError> {
@@ -69,13 +66,16 @@ fn idempotency_key(headers: &HeaderMap, max: usize) -> Result<Option<String>, Ap
 }
 
 /// The whole pipeline up to a run to read from.
-pub async fn start(st: &Arc<EdgeState>, headers: &HeaderMap, client_ip: &str, body: &[u8]) -> Result<Started, ApiError> {
+pub async fn start(
+    st: &Arc<EdgeState>,
+    headers: &HeaderMap,
+    client_ip: &str,
+    body: &[u8],
+) -> Result<Started, ApiError> {
     let limits = &st.cfg.limits;
     let chat = parse_chat(body, limits)?;
     st.check_model(&chat.model)?;
-    let caller = st
-        .admit(headers, client_ip, "POST", "/v1/chat/completions", Some(&chat))
-        .await?;
+    let caller = st.admit(headers, client_ip, "POST", "/v1/chat/completions", Some(&chat)).await?;
     let owner = owner_of(credential(headers));
     let idem = idempotency_key(headers, limits.max_idempotency_key_bytes)?;
     let scope = state::scope(&caller.tenant, &caller.user);
@@ -114,11 +114,7 @@ pub async fn start(st: &Arc<EdgeState>, headers: &HeaderMap, client_ip: &str, bo
         max_tokens: chat.max_tokens,
         stop: chat.stop.clone(),
         deadline_ms: Some(st.cfg.upstream.deadline_ms),
-        trace: headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| v.len() <= 128)
-            .map(str::to_owned),
+        trace: headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 128).map(str::to_owned),
     };
     if let Err(e) = generate.check(&chorus_proto::Limits::default()) {
         st.complete(ticket, Outcome::Failed, Default::default());
@@ -129,7 +125,15 @@ pub async fn start(st: &Arc<EdgeState>, headers: &HeaderMap, client_ip: &str, bo
     }
     let resumable = chat.stream || idem_record.is_some();
     let grace = if resumable { Duration::from_secs(st.cfg.resume.window_secs) } else { Duration::ZERO };
-    let run = Run::new(run_id, chat.stream, chat.include_usage, tier_name.clone(), owner, st.cfg.resume.max_buffer_bytes, grace);
+    let run = Run::new(
+        run_id,
+        chat.stream,
+        chat.include_usage,
+        tier_name.clone(),
+        owner,
+        st.cfg.resume.max_buffer_bytes,
+        grace,
+    );
     st.runs.insert(run.clone());
     let reader = run.reader();
     let key = generate.conversation.id().map(str::to_owned).unwrap_or_else(|| request_id.clone());
@@ -236,11 +240,8 @@ async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: String, fin:
                         st.metrics.upstream_ttft.observe(sent.elapsed());
                         run.push(head(accepted.as_ref()));
                     }
-                    let logprobs = t
-                        .logprobs
-                        .as_ref()
-                        .map(|(c, top)| vec![TokenLogprob::from_proto(c, top)])
-                        .unwrap_or_default();
+                    let logprobs =
+                        t.logprobs.as_ref().map(|(c, top)| vec![TokenLogprob::from_proto(c, top)]).unwrap_or_default();
                     if !t.text.is_empty() || !logprobs.is_empty() {
                         run.push(RunEvent::Delta { text: t.text, logprobs });
                     }
@@ -347,7 +348,8 @@ pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec
         }
         RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error } => {
             let mut last = chunk(json!({}), Value::Null, json!(finish_reason));
-            last["chorus"] = json!({"conversation_id": conversation_id, "turn_version": turn_version, "store_error": store_error});
+            last["chorus"] =
+                json!({"conversation_id": conversation_id, "turn_version": turn_version, "store_error": store_error});
             let mut out = vec![last];
             if include_usage {
                 out.push(json!({

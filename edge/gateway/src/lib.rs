@@ -32,7 +32,10 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
-use chorus_filter_host::{CompletionTicket, CounterStore, FilterHost, FilterRequest, HostConfig, Outcome, TrustPolicy, TrustedKey, WatchHandle};
+use chorus_filter_host::{
+    CompletionTicket, CounterStore, FilterHost, FilterRequest, HostConfig, Outcome, TrustPolicy, TrustedKey,
+    WatchHandle,
+};
 use chorus_proto::Tier;
 use chorus_proto::tls::Identity;
 use tracing::info;
@@ -268,7 +271,8 @@ impl EdgeState {
             });
         };
         let tier_name = id.tier.unwrap_or_else(|| "free".into());
-        let tier = parse_tier(&tier_name).ok_or_else(|| ApiError::Unavailable(format!("unknown tier {tier_name:?}")))?;
+        let tier =
+            parse_tier(&tier_name).ok_or_else(|| ApiError::Unavailable(format!("unknown tier {tier_name:?}")))?;
         Ok(Caller { tenant, user, tier, tier_name, ticket: outcome.ticket })
     }
 

@@ -74,7 +74,13 @@ impl EdgeMetrics {
     }
 
     pub fn requests_with_status(&self, status: u16) -> u64 {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|(k, _)| k.1 == status).map(|(_, v)| v).sum()
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(k, _)| k.1 == status)
+            .map(|(_, v)| v)
+            .sum()
     }
 
     /// Prometheus text; `health` is (region, healthy cores, cores).
@@ -83,7 +89,10 @@ impl EdgeMetrics {
         out.push_str("# HELP chorus_edge_requests_total Requests answered, by route, HTTP status and tier.\n");
         out.push_str("# TYPE chorus_edge_requests_total counter\n");
         for ((route, status, tier), n) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "chorus_edge_requests_total{{route=\"{route}\",status=\"{status}\",tier=\"{tier}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "chorus_edge_requests_total{{route=\"{route}\",status=\"{status}\",tier=\"{tier}\"}} {n}"
+            );
         }
         out.push_str("# HELP chorus_edge_filter_chain_seconds Time in the filter chain per request.\n");
         out.push_str("# TYPE chorus_edge_filter_chain_seconds histogram\n");
@@ -91,15 +100,29 @@ impl EdgeMetrics {
         out.push_str("# HELP chorus_edge_upstream_ttft_seconds From sending Generate to the core's first token.\n");
         out.push_str("# TYPE chorus_edge_upstream_ttft_seconds histogram\n");
         self.upstream_ttft.render(&mut out, "chorus_edge_upstream_ttft_seconds", "");
-        out.push_str("# HELP chorus_edge_ttft_seconds From the request's arrival to its first token written to the client.\n");
+        out.push_str(
+            "# HELP chorus_edge_ttft_seconds From the request's arrival to its first token written to the client.\n",
+        );
         out.push_str("# TYPE chorus_edge_ttft_seconds histogram\n");
         for (i, t) in TIERS.iter().enumerate() {
             self.ttft[i].render(&mut out, "chorus_edge_ttft_seconds", &format!("tier=\"{t}\""));
         }
         for (name, help, v) in [
-            ("chorus_edge_upstream_retries_total", "Requests retried on another core before their first token.", &self.upstream_retries),
-            ("chorus_edge_idempotent_replays_total", "Finished answers replayed for a repeated Idempotency-Key.", &self.idempotent_replays),
-            ("chorus_edge_idempotent_attaches_total", "Repeated Idempotency-Keys attached to the answer in flight.", &self.idempotent_attaches),
+            (
+                "chorus_edge_upstream_retries_total",
+                "Requests retried on another core before their first token.",
+                &self.upstream_retries,
+            ),
+            (
+                "chorus_edge_idempotent_replays_total",
+                "Finished answers replayed for a repeated Idempotency-Key.",
+                &self.idempotent_replays,
+            ),
+            (
+                "chorus_edge_idempotent_attaches_total",
+                "Repeated Idempotency-Keys attached to the answer in flight.",
+                &self.idempotent_attaches,
+            ),
             ("chorus_edge_resumes_total", "Streams resumed with Last-Event-ID.", &self.resumes),
             ("chorus_edge_cancelled_total", "Answers cancelled because their client went away.", &self.cancelled),
         ] {
@@ -115,7 +138,10 @@ impl EdgeMetrics {
         for (region, _, total) in health {
             let _ = writeln!(out, "chorus_edge_upstream_cores{{region=\"{region}\"}} {total}");
         }
-        let _ = writeln!(out, "# HELP chorus_edge_runs Answers held (in flight or resumable).\n# TYPE chorus_edge_runs gauge\nchorus_edge_runs {runs}");
+        let _ = writeln!(
+            out,
+            "# HELP chorus_edge_runs Answers held (in flight or resumable).\n# TYPE chorus_edge_runs gauge\nchorus_edge_runs {runs}"
+        );
         out
     }
 }

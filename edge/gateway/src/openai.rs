@@ -123,8 +123,9 @@ impl ValidChat {
 
 /// Decodes `body` (already size-checked) into a [`ValidChat`]. Errors name the field.
 pub fn parse_chat(body: &[u8], limits: &ApiLimits) -> Result<ValidChat, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|e| {
-        ApiError::Invalid { param: None, message: format!("the body is not valid UTF-8 (at byte {})", e.valid_up_to()) }
+    let text = std::str::from_utf8(body).map_err(|e| ApiError::Invalid {
+        param: None,
+        message: format!("the body is not valid UTF-8 (at byte {})", e.valid_up_to()),
     })?;
     let de = &mut serde_json::Deserializer::from_str(text);
     let req: ChatRequest = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -132,7 +133,9 @@ pub fn parse_chat(body: &[u8], limits: &ApiLimits) -> Result<ValidChat, ApiError
         let inner = e.into_inner();
         let param = if path == "." || path == "?" || path.is_empty() { None } else { Some(path) };
         let message = match &param {
-            _ if inner.is_syntax() || inner.is_eof() => format!("the body is not valid JSON (not a valid chat request): {inner}"),
+            _ if inner.is_syntax() || inner.is_eof() => {
+                format!("the body is not valid JSON (not a valid chat request): {inner}")
+            }
             Some(p) => format!("{p}: {inner}"),
             None => format!("the body is not a valid chat request: {inner}"),
         };
@@ -150,10 +153,9 @@ fn range(name: &str, v: Option<f32>, lo: f32, hi: f32, default: f32) -> Result<f
 }
 
 fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError> {
-    for (name, v) in
-        [("tools", &req.tools), ("functions", &req.functions), ("logit_bias", &req.logit_bias)]
-    {
-        if v.as_ref().is_some_and(|v| !v.is_null() && v != &Value::Array(vec![]) && v != &Value::Object(Default::default()))
+    for (name, v) in [("tools", &req.tools), ("functions", &req.functions), ("logit_bias", &req.logit_bias)] {
+        if v.as_ref()
+            .is_some_and(|v| !v.is_null() && v != &Value::Array(vec![]) && v != &Value::Object(Default::default()))
         {
             return Err(ApiError::invalid(name, format!("{name} is not supported")));
         }
@@ -235,7 +237,10 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         (None, None) => (limits.default_max_tokens, "max_tokens"),
     };
     if max_tokens == 0 || max_tokens > limits.max_tokens {
-        return Err(ApiError::invalid(field, format!("{field} is {max_tokens}; it must be 1 to {}", limits.max_tokens)));
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} is {max_tokens}; it must be 1 to {}", limits.max_tokens),
+        ));
     }
     let stop = match req.stop {
         None => vec![],
@@ -243,7 +248,10 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         Some(Stop::Many(v)) => v,
     };
     if stop.len() > limits.max_stop {
-        return Err(ApiError::invalid("stop", format!("{} stop sequences; the limit is {}", stop.len(), limits.max_stop)));
+        return Err(ApiError::invalid(
+            "stop",
+            format!("{} stop sequences; the limit is {}", stop.len(), limits.max_stop),
+        ));
     }
     if let Some(s) = stop.iter().find(|s| s.is_empty() || s.len() > limits.max_stop_bytes) {
         return Err(ApiError::invalid(
@@ -393,15 +401,35 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert!(param(parse(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err()).starts_with("messages[0].content"));
+        assert!(
+            param(parse(r#"{"model":"m","messages":[{"role":"user","content":5}]}"#).unwrap_err())
+                .starts_with("messages[0].content")
+        );
         assert!(param(parse(r#"{"model":"m","messages":"hi"}"#).unwrap_err()).starts_with("messages"));
-        assert!(param(parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#).unwrap_err()).starts_with("n |"));
-        assert!(param(parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":9}"#).unwrap_err()).starts_with("temperature"));
-        assert!(param(parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":100000}"#).unwrap_err()).starts_with("max_tokens"));
+        assert!(
+            param(parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#).unwrap_err())
+                .starts_with("n |")
+        );
+        assert!(
+            param(parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":9}"#).unwrap_err())
+                .starts_with("temperature")
+        );
+        assert!(
+            param(
+                parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":100000}"#).unwrap_err()
+            )
+            .starts_with("max_tokens")
+        );
         assert!(param(parse(r#"{"model":"m","messages":[]}"#).unwrap_err()).starts_with("messages |"));
-        assert!(param(parse(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#).unwrap_err()).starts_with("messages[0].role"));
+        assert!(
+            param(parse(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#).unwrap_err())
+                .starts_with("messages[0].role")
+        );
         assert!(param(parse(r#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err()).contains("model"));
-        assert!(param(parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{}]}"#).unwrap_err()).starts_with("tools"));
+        assert!(
+            param(parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{}]}"#).unwrap_err())
+                .starts_with("tools")
+        );
         let e = param(parse("{nope").unwrap_err());
         assert!(e.contains("not a valid chat request"), "{e}");
         let big = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(200_000));

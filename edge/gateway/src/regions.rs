@@ -86,8 +86,8 @@ fn valid_name(s: &str) -> bool {
 impl RegionFile {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, RegionError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RegionError::Read { path: path.into(), why: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| RegionError::Read { path: path.into(), why: e.to_string() })?;
         Self::parse(&text, path)
     }
 

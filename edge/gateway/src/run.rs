@@ -113,7 +113,15 @@ pub fn owner_of(credential: &str) -> [u8; 32] {
 }
 
 impl Run {
-    pub fn new(id: String, stream: bool, include_usage: bool, tier: String, owner: [u8; 32], max_bytes: usize, grace: Duration) -> Arc<Self> {
+    pub fn new(
+        id: String,
+        stream: bool,
+        include_usage: bool,
+        tier: String,
+        owner: [u8; 32],
+        max_bytes: usize,
+        grace: Duration,
+    ) -> Arc<Self> {
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Arc::new(Run {
             id,
@@ -132,7 +140,14 @@ impl Run {
     }
 
     /// A finished run built from stored events (an idempotent replay).
-    pub fn replay(id: String, stream: bool, include_usage: bool, tier: String, owner: [u8; 32], events: Vec<RunEvent>) -> Arc<Self> {
+    pub fn replay(
+        id: String,
+        stream: bool,
+        include_usage: bool,
+        tier: String,
+        owner: [u8; 32],
+        events: Vec<RunEvent>,
+    ) -> Arc<Self> {
         let run = Run::new(id, stream, include_usage, tier, owner, usize::MAX, Duration::ZERO);
         for e in events {
             run.push(e);
@@ -314,7 +329,12 @@ mod tests {
     #[tokio::test]
     async fn readers_follow_and_the_buffer_is_bounded() {
         let run = Run::new("r".into(), true, false, "free".into(), owner_of("k"), 200, Duration::ZERO);
-        run.push(RunEvent::Head { model: "m".into(), degraded_model: false, degraded_store: false, conversation_id: None });
+        run.push(RunEvent::Head {
+            model: "m".into(),
+            degraded_model: false,
+            degraded_store: false,
+            conversation_id: None,
+        });
         let r2 = run.clone();
         let waiter = tokio::spawn(async move { matches!(r2.next(1).await, Next::Event(RunEvent::Delta { .. })) });
         run.push(delta("a"));

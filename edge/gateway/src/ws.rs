@@ -9,16 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::{ClientIp, EdgeState};
 use crate::chat;
 use crate::error::ApiError;
 use crate::run::{Next, RunEvent};
+use crate::{ClientIp, EdgeState};
 
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 

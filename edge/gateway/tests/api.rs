@@ -16,11 +16,24 @@ const KEY: &str = "sk-test-0123456789abcdef";
 const FREE: &str = "sk-free-0123456789abcdef";
 
 fn state() -> Arc<EdgeState> {
-    let mut cfg = EdgeConfig::default();
     // Nothing listens there: requests that pass every check find no core.
-    cfg.cores = vec![CoreSite { name: "nowhere".into(), quic: "127.0.0.1:9".parse().unwrap(), ops: None, server_name: "localhost".into() }];
+    let mut cfg = EdgeConfig {
+        cores: vec![CoreSite {
+            name: "nowhere".into(),
+            quic: "127.0.0.1:9".parse().unwrap(),
+            ops: None,
+            server_name: "localhost".into(),
+        }],
+        ..EdgeConfig::default()
+    };
     cfg.upstream.connect_timeout_ms = 100;
-    let key = |k: &str, tier: &str| ApiKey { sha256: None, key: Some(k.into()), tenant: "t".into(), user: "u".into(), tier: tier.into() };
+    let key = |k: &str, tier: &str| ApiKey {
+        sha256: None,
+        key: Some(k.into()),
+        tenant: "t".into(),
+        user: "u".into(),
+        tier: tier.into(),
+    };
     cfg.filters.api_keys = vec![key(KEY, "enterprise"), key(FREE, "free")];
     let pki = chorus_proto::tls::mint_dev("api test CA", &["localhost".into()]).unwrap();
     EdgeState::new(cfg, pki.edge_identity().unwrap()).unwrap()
@@ -52,12 +65,39 @@ async fn bad_requests_get_openai_errors_naming_the_field() {
     let st = state();
     let cases: Vec<(Body, u16, &str, &str)> = vec![
         (Body::from("{not json"), 400, "", "not a valid chat request"),
-        (Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": 42}]}"#), 400, "messages[0].content", ""),
-        (Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}"#), 400, "max_tokens", ""),
-        (Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": "x"}], "temperature": 7}"#), 400, "temperature", "between 0 and 2"),
-        (Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": "x"}], "n": 3}"#), 400, "n", "only n = 1"),
+        (
+            Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": 42}]}"#),
+            400,
+            "messages[0].content",
+            "",
+        ),
+        (
+            Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}"#),
+            400,
+            "max_tokens",
+            "",
+        ),
+        (
+            Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": "x"}], "temperature": 7}"#),
+            400,
+            "temperature",
+            "between 0 and 2",
+        ),
+        (
+            Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": "x"}], "n": 3}"#),
+            400,
+            "n",
+            "only n = 1",
+        ),
         (Body::from(r#"{"model": "chorus", "messages": []}"#), 400, "messages", "must not be empty"),
-        (Body::from(b"{\"model\": \"chorus\", \"messages\": [{\"role\": \"user\", \"content\": \"\xc3\x28\"}]}".to_vec()), 400, "", "UTF-8"),
+        (
+            Body::from(
+                b"{\"model\": \"chorus\", \"messages\": [{\"role\": \"user\", \"content\": \"\xc3\x28\"}]}".to_vec(),
+            ),
+            400,
+            "",
+            "UTF-8",
+        ),
         (Body::from(r#"{"model": "gpt-7", "messages": [{"role": "user", "content": "x"}]}"#), 404, "model", "gpt-7"),
         (Body::from(vec![b' '; 2 << 20]), 413, "", "1048576 bytes"),
     ];
@@ -126,7 +166,14 @@ async fn routes_models_and_the_web_chat() {
     assert!(v.as_str().unwrap().contains("/app.js"));
     let (s, _, _) = call(&st, Request::get("/readyz").body(Body::empty()).unwrap()).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "no core is reachable");
-    let (s, _, v) = call(&st, Request::get("/v1/conversations?limit=0").header("authorization", format!("Bearer {KEY}")).body(Body::empty()).unwrap()).await;
+    let (s, _, v) = call(
+        &st,
+        Request::get("/v1/conversations?limit=0")
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(error(&v).1, "limit");
 }

@@ -106,7 +106,7 @@ impl UpstreamPool {
         for (_, slots) in &self.regions {
             let mut ranked: Vec<(u64, &Arc<CoreSlot>)> =
                 slots.iter().filter(|s| s.healthy()).map(|s| (rendezvous(key, &s.site.name), s)).collect();
-            ranked.sort_by(|a, b| b.0.cmp(&a.0));
+            ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
             for (_, s) in ranked {
                 if let Some(c) = s.client() {
                     out.push((s.clone(), c));
