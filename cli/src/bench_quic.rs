@@ -42,30 +42,11 @@ pub fn run(b: &QuicBench) -> Result<()> {
     if b.streams == 0 || b.tokens < b.streams {
         bail!("--streams must be at least 1 and --tokens at least --streams");
     }
-    let mut cfg = CoreConfig {
-        listen: "127.0.0.1:0".parse()?,
-        http: "127.0.0.1:0".parse()?,
-        threads: b.threads.unwrap_or(CoreConfig::default().threads),
-        ..CoreConfig::default()
-    };
     if std::env::var_os("RUST_LOG").is_some() {
         chorus_core::init_logging();
     }
+    let (mut cfg, scratch) = bench_core_config("quic", b.threads, &b.model, b.streams)?;
     cfg.post_safety.enabled = !b.no_post_safety;
-    cfg.fleets.retain(|name, _| name == "mini");
-    for r in cfg.router.routes.values_mut() {
-        *r = "mini".into();
-    }
-    cfg.router.downgrade.clear();
-    cfg.router.degrade_at.retain(|f, _| f == "mini");
-    cfg.router.reject_at.retain(|f, _| f == "mini");
-    let mini = cfg.fleets.get_mut("mini").context("mini fleet")?;
-    mini.model = b.model.clone();
-    mini.max_running = b.streams.max(mini.max_running);
-    // The benchmark's requests are stateless; the store it must open is a scratch file.
-    let scratch = std::env::temp_dir().join(format!("chorus-bench-quic-{}.redb", std::process::id()));
-    cfg.store.path = Some(scratch.clone());
-    cfg.validate()?;
     let fleets = chorus_core::fleet::start_fleets(&cfg, &mut chorus_core::fleet::load_engines(cfg.threads))?;
     let pki = chorus_core::tls::mint_dev("bench CA", &["localhost".into()])?;
     let per_stream = b.tokens.div_ceil(b.streams) as u32;
@@ -157,4 +138,34 @@ pub fn run(b: &QuicBench) -> Result<()> {
         println!("  p50 {p50} µs · p90 {p90} µs · p99 {p99} µs · max {max} µs   ({rate:.0} tok/s aggregate)");
     }
     Ok(())
+}
+
+/// A core for benchmarks: one `mini` fleet serving every tier on `model`, room for `running`
+/// sequences, free ports, and a scratch store file (returned, to remove afterwards).
+pub fn bench_core_config(
+    tag: &str,
+    threads: Option<usize>,
+    model: &str,
+    running: usize,
+) -> Result<(CoreConfig, std::path::PathBuf)> {
+    let mut cfg = CoreConfig {
+        listen: "127.0.0.1:0".parse()?,
+        http: "127.0.0.1:0".parse()?,
+        threads: threads.unwrap_or(CoreConfig::default().threads),
+        ..CoreConfig::default()
+    };
+    cfg.fleets.retain(|name, _| name == "mini");
+    for r in cfg.router.routes.values_mut() {
+        *r = "mini".into();
+    }
+    cfg.router.downgrade.clear();
+    cfg.router.degrade_at.retain(|f, _| f == "mini");
+    cfg.router.reject_at.retain(|f, _| f == "mini");
+    let mini = cfg.fleets.get_mut("mini").context("mini fleet")?;
+    mini.model = model.to_owned();
+    mini.max_running = running.max(mini.max_running);
+    let scratch = std::env::temp_dir().join(format!("chorus-bench-{tag}-{}.redb", std::process::id()));
+    cfg.store.path = Some(scratch.clone());
+    cfg.validate()?;
+    Ok((cfg, scratch))
 }

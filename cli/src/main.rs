@@ -5,6 +5,7 @@
 //! test | bench`). It parses arguments and prints; the work lives in the library crates.
 
 mod bench;
+mod bench_edge;
 mod bench_quic;
 mod bench_serve;
 mod chat;
@@ -151,6 +152,9 @@ enum BenchCmd {
     Engine(bench::EngineBench),
     /// Per-token latency the QUIC hop adds (engine emit → client decode), p50/p99.
     Quic(bench_quic::QuicBench),
+    /// What the edge adds to TTFT (side by side with the core alone), and how fast it sheds
+    /// rate-limited requests.
+    Edge(bench_edge::EdgeBench),
 }
 
 /// Which model and how to run it.
@@ -407,6 +411,7 @@ fn main() -> Result<()> {
         Cmd::Bench { cmd } => match cmd {
             BenchCmd::Engine(b) => bench::engine(&b),
             BenchCmd::Quic(b) => bench_quic::run(&b),
+            BenchCmd::Edge(b) => bench_edge::run(&b),
         },
     }
 }
