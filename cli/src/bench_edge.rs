@@ -175,7 +175,8 @@ async fn shed(addr: SocketAddr, connections: usize, secs: u64) -> Result<(u64, u
 fn complete(b: &[u8]) -> Option<usize> {
     let head = b.windows(4).position(|w| w == b"\r\n\r\n")?;
     let text = String::from_utf8_lossy(&b[..head]).to_ascii_lowercase();
-    let len: usize = text.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok())?;
+    let len: usize =
+        text.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok())?;
     (b.len() >= head + 4 + len).then_some(head + 4 + len)
 }
 
@@ -289,7 +290,8 @@ pub fn run(b: &EdgeBench) -> Result<()> {
     let (x50, x90) = (pct(&mut diff, 0.5), pct(&mut diff, 0.9));
     let builtin_rps = limited as f64 / secs;
     if b.json {
-        let wrk_json = wrk.map(|(rps, non2xx, total)| serde_json::json!({"rps": rps, "non_2xx": non2xx, "requests": total}));
+        let wrk_json =
+            wrk.map(|(rps, non2xx, total)| serde_json::json!({"rps": rps, "non_2xx": non2xx, "requests": total}));
         println!(
             "{}",
             serde_json::json!({

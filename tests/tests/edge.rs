@@ -100,6 +100,12 @@ print(json.dumps({"text": text, "usage": usage, "chunks": chunks, "whole": whole
     let usage_event: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
     assert_eq!(usage_event["usage"]["completion_tokens"], r["usage"]["completion_tokens"]);
 
+    // A WebSocket upgrade without credentials is refused.
+    let anonymous = tokio_tungstenite::connect_async(format!("ws://{}/v1/realtime", sys.edge.addr)).await;
+    match anonymous {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
     // A WebSocket client.
     let (mut ws, _) = tokio_tungstenite::connect_async(
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
@@ -237,6 +243,20 @@ async fn a_dropped_stream_resumes_from_last_event_id_exactly() {
     let stored = conv.json()["turns"][0]["answer"].as_str().unwrap().to_owned();
     assert_eq!(resumed, stored);
     assert_eq!(conv.json()["turns"].as_array().unwrap().len(), 1);
+
+    // Resuming right after the finish chunk still brings the usage chunk and the end marker.
+    let all: Vec<(String, String)> = first.iter().chain(second.iter()).cloned().collect();
+    let finish = all
+        .iter()
+        .find(|(_, d)| serde_json::from_str::<Value>(d).is_ok_and(|v| v["choices"][0]["finish_reason"].is_string()))
+        .map(|(id, _)| id.clone())
+        .expect("a finish chunk");
+    let h4 = [("Authorization", a.as_str()), ("Last-Event-ID", finish.as_str())];
+    let tail = sse_events(&http(addr, "POST", "/v1/chat/completions", &h4, "").await.body);
+    assert_eq!(tail.len(), 2, "{tail:?}");
+    assert!(serde_json::from_str::<Value>(&tail[0].1).unwrap()["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(tail[1].1, "[DONE]");
+    assert_ne!(tail[0].0, finish, "every frame has its own id");
 
     // Someone else cannot resume it; an unknown id is a clear 410.
     let b = auth(OTHER_KEY);

@@ -23,6 +23,14 @@ fn client_ip(parts: &Parts) -> String {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
 }
 
+/// The body within `limit` bytes and the client timeout.
+async fn read_body(st: &EdgeState, parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let secs = st.cfg.limits.client_timeout_secs;
+    tokio::time::timeout(std::time::Duration::from_secs(secs), chat::read_body(&parts.headers, body, limit))
+        .await
+        .map_err(|_| ApiError::Invalid { param: None, message: format!("the body did not arrive within {secs} s") })?
+}
+
 fn with_info(mut resp: Response, caller: Option<&Caller>) -> Response {
     if let Some(c) = caller {
         resp.extensions_mut().insert(RequestInfo { tier: c.tier_name.clone(), request_id: String::new() });
@@ -36,11 +44,11 @@ pub async fn chat_completions(State(st): State<Arc<EdgeState>>, req: Request) ->
     let result = async {
         if let Some(last) = parts.headers.get("last-event-id") {
             let last = last.to_str().map_err(|_| ApiError::invalid("Last-Event-ID", "not visible ASCII"))?.to_owned();
-            return chat::resume(&st, &parts.headers, &last).await;
+            return chat::resume(&st, &parts.headers, &client_ip(&parts), &last).await;
         }
-        let body = chat::read_body(&parts.headers, body, st.cfg.limits.max_body_bytes).await?;
+        let body = read_body(&st, &parts, body, st.cfg.limits.max_body_bytes).await?;
         let started_run = chat::start(&st, &parts.headers, &client_ip(&parts), &body).await?;
-        chat::respond(&st, started_run, 0, started).await
+        chat::respond(&st, started_run, (0, 0), started).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -101,7 +109,11 @@ async fn store(st: &EdgeState, c: &Caller, op: StoreOp, key: &str) -> Result<Vec
             user: c.user.clone(),
             op: op.clone(),
         };
-        match client.store(req).await {
+        let op_timeout = std::time::Duration::from_millis(u64::from(st.cfg.upstream.deadline_ms).min(30_000));
+        let res = tokio::time::timeout(op_timeout, client.store(req))
+            .await
+            .unwrap_or_else(|_| Err(crate::upstream::ClientError::Stream("timed out".into())));
+        match res {
             Ok(replies) => {
                 if let Some(Reply::Error(e)) = replies.last() {
                     return Err(e.clone().into());
@@ -216,25 +228,62 @@ pub async fn erase(State(st): State<Arc<EdgeState>>, parts: Parts) -> Response {
 }
 
 /// `GET /v1/conversations/export`: every conversation and feedback record, as one JSON
-/// document streamed in the pieces the core sends.
+/// document streamed through in the pieces the core sends (never held whole at the edge).
 pub async fn export(State(st): State<Arc<EdgeState>>, parts: Parts) -> Response {
     with_caller(st, parts, |st, c| async move {
-        let key = c.user.clone();
-        let replies = store(&st, &c, StoreOp::Export, &key).await?;
-        let pieces: Vec<Result<Bytes, std::convert::Infallible>> = replies
-            .into_iter()
-            .filter_map(|r| match r {
-                Reply::Store(StoreReply::Export { data, .. }) => Some(Ok(Bytes::from(data))),
-                _ => None,
-            })
-            .collect();
-        let mut resp = Response::new(Body::from_stream(futures_util::stream::iter(pieces)));
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        resp.headers_mut().insert(
-            header::CONTENT_DISPOSITION,
-            HeaderValue::from_static("attachment; filename=\"chorus-export.json\""),
-        );
-        Ok(resp)
+        let mut last = ApiError::Unavailable("no core is reachable; retry shortly".into());
+        for (slot, client) in st.pool.candidates(&c.user).into_iter().take(st.cfg.upstream.max_attempts) {
+            let req = StoreRequest {
+                request_id: format!("export-{}", crate::random_hex(8)),
+                tenant: c.tenant.clone(),
+                user: c.user.clone(),
+                op: StoreOp::Export,
+            };
+            let mut stream = match client.open().await {
+                Ok(s) => s,
+                Err(e) => {
+                    last = ApiError::Unavailable(format!("core {}: {e}", slot.site.name));
+                    continue;
+                }
+            };
+            if let Err(e) = stream.send(&chorus_proto::Request::Store(Box::new(req))).await {
+                last = ApiError::Unavailable(format!("core {}: {e}", slot.site.name));
+                continue;
+            }
+            // The first piece decides the status; the rest streams.
+            let first = match stream.next().await {
+                Ok(Some(Reply::Store(StoreReply::Export { data, last }))) => (data, last),
+                Ok(Some(Reply::Error(e))) => return Err(e.into()),
+                _ => {
+                    last = ApiError::Unavailable(format!("core {} failed before answering", slot.site.name));
+                    continue;
+                }
+            };
+            let body =
+                futures_util::stream::unfold((Some(first), stream, false), |(first, mut stream, done)| async move {
+                    if let Some((data, last)) = first {
+                        return Some((Ok::<_, std::convert::Infallible>(Bytes::from(data)), (None, stream, last)));
+                    }
+                    if done {
+                        return None;
+                    }
+                    match stream.next().await {
+                        Ok(Some(Reply::Store(StoreReply::Export { data, last }))) => {
+                            Some((Ok(Bytes::from(data)), (None, stream, last)))
+                        }
+                        // A failure mid-document truncates it (the JSON will not parse), never silently.
+                        _ => None,
+                    }
+                });
+            let mut resp = Response::new(Body::from_stream(body));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"chorus-export.json\""),
+            );
+            return Ok(resp);
+        }
+        Err(last)
     })
     .await
 }
@@ -251,7 +300,7 @@ struct FeedbackBody {
 
 pub async fn feedback(State(st): State<Arc<EdgeState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = chat::read_body(&parts.headers, body, 64 * 1024).await;
+    let body = read_body(&st, &parts, body, 64 * 1024).await;
     with_caller(st, parts, |st, c| async move {
         let body = body?;
         let de = &mut serde_json::Deserializer::from_slice(&body);

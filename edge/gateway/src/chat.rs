@@ -40,7 +40,8 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         return Err(ApiError::TooLarge { limit });
     }
     let mut frames = body.into_data_stream();
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    // A claimed length reserves at most 64 KiB up front: a client that stalls pins no more.
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit.min(64 * 1024) as u64) as usize);
     while let Some(chunk) = frames.next().await {
         let chunk = chunk.map_err(|e| ApiError::Invalid { param: None, message: format!("reading the body: {e}") })?;
         if buf.len() + chunk.len() > limit {
@@ -49,11 +50,6 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         buf.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(buf))
-}
-
-/// The credential a caller presented (what resumption and attachment are bound to).
-pub fn credential(headers: &HeaderMap) -> &str {
-    headers.get(header::AUTHORIZATION).or_else(|| headers.get("x-api-key")).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 fn idempotency_key(headers: &HeaderMap, max: usize) -> Result<Option<String>, ApiError> {
@@ -75,9 +71,9 @@ pub async fn start(
     let limits = &st.cfg.limits;
     let chat = parse_chat(body, limits)?;
     st.check_model(&chat.model)?;
-    let caller = st.admit(headers, client_ip, "POST", "/v1/chat/completions", Some(&chat)).await?;
-    let owner = owner_of(credential(headers));
     let idem = idempotency_key(headers, limits.max_idempotency_key_bytes)?;
+    let caller = st.admit(headers, client_ip, "POST", "/v1/chat/completions", Some(&chat)).await?;
+    let owner = owner_of(&caller.tenant, &caller.user);
     let scope = state::scope(&caller.tenant, &caller.user);
     let request_id = match &idem {
         // The same key always makes the same request id, so a core that already committed
@@ -116,25 +112,33 @@ pub async fn start(
         deadline_ms: Some(st.cfg.upstream.deadline_ms),
         trace: headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 128).map(str::to_owned),
     };
-    if let Err(e) = generate.check(&chorus_proto::Limits::default()) {
+    // The structural limits the core checks, and the frame the request must fit in.
+    let refused = match generate.check(&chorus_proto::Limits::default()) {
+        Err(e) => Some(ApiError::Invalid { param: None, message: e.to_string() }),
+        Ok(()) => {
+            let request = chorus_proto::Request::Generate(Box::new(generate.clone()));
+            chorus_proto::encode_to_vec(&request, chorus_proto::DEFAULT_MAX_FRAME)
+                .err()
+                .map(|_| ApiError::TooLarge { limit: chorus_proto::DEFAULT_MAX_FRAME as usize })
+        }
+    };
+    let resumable = chat.stream || idem_record.is_some();
+    let grace = if resumable { Duration::from_secs(st.cfg.resume.window_secs) } else { Duration::ZERO };
+    let max_buffer = st.cfg.resume.max_buffer_bytes;
+    let run = Run::new(run_id, chat.stream, chat.include_usage, tier_name.clone(), owner, max_buffer, grace);
+    // Only answers that can be resumed or attached to are kept by id.
+    let held = match (refused, resumable) {
+        (Some(e), _) => Err(e),
+        (None, true) => st.runs.insert(run.clone()),
+        (None, false) => Ok(()),
+    };
+    if let Err(e) = held {
         st.complete(ticket, Outcome::Failed, Default::default());
         if let Some((scope, key, _)) = &idem_record {
             st.state.release(scope, key).await;
         }
-        return Err(ApiError::Invalid { param: None, message: e.to_string() });
+        return Err(e);
     }
-    let resumable = chat.stream || idem_record.is_some();
-    let grace = if resumable { Duration::from_secs(st.cfg.resume.window_secs) } else { Duration::ZERO };
-    let run = Run::new(
-        run_id,
-        chat.stream,
-        chat.include_usage,
-        tier_name.clone(),
-        owner,
-        st.cfg.resume.max_buffer_bytes,
-        grace,
-    );
-    st.runs.insert(run.clone());
     let reader = run.reader();
     let key = generate.conversation.id().map(str::to_owned).unwrap_or_else(|| request_id.clone());
     let fin = Finisher { st: st.clone(), run: run.clone(), ticket, idem: idem_record };
@@ -179,7 +183,9 @@ struct Finisher {
 }
 
 impl Finisher {
-    async fn end(self, outcome: Outcome, usage: chorus_proto::Usage) {
+    /// `transcript`: every event of a completed answer (the driver's own copy, whatever the
+    /// bounded buffer dropped), recorded for idempotent replay.
+    async fn end(self, outcome: Outcome, usage: chorus_proto::Usage, transcript: Vec<RunEvent>) {
         let filter_usage = chorus_filter_host::Usage {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
@@ -187,9 +193,9 @@ impl Finisher {
         };
         self.st.complete(self.ticket, outcome, filter_usage);
         if let Some((scope, key, fp)) = self.idem {
-            match (outcome, self.run.events()) {
-                (Outcome::Completed, Some(events)) => {
-                    self.st.state.finish(&scope, &key, &fp, &self.st.cfg.edge_id, &self.run.id, events).await
+            match outcome {
+                Outcome::Completed => {
+                    self.st.state.finish(&scope, &key, &fp, &self.st.cfg.edge_id, &self.run.id, transcript).await
                 }
                 _ => self.st.state.release(&scope, &key).await,
             }
@@ -202,21 +208,63 @@ fn retryable(code: ErrorCode) -> bool {
     matches!(code, ErrorCode::Draining | ErrorCode::ShuttingDown | ErrorCode::OverCapacity | ErrorCode::Internal)
 }
 
+/// Ends the run with an error if its driver stops without doing so (a panic): readers never
+/// wait on an answer nobody drives.
+struct EndGuard(Arc<Run>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if !self.0.is_done() {
+            self.0.push(RunEvent::Error(ApiError::Unavailable("the edge lost this answer; retry".into())));
+        }
+    }
+}
+
 async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: String, fin: Finisher) {
     use std::sync::atomic::Ordering::Relaxed;
+    let _guard = EndGuard(run.clone());
+    let open_timeout = Duration::from_millis(st.cfg.upstream.connect_timeout_ms);
+    // The core enforces the deadline; the edge stops waiting a little later in case it cannot.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(st.cfg.upstream.deadline_ms) + 5_000);
     let candidates = st.pool.candidates(&key);
     let mut last = ApiError::Unavailable("no core is reachable; retry shortly".into());
     let mut head_sent = false;
+    let mut transcript = Vec::new();
+    let push = |run: &Run, transcript: &mut Vec<RunEvent>, e: RunEvent| {
+        transcript.push(e.clone());
+        run.push(e);
+    };
+    let cancelled = |st: &EdgeState| {
+        st.metrics.cancelled.fetch_add(1, Relaxed);
+        RunEvent::Error(ApiError::Upstream {
+            code: ErrorCode::Cancelled,
+            message: "the client went away".into(),
+            retry_after_ms: None,
+        })
+    };
     for (attempt, (slot, client)) in candidates.into_iter().take(st.cfg.upstream.max_attempts).enumerate() {
         if attempt > 0 {
             st.metrics.upstream_retries.fetch_add(1, Relaxed);
         }
         let sent = Instant::now();
-        let mut stream = match client.generate(g.clone()).await {
-            Ok(s) => s,
-            Err(e) => {
+        let opened = tokio::select! {
+            r = tokio::time::timeout(open_timeout, client.generate(g.clone())) => r,
+            _ = run.cancelled() => {
+                run.push(cancelled(&st));
+                fin.end(Outcome::Cancelled, Default::default(), vec![]).await;
+                return;
+            }
+        };
+        let mut stream = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 warn!(core = %slot.site.name, error = %e, request_id = %g.request_id, "upstream open failed; trying the next core");
                 last = ApiError::Unavailable(format!("core {} is unreachable", slot.site.name));
+                continue;
+            }
+            Err(_) => {
+                warn!(core = %slot.site.name, request_id = %g.request_id, "upstream open timed out; trying the next core");
+                last = ApiError::Unavailable(format!("core {} did not take the request in time", slot.site.name));
                 continue;
             }
         };
@@ -226,9 +274,18 @@ async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: String, fin:
                 r = stream.next() => r,
                 _ = run.cancelled() => {
                     stream.reset();
-                    st.metrics.cancelled.fetch_add(1, Relaxed);
-                    run.push(RunEvent::Error(ApiError::Upstream { code: ErrorCode::Cancelled, message: "the client went away".into(), retry_after_ms: None }));
-                    fin.end(Outcome::Cancelled, Default::default()).await;
+                    run.push(cancelled(&st));
+                    fin.end(Outcome::Cancelled, Default::default(), vec![]).await;
+                    return;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    stream.reset();
+                    run.push(RunEvent::Error(ApiError::Upstream {
+                        code: ErrorCode::DeadlineExceeded,
+                        message: format!("no answer within {} ms", st.cfg.upstream.deadline_ms),
+                        retry_after_ms: None,
+                    }));
+                    fin.end(Outcome::Failed, Default::default(), vec![]).await;
                     return;
                 }
             };
@@ -238,31 +295,35 @@ async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: String, fin:
                     if !head_sent {
                         head_sent = true;
                         st.metrics.upstream_ttft.observe(sent.elapsed());
-                        run.push(head(accepted.as_ref()));
+                        push(&run, &mut transcript, head(accepted.as_ref()));
                     }
                     let logprobs =
                         t.logprobs.as_ref().map(|(c, top)| vec![TokenLogprob::from_proto(c, top)]).unwrap_or_default();
                     if !t.text.is_empty() || !logprobs.is_empty() {
-                        run.push(RunEvent::Delta { text: t.text, logprobs });
+                        push(&run, &mut transcript, RunEvent::Delta { text: t.text, logprobs });
                     }
                 }
                 Ok(Some(Reply::Done(d))) => {
                     if !head_sent {
-                        run.push(head(accepted.as_ref()));
+                        push(&run, &mut transcript, head(accepted.as_ref()));
                     }
                     let (conversation_id, turn_version, store_error) = match d.stored {
                         Stored::NotRequested => (None, None, None),
                         Stored::Committed { conversation_id, version } => (Some(conversation_id), Some(version), None),
                         Stored::Failed { code, message } => (None, None, Some(format!("{code}: {message}"))),
                     };
-                    run.push(RunEvent::Finish {
-                        finish_reason: d.finish_reason.as_str().into(),
-                        usage: d.usage.into(),
-                        conversation_id,
-                        turn_version,
-                        store_error,
-                    });
-                    fin.end(Outcome::Completed, d.usage).await;
+                    push(
+                        &run,
+                        &mut transcript,
+                        RunEvent::Finish {
+                            finish_reason: d.finish_reason.as_str().into(),
+                            usage: d.usage.into(),
+                            conversation_id,
+                            turn_version,
+                            store_error,
+                        },
+                    );
+                    fin.end(Outcome::Completed, d.usage, transcript).await;
                     return;
                 }
                 Ok(Some(Reply::Error(e))) => {
@@ -271,7 +332,7 @@ async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: String, fin:
                         break;
                     }
                     run.push(RunEvent::Error(e.into()));
-                    fin.end(Outcome::Failed, Default::default()).await;
+                    fin.end(Outcome::Failed, Default::default(), vec![]).await;
                     return;
                 }
                 Ok(Some(Reply::Store(_))) | Ok(None) | Err(_) => {
@@ -286,14 +347,14 @@ async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: String, fin:
                         message: "the core serving this answer failed mid-answer; retry the request (with the same Idempotency-Key, nothing is billed twice)".into(),
                         retry_after_ms: Some(1000),
                     }));
-                    fin.end(Outcome::Failed, Default::default()).await;
+                    fin.end(Outcome::Failed, Default::default(), vec![]).await;
                     return;
                 }
             }
         }
     }
     run.push(RunEvent::Error(last));
-    fin.end(Outcome::Failed, Default::default()).await;
+    fin.end(Outcome::Failed, Default::default(), vec![]).await;
 }
 
 fn head(a: Option<&chorus_proto::Accepted>) -> RunEvent {
@@ -372,7 +433,10 @@ fn model_of(head: &Option<RunEvent>) -> String {
 
 /// Answers from a started run: an error before the first token is the HTTP error; otherwise
 /// the headers, then the SSE stream or the whole completion.
-pub async fn respond(st: &Arc<EdgeState>, s: Started, from: usize, started: Instant) -> Result<Response, ApiError> {
+/// Where a stream starts: an event index and how many of that event's frames to skip.
+pub type Position = (usize, usize);
+
+pub async fn respond(st: &Arc<EdgeState>, s: Started, from: Position, started: Instant) -> Result<Response, ApiError> {
     let first = s.run.first().await;
     if let RunEvent::Error(e) = first {
         return Err(e);
@@ -433,7 +497,7 @@ async fn whole(st: &Arc<EdgeState>, s: &Started, started: Instant) -> Result<Res
 /// How often an idle stream sends an SSE comment (keeps proxies from timing it out).
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-fn sse(st: Arc<EdgeState>, s: Started, from: usize, started: Instant) -> Response {
+fn sse(st: Arc<EdgeState>, s: Started, from: Position, started: Instant) -> Response {
     let head = s.run.head();
     let model = model_of(&head);
     let mut headers = HeaderMap::new();
@@ -445,11 +509,12 @@ fn sse(st: Arc<EdgeState>, s: Started, from: usize, started: Instant) -> Respons
         s: Started,
         model: String,
         i: usize,
+        skip: usize,
         ended: bool,
         first_token: bool,
         started: Instant,
     }
-    let state = St { st, s, model, i: from, ended: false, first_token: from == 0, started };
+    let state = St { st, s, model, i: from.0, skip: from.1, ended: false, first_token: from == (0, 0), started };
     let stream = futures_util::stream::unfold(state, |mut x| async move {
         if x.ended {
             return None;
@@ -468,18 +533,24 @@ fn sse(st: Arc<EdgeState>, s: Started, from: usize, started: Instant) -> Respons
             x.first_token = false;
             x.st.metrics.ttft(&x.s.tier, x.started.elapsed());
         }
-        let mut out = String::new();
-        for v in render(&x.s.run, &x.model, &ev, x.s.include_usage) {
-            out.push_str(&format!("id: {}.{}\ndata: {}\n\n", x.s.run.id, x.i, v));
-        }
+        // Each frame has its own id (`<answer>.<event>` or `<answer>.<event>.<frame>`), so a
+        // resume after any frame continues with the next one.
+        let mut frames: Vec<String> =
+            render(&x.s.run, &x.model, &ev, x.s.include_usage).iter().map(|v| v.to_string()).collect();
         match ev {
             RunEvent::Finish { .. } => {
-                out.push_str(&format!("id: {}.{}\ndata: [DONE]\n\n", x.s.run.id, x.i));
+                frames.push("[DONE]".into());
                 x.ended = true;
             }
             RunEvent::Error(_) => x.ended = true,
             _ => {}
         }
+        let mut out = String::new();
+        for (k, data) in frames.iter().enumerate().skip(x.skip) {
+            let id = if k == 0 { format!("{}.{}", x.s.run.id, x.i) } else { format!("{}.{}.{k}", x.s.run.id, x.i) };
+            out.push_str(&format!("id: {id}\ndata: {data}\n\n"));
+        }
+        x.skip = 0;
         x.i += 1;
         Some((Ok(Bytes::from(out)), x))
     });
@@ -492,20 +563,37 @@ fn sse(st: Arc<EdgeState>, s: Started, from: usize, started: Instant) -> Respons
     resp
 }
 
-/// A reconnect with `Last-Event-ID: <answer id>.<index>`: the rest of that answer.
-pub async fn resume(st: &Arc<EdgeState>, headers: &HeaderMap, last: &str) -> Result<Response, ApiError> {
+/// A reconnect with `Last-Event-ID: <answer id>.<event>[.<frame>]`: the rest of that answer,
+/// for the caller it belongs to (the filter chain runs again: a revoked key cannot resume).
+pub async fn resume(
+    st: &Arc<EdgeState>,
+    headers: &HeaderMap,
+    client_ip: &str,
+    last: &str,
+) -> Result<Response, ApiError> {
     let gone = || {
         ApiError::ResumeGone(format!(
-            "no resumable answer {last:?} on this edge (answers stay resumable {} s after their client goes away or they finish)",
+            "no resumable answer {:?} on this edge (answers stay resumable {} s after their client goes away or they finish)",
+            last.chars().take(64).collect::<String>(),
             st.cfg.resume.window_secs
         ))
     };
-    let (id, n) = last.rsplit_once('.').ok_or_else(gone)?;
-    let n: usize = n.parse().map_err(|_| gone())?;
-    let owner = owner_of(credential(headers));
+    let mut parts = last.splitn(3, '.');
+    let (Some(id), Some(event)) = (parts.next(), parts.next()) else { return Err(gone()) };
+    let event: usize = event.parse().map_err(|_| gone())?;
+    let frame: usize = match parts.next() {
+        Some(f) => f.parse().map_err(|_| gone())?,
+        None => 0,
+    };
+    let mut caller = st.admit(headers, client_ip, "POST", "/v1/chat/completions", None).await?;
+    st.complete(caller.ticket.take(), Outcome::Completed, Default::default());
+    let owner = owner_of(&caller.tenant, &caller.user);
     let run = st.runs.get(id).filter(|r| r.owned_by(&owner)).ok_or_else(gone)?;
-    if matches!(run.get(n + 1), Next::Gone) {
-        return Err(ApiError::ResumeGone(format!("event {} of {id} is no longer buffered", n + 1)));
+    // Continue after the frame the client saw: the next frame of the same event, and the
+    // event's later frames are rendered from the event itself.
+    let from = (event, frame.checked_add(1).ok_or_else(gone)?);
+    if matches!(run.get(event), Next::Gone) {
+        return Err(ApiError::ResumeGone(format!("event {event} of {id} is no longer buffered")));
     }
     st.metrics.resumes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let reader = run.reader();
@@ -517,5 +605,5 @@ pub async fn resume(st: &Arc<EdgeState>, headers: &HeaderMap, last: &str) -> Res
         run,
         reader,
     };
-    respond(st, s, n + 1, Instant::now()).await
+    respond(st, s, from, Instant::now()).await
 }

@@ -119,7 +119,7 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self { redis: None, prefix: "chorus:edge".into(), idempotency_ttl_secs: 86_400, max_records: 100_000 }
+        Self { redis: None, prefix: "chorus:edge".into(), idempotency_ttl_secs: 86_400, max_records: 10_000 }
     }
 }
 
@@ -141,6 +141,10 @@ pub struct ApiLimits {
     pub max_top_logprobs: u8,
     /// Most concurrent WebSocket connections.
     pub max_websockets: usize,
+    /// Most answers held at once (in flight, or finished and resumable).
+    pub max_in_flight: usize,
+    /// Seconds a client has to send its whole body; a WebSocket idle this long is closed.
+    pub client_timeout_secs: u64,
 }
 
 impl Default for ApiLimits {
@@ -157,6 +161,8 @@ impl Default for ApiLimits {
             max_idempotency_key_bytes: 255,
             max_top_logprobs: 20,
             max_websockets: 10_000,
+            max_in_flight: 10_000,
+            client_timeout_secs: 60,
         }
     }
 }
@@ -266,8 +272,27 @@ impl EdgeConfig {
         if l.max_stop > p.max_stops || l.max_stop_bytes > p.max_stop_bytes {
             return bad("limits.max_stop", format!("at most {} stops of {} bytes", p.max_stops, p.max_stop_bytes));
         }
-        if self.upstream.max_attempts == 0 {
-            return bad("upstream.max_attempts", "at least 1".into());
+        if l.max_tokens == 0 || l.max_tokens > 1 << 20 {
+            return bad("limits.max_tokens", "1 to 1048576".into());
+        }
+        if l.max_in_flight == 0 || l.client_timeout_secs == 0 || l.client_timeout_secs > 3600 {
+            return bad("limits", "max_in_flight at least 1; client_timeout_secs 1 to 3600".into());
+        }
+        let u = &self.upstream;
+        if u.max_attempts == 0 || u.max_attempts > 16 {
+            return bad("upstream.max_attempts", "1 to 16".into());
+        }
+        if !(10..=60_000).contains(&u.connect_timeout_ms) || !(50..=60_000).contains(&u.health_interval_ms) {
+            return bad("upstream", "connect_timeout_ms 10 to 60000, health_interval_ms 50 to 60000".into());
+        }
+        if u.deadline_ms < 1000 {
+            return bad("upstream.deadline_ms", "at least 1000".into());
+        }
+        if self.state.idempotency_ttl_secs == 0 || self.state.idempotency_ttl_secs > 30 * 86_400 {
+            return bad("state.idempotency_ttl_secs", "1 s to 30 days".into());
+        }
+        if self.resume.window_secs > 3600 {
+            return bad("resume.window_secs", "at most 3600".into());
         }
         for k in &self.filters.api_keys {
             if k.sha256.is_some() == k.key.is_some() {
@@ -289,6 +314,16 @@ impl EdgeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\nlisten").expect("the README has a config example") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let cfg = EdgeConfig::parse(&readme[start..end]).unwrap();
+        assert_eq!(cfg.cores.len(), 1);
+        assert_eq!(cfg.filters.api_keys[0].tier, "plus");
+    }
 
     #[test]
     fn defaults_validate_and_unknown_fields_are_refused() {

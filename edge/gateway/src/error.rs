@@ -98,7 +98,6 @@ impl ApiError {
             401 => "authentication_error",
             403 => "permission_error",
             404 => "invalid_request_error",
-            409 => "conflict_error",
             429 => "rate_limit_error",
             400..=499 => "invalid_request_error",
             _ => "server_error",

@@ -195,14 +195,16 @@ impl EdgeState {
         let (filters, watch) = filter_host(&cfg)?;
         let topology = cfg.topology()?;
         let pool = UpstreamPool::start(&topology, &cfg.region, identity, &cfg.edge_id, &cfg.upstream);
-        let state = StateStore::open(&cfg.state).map_err(|e| StartError::State(e.to_string()))?;
+        let deadline = Duration::from_millis(u64::from(cfg.upstream.deadline_ms));
+        let state = StateStore::open(&cfg.state, deadline).map_err(|e| StartError::State(e.to_string()))?;
+        let cfg_max_in_flight = cfg.limits.max_in_flight;
         Ok(Arc::new(Self {
             filters_block: cfg.state.redis.is_some(),
             cfg,
             filters,
             pool,
             state,
-            runs: Runs::default(),
+            runs: Runs::new(cfg_max_in_flight),
             metrics: EdgeMetrics::default(),
             _watch: watch,
         }))

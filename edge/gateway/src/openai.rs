@@ -204,7 +204,10 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
                     match (p.kind.as_str(), p.text) {
                         ("text", Some(s)) => {
                             if t.len() + s.len() > limits.max_message_bytes {
-                                break;
+                                return Err(ApiError::invalid(
+                                    format!("messages[{i}].content"),
+                                    format!("over {} bytes; that is the limit", limits.max_message_bytes),
+                                ));
                             }
                             t.push_str(&s);
                         }
@@ -228,8 +231,8 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         }
         messages.push(Message { role, content });
     }
-    if messages.last().is_some_and(|m| m.role == Role::Assistant) {
-        return Err(ApiError::invalid("messages", "the last message must not be the assistant's"));
+    if messages.last().is_some_and(|m| m.role != Role::User) {
+        return Err(ApiError::invalid("messages", "the last message must be the user's"));
     }
     let (max_tokens, field) = match (req.max_completion_tokens, req.max_tokens) {
         (Some(n), _) => (n, "max_completion_tokens"),
@@ -277,7 +280,8 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
     }
     let sampling = Sampling {
         temperature: range("temperature", req.temperature, 0.0, 2.0, 1.0)?,
-        top_p: range("top_p", req.top_p, f32::MIN_POSITIVE, 1.0, 1.0)?,
+        // top_p = 0 (OpenAI accepts it) keeps only the most likely token.
+        top_p: range("top_p", req.top_p, 0.0, 1.0, 1.0)?.max(f32::MIN_POSITIVE),
         presence_penalty: range("presence_penalty", req.presence_penalty, -2.0, 2.0, 0.0)?,
         frequency_penalty: range("frequency_penalty", req.frequency_penalty, -2.0, 2.0, 0.0)?,
         seed: req.seed.map(|s| s as u64),
@@ -316,6 +320,7 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    #[serde(default)]
     pub prompt_tokens_details: PromptDetails,
 }
 

@@ -51,7 +51,16 @@ pub enum RunEvent {
 impl RunEvent {
     fn size(&self) -> usize {
         match self {
-            RunEvent::Delta { text, logprobs } => 64 + text.len() + logprobs.len() * 64,
+            RunEvent::Delta { text, logprobs } => {
+                64 + text.len()
+                    + logprobs
+                        .iter()
+                        .map(|l| {
+                            64 + 2 * l.token.len()
+                                + l.top_logprobs.iter().map(|t| 48 + 2 * t.token.len()).sum::<usize>()
+                        })
+                        .sum::<usize>()
+            }
             _ => 256,
         }
     }
@@ -96,20 +105,26 @@ pub struct Run {
     pub stream: bool,
     pub include_usage: bool,
     pub tier: String,
-    /// SHA-256 of the caller's credential: only the same caller may resume.
+    /// Whose answer it is (a hash of tenant and user): only they may resume or attach.
     owner: [u8; 32],
     buf: Mutex<Buffer>,
     max_bytes: usize,
     pushed: watch::Sender<usize>,
     cancel: watch::Sender<bool>,
     readers: AtomicUsize,
+    /// Bumped by every new reader: a grace timer cancels only if none came since it started.
+    epoch: AtomicUsize,
     /// How long the run waits for a reader to come back before it is cancelled.
     grace: Duration,
 }
 
-/// SHA-256 of a credential.
-pub fn owner_of(credential: &str) -> [u8; 32] {
-    Sha256::digest(credential.as_bytes()).into()
+/// The owner key of (tenant, user).
+pub fn owner_of(tenant: &str, user: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(tenant.as_bytes());
+    h.update([0]);
+    h.update(user.as_bytes());
+    h.finalize().into()
 }
 
 impl Run {
@@ -135,6 +150,7 @@ impl Run {
             pushed: watch::Sender::new(0),
             cancel: watch::Sender::new(false),
             readers: AtomicUsize::new(0),
+            epoch: AtomicUsize::new(0),
             grace,
         })
     }
@@ -237,16 +253,31 @@ impl Run {
         }
     }
 
-    /// The first event: the head or the error.
+    /// The head, or the error that ended the run before one (the head is kept even when the
+    /// buffer has dropped older events).
     pub async fn first(&self) -> RunEvent {
-        match self.next(0).await {
-            Next::Event(e) => e,
-            _ => RunEvent::Error(ApiError::Unavailable("the answer ended before it started".into())),
+        let mut rx = self.pushed.subscribe();
+        loop {
+            {
+                let b = self.lock();
+                if let Some(h) = &b.head {
+                    return h.clone();
+                }
+                if b.done {
+                    return b.events.back().cloned().unwrap_or_else(|| {
+                        RunEvent::Error(ApiError::Unavailable("the answer ended before it started".into()))
+                    });
+                }
+            }
+            if rx.changed().await.is_err() {
+                return RunEvent::Error(ApiError::Unavailable("the answer ended before it started".into()));
+            }
         }
     }
 
     /// Becomes a reader; dropping the [`Reader`] may cancel the run.
     pub fn reader(self: &Arc<Self>) -> Reader {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.readers.fetch_add(1, Ordering::SeqCst);
         Reader { run: self.clone() }
     }
@@ -275,11 +306,13 @@ impl Drop for Reader {
             return;
         }
         let run = self.run.clone();
+        let epoch = run.epoch.load(Ordering::SeqCst);
         match tokio::runtime::Handle::try_current() {
             Ok(h) if !run.grace.is_zero() => {
                 h.spawn(async move {
                     tokio::time::sleep(run.grace).await;
-                    if run.readers.load(Ordering::SeqCst) == 0 && !run.is_done() {
+                    let untouched = run.epoch.load(Ordering::SeqCst) == epoch;
+                    if untouched && run.readers.load(Ordering::SeqCst) == 0 && !run.is_done() {
                         run.cancel();
                     }
                 });
@@ -290,14 +323,36 @@ impl Drop for Reader {
 }
 
 /// The runs this edge holds, by id: in flight, and finished ones for the resume window.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Runs {
     map: Mutex<HashMap<String, Arc<Run>>>,
+    max: usize,
 }
 
 impl Runs {
-    pub fn insert(&self, run: Arc<Run>) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).insert(run.id.clone(), run);
+    /// At most `max` runs are held; finished ones are forgotten first when it is reached.
+    pub fn new(max: usize) -> Self {
+        Runs { map: Mutex::default(), max: max.max(1) }
+    }
+
+    /// Holds `run`, or says the edge holds too many answers already.
+    pub fn insert(&self, run: Arc<Run>) -> Result<(), ApiError> {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= self.max {
+            m.retain(|_, r| !r.is_done());
+        }
+        if m.len() >= self.max {
+            return Err(ApiError::Unavailable(format!(
+                "this edge holds {} answers in flight; retry shortly",
+                self.max
+            )));
+        }
+        m.insert(run.id.clone(), run);
+        Ok(())
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Run>> {
@@ -328,7 +383,7 @@ mod tests {
 
     #[tokio::test]
     async fn readers_follow_and_the_buffer_is_bounded() {
-        let run = Run::new("r".into(), true, false, "free".into(), owner_of("k"), 200, Duration::ZERO);
+        let run = Run::new("r".into(), true, false, "free".into(), owner_of("t", "u"), 200, Duration::ZERO);
         run.push(RunEvent::Head {
             model: "m".into(),
             degraded_model: false,
@@ -354,7 +409,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_reader_leaving_cancels_after_the_grace() {
-        let run = Run::new("r".into(), true, false, "free".into(), owner_of("k"), 1 << 20, Duration::from_millis(50));
+        let run =
+            Run::new("r".into(), true, false, "free".into(), owner_of("t", "u"), 1 << 20, Duration::from_millis(50));
         let a = run.reader();
         let b = run.reader();
         drop(a);
@@ -364,6 +420,18 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(!*run.cancel.borrow(), "a reader came back within the grace");
         drop(back);
+        tokio::time::timeout(Duration::from_secs(2), run.cancelled()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_old_grace_timer_does_not_cut_a_later_readers_grace_short() {
+        let run =
+            Run::new("r".into(), true, false, "free".into(), owner_of("t", "u"), 1 << 20, Duration::from_millis(200));
+        drop(run.reader()); // timer 1 runs out at 200 ms
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        drop(run.reader()); // timer 2 runs out at 320 ms
+        tokio::time::sleep(Duration::from_millis(130)).await; // 250 ms: timer 1 has fired
+        assert!(!*run.cancel.borrow(), "a reader came after timer 1 started");
         tokio::time::timeout(Duration::from_secs(2), run.cancelled()).await.unwrap();
     }
 }

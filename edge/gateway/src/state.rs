@@ -59,15 +59,14 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// How long a `running` claim lives without being finished (an edge that died mid-answer
-/// must not hold the key for a day).
-const RUNNING_TTL: Duration = Duration::from_secs(600);
-
 /// In-process or Redis.
 #[derive(Debug)]
 pub struct StateStore {
     backend: Backend,
     ttl: Duration,
+    /// How long a `running` claim lives without being finished: the answer's deadline and a
+    /// margin (an edge that died mid-answer must not hold the key for a day).
+    running_ttl: Duration,
 }
 
 #[derive(Debug)]
@@ -99,12 +98,19 @@ impl Memory {
         if self.map.insert(k.clone(), (r, Instant::now() + ttl)).is_none() {
             self.order.push_back(k);
         }
-        while self.map.len() > self.max {
-            match self.order.pop_front() {
-                Some(old) => {
+        // Evict the oldest finished records; a running claim is never evicted (that would let
+        // a retry generate a second time).
+        let mut spared = 0;
+        while self.map.len() > self.max && spared < self.order.len() {
+            let Some(old) = self.order.pop_front() else { break };
+            match self.map.get(&old) {
+                Some((r, _)) if r.events.is_none() => {
+                    self.order.push_back(old);
+                    spared += 1;
+                }
+                _ => {
                     self.map.remove(&old);
                 }
-                None => break,
             }
         }
         // Forget order entries of records already removed, so `order` stays bounded too.
@@ -116,8 +122,9 @@ impl Memory {
 }
 
 impl StateStore {
-    pub fn open(cfg: &StateConfig) -> Result<Self, ApiError> {
+    pub fn open(cfg: &StateConfig, answer_deadline: Duration) -> Result<Self, ApiError> {
         let ttl = Duration::from_secs(cfg.idempotency_ttl_secs.max(1));
+        let running_ttl = answer_deadline + Duration::from_secs(60);
         let backend = match &cfg.redis {
             None => Backend::Memory(Mutex::new(Memory { max: cfg.max_records.max(1), ..Memory::default() })),
             Some(url) => Backend::Redis {
@@ -126,7 +133,7 @@ impl StateStore {
                 prefix: cfg.prefix.clone(),
             },
         };
-        Ok(Self { backend, ttl })
+        Ok(Self { backend, ttl, running_ttl })
     }
 
     fn key(prefix: &str, scope: &str, key: &str) -> String {
@@ -157,7 +164,7 @@ impl StateStore {
                 match m.get(&k) {
                     Some(r) => r,
                     None => {
-                        m.put(k, fresh, RUNNING_TTL);
+                        m.put(k, fresh, self.running_ttl);
                         return Ok(Claim::Fresh);
                     }
                 }
@@ -171,7 +178,7 @@ impl StateStore {
                     .arg(body)
                     .arg("NX")
                     .arg("EX")
-                    .arg(RUNNING_TTL.as_secs())
+                    .arg(self.running_ttl.as_secs())
                     .query_async(&mut c)
                     .await
                     .map_err(|e| ApiError::State(e.to_string()))?;
@@ -179,10 +186,27 @@ impl StateStore {
                     return Ok(Claim::Fresh);
                 }
                 let got: Option<String> = c.get(&k).await.map_err(|e| ApiError::State(e.to_string()))?;
-                match got.and_then(|g| serde_json::from_str::<Record>(&g).ok()) {
-                    Some(r) => r,
-                    // Expired in between (or unreadable): try once more.
-                    None => return Box::pin(self.claim(scope, key, fp, edge, run)).await,
+                match got {
+                    Some(g) => serde_json::from_str::<Record>(&g)
+                        .map_err(|e| ApiError::State(format!("unreadable idempotency record: {e}")))?,
+                    // It expired between the two commands: the key is free again, once.
+                    None => {
+                        let body = serde_json::to_string(&fresh).map_err(|e| ApiError::State(e.to_string()))?;
+                        let set: Option<String> = redis::cmd("SET")
+                            .arg(&k)
+                            .arg(body)
+                            .arg("NX")
+                            .arg("EX")
+                            .arg(self.running_ttl.as_secs())
+                            .query_async(&mut c)
+                            .await
+                            .map_err(|e| ApiError::State(e.to_string()))?;
+                        return Ok(if set.is_some() {
+                            Claim::Fresh
+                        } else {
+                            Claim::Running { edge: String::new(), run: String::new() }
+                        });
+                    }
                 }
             }
         };

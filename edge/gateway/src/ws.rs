@@ -40,7 +40,20 @@ pub async fn realtime(
         return ApiError::Unavailable("too many open WebSocket connections".into()).into_response();
     }
     let slot = Slot;
-    ws.max_message_size(st.cfg.limits.max_body_bytes)
+    // The upgrade itself must pass the filters (who is this?); each message passes them again.
+    let mut caller = match st.admit(&headers, &ip, "GET", "/v1/realtime", None).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    st.complete(caller.ticket.take(), chorus_filter_host::Outcome::Completed, Default::default());
+    // Per-request headers of the upgrade do not apply to the messages that follow.
+    let mut headers = headers;
+    for h in ["idempotency-key", "last-event-id", "content-length", "content-type"] {
+        headers.remove(h);
+    }
+    let max = st.cfg.limits.max_body_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             session(st, headers, ip, socket).await;
@@ -52,15 +65,25 @@ async fn send(socket: &mut WebSocket, v: serde_json::Value) -> bool {
     socket.send(Message::Text(v.to_string().into())).await.is_ok()
 }
 
+fn is_cancel(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v["type"] == "cancel")
+}
+
 async fn session(st: Arc<EdgeState>, headers: HeaderMap, ip: String, mut socket: WebSocket) {
-    while let Some(Ok(msg)) = socket.recv().await {
+    let idle = std::time::Duration::from_secs(st.cfg.limits.client_timeout_secs.max(1) * 5);
+    loop {
+        let msg = match tokio::time::timeout(idle, socket.recv()).await {
+            Ok(Some(Ok(m))) => m,
+            // Idle too long, closed, or broken.
+            _ => return,
+        };
         let body = match msg {
             Message::Text(t) => t.as_str().as_bytes().to_vec(),
             Message::Binary(b) => b.to_vec(),
             Message::Close(_) => return,
             _ => continue,
         };
-        if serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["type"] == "cancel") {
+        if std::str::from_utf8(&body).is_ok_and(is_cancel) {
             continue; // nothing in flight between requests
         }
         let started = Instant::now();
@@ -87,8 +110,17 @@ async fn session(st: Arc<EdgeState>, headers: HeaderMap, ip: String, mut socket:
                 n = s.run.next(i) => n,
                 m = socket.recv() => {
                     match m {
-                        Some(Ok(Message::Text(t))) if t.as_str().contains("\"cancel\"") => {
+                        Some(Ok(Message::Text(t))) if is_cancel(t.as_str()) => {
                             s.run.cancel();
+                            continue;
+                        }
+                        Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                            let e = ApiError::invalid("type", "one request at a time: wait for `done`, or send {\"type\": \"cancel\"}");
+                            let mut v = e.body();
+                            v["type"] = json!("error");
+                            if !send(&mut socket, v).await {
+                                return;
+                            }
                             continue;
                         }
                         Some(Ok(_)) => continue,
@@ -100,7 +132,10 @@ async fn session(st: Arc<EdgeState>, headers: HeaderMap, ip: String, mut socket:
             let ev = match next {
                 Next::Event(ev) => ev,
                 Next::Pending => continue,
-                Next::End | Next::Gone => break,
+                Next::End => break,
+                Next::Gone => {
+                    RunEvent::Error(ApiError::ResumeGone("this socket fell behind the answer's buffer".into()))
+                }
             };
             if let RunEvent::Head { model: m, .. } = &ev {
                 model = m.clone();

@@ -97,14 +97,18 @@ impl CoreClient {
             return Err(ClientError::Protocol("expected Welcome on the control stream".into()));
         };
         let (tx, load) = watch::channel(None);
+        let control_conn = conn.clone();
         tokio::spawn(async move {
             // Keep the control stream's send side open for the connection's life.
             let _send = send;
             while let Ok(Some(Control::Load(r))) = reader.next::<Control>().await {
                 if tx.send(Some(r)).is_err() {
-                    break;
+                    return;
                 }
             }
+            // Without its control stream the connection reports nothing more: a stale last
+            // report must not keep the core looking healthy.
+            control_conn.close(chorus_proto::CLOSE_PROTOCOL_ERROR.into(), b"control stream ended");
         });
         Ok(Self { endpoint, conn, core_id, version, fleets, load, max_frame })
     }
