@@ -59,7 +59,7 @@ pub struct ChatRequest {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or an array of strings")]
 pub enum Stop {
     One(String),
     Many(Vec<String>),
@@ -79,7 +79,7 @@ pub struct InMessage {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "a string or an array of content parts")]
 pub enum Content {
     Text(String),
     Parts(Vec<Part>),
