@@ -172,17 +172,7 @@ impl StateStore {
             Backend::Redis { .. } => {
                 let (mut c, prefix) = self.redis().await?;
                 let k = Self::key(prefix, scope, key);
-                let body = serde_json::to_string(&fresh).map_err(|e| ApiError::State(e.to_string()))?;
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(&k)
-                    .arg(body)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(self.running_ttl.as_secs())
-                    .query_async(&mut c)
-                    .await
-                    .map_err(|e| ApiError::State(e.to_string()))?;
-                if set.is_some() {
+                if self.set_nx(&mut c, &k, &fresh).await? {
                     return Ok(Claim::Fresh);
                 }
                 let got: Option<String> = c.get(&k).await.map_err(|e| ApiError::State(e.to_string()))?;
@@ -191,17 +181,7 @@ impl StateStore {
                         .map_err(|e| ApiError::State(format!("unreadable idempotency record: {e}")))?,
                     // It expired between the two commands: the key is free again, once.
                     None => {
-                        let body = serde_json::to_string(&fresh).map_err(|e| ApiError::State(e.to_string()))?;
-                        let set: Option<String> = redis::cmd("SET")
-                            .arg(&k)
-                            .arg(body)
-                            .arg("NX")
-                            .arg("EX")
-                            .arg(self.running_ttl.as_secs())
-                            .query_async(&mut c)
-                            .await
-                            .map_err(|e| ApiError::State(e.to_string()))?;
-                        return Ok(if set.is_some() {
+                        return Ok(if self.set_nx(&mut c, &k, &fresh).await? {
                             Claim::Fresh
                         } else {
                             Claim::Running { edge: String::new(), run: String::new() }
@@ -217,6 +197,21 @@ impl StateStore {
             Some(events) => Claim::Finished { run: existing.run, events },
             None => Claim::Running { edge: existing.edge, run: existing.run },
         })
+    }
+
+    /// `SET key record NX EX running_ttl`: whether the key was free.
+    async fn set_nx(&self, c: &mut redis::aio::ConnectionManager, k: &str, r: &Record) -> Result<bool, ApiError> {
+        let body = serde_json::to_string(r).map_err(|e| ApiError::State(e.to_string()))?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(k)
+            .arg(body)
+            .arg("NX")
+            .arg("EX")
+            .arg(self.running_ttl.as_secs())
+            .query_async(c)
+            .await
+            .map_err(|e| ApiError::State(e.to_string()))?;
+        Ok(set.is_some())
     }
 
     /// Records the finished answer for replay.
