@@ -523,3 +523,31 @@ async fn the_web_chat_streams_and_shows_the_conversation_after_a_reload() {
         .unwrap();
     assert_eq!(after, json!(["Name a colour.", answer]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_store_is_flagged_in_the_headers() {
+    // The hot tier points at a Redis that is not there: answers come from the durable tier,
+    // flagged `store`.
+    let mut cfg = core_config("degraded");
+    cfg.store.hot = chorus_core::config::HotKind::Redis;
+    cfg.store.redis.url = "redis://127.0.0.1:1/".into();
+    cfg.store.op_timeout_ms = 200;
+    let core = start_core(cfg).await;
+    let edge = start_edge(edge_config(vec![site("core-1", &core)])).await;
+    let a = auth(KEY);
+    let headers = [("Authorization", a.as_str()), ("Content-Type", "application/json")];
+    let mut body: Value = serde_json::from_str(&chat_body("Hi", 4, false)).unwrap();
+    body["store"] = json!(true);
+    let r = http(edge.addr, "POST", "/v1/chat/completions", &headers, &body.to_string()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = r.header("x-chorus-conversation-id").expect("a stored conversation").to_owned();
+    // Continuing reads the history: the hot tier is down, the durable tier serves it.
+    let next = json!({"model": "chorus", "max_tokens": 4, "conversation_id": id,
+                      "messages": [{"role": "user", "content": "And again?"}]});
+    let r = http(edge.addr, "POST", "/v1/chat/completions", &headers, &next.to_string()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-chorus-degraded"), Some("store"), "{r:?}");
+    assert_eq!(r.json()["chorus"]["turn_version"], json!(2), "the turn is still stored durably");
+    let stateless = http(edge.addr, "POST", "/v1/chat/completions", &headers, &chat_body("Hi", 4, false)).await;
+    assert_eq!(stateless.header("x-chorus-degraded"), None, "a stateless answer is not degraded");
+}
