@@ -444,4 +444,40 @@ mod tests {
             e => panic!("{e:?}"),
         }
     }
+
+    fn within_limits(v: &ValidChat, l: &ApiLimits) {
+        assert!(!v.messages.is_empty() && v.messages.len() <= l.max_messages);
+        assert!(v.messages.iter().all(|m| m.content.len() <= l.max_message_bytes));
+        assert!((1..=l.max_tokens).contains(&v.max_tokens));
+        assert!(v.stop.len() <= l.max_stop);
+    }
+
+    proptest::proptest! {
+        /// The stable-toolchain stand-in for the fuzz target (`edge/gateway/fuzz`): arbitrary
+        /// bytes never panic, and whatever parses respects every limit.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let l = ApiLimits::default();
+            if let Ok(v) = parse_chat(&data, &l) {
+                within_limits(&v, &l);
+            }
+        }
+
+        /// A valid body with one byte changed, dropped or duplicated.
+        #[test]
+        fn mutated_requests_never_panic(at in 0usize..400, byte in proptest::num::u8::ANY, op in 0u8..3) {
+            let base = br#"{"model":"chorus","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"max_tokens":9,"stop":["a","b"],"temperature":0.5,"top_logprobs":2,"logprobs":true,"n":1,"stream":true,"stream_options":{"include_usage":true}}"#;
+            let mut data = base.to_vec();
+            let at = at % data.len();
+            match op {
+                0 => data[at] = byte,
+                1 => { data.remove(at); }
+                _ => data.insert(at, byte),
+            }
+            let l = ApiLimits::default();
+            if let Ok(v) = parse_chat(&data, &l) {
+                within_limits(&v, &l);
+            }
+        }
+    }
 }
