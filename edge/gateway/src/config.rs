@@ -180,6 +180,9 @@ pub struct UpstreamConfig {
     pub max_attempts: usize,
     /// The whole answer's deadline, sent to the core.
     pub deadline_ms: u32,
+    /// A core whose load report shows more requests waiting than this is tried after its
+    /// siblings in the region (a conversation leaves its cached core only then).
+    pub busy_waiting: u32,
 }
 
 impl Default for UpstreamConfig {
@@ -190,6 +193,7 @@ impl Default for UpstreamConfig {
             health_interval_ms: 1_000,
             max_attempts: 3,
             deadline_ms: 300_000,
+            busy_waiting: 64,
         }
     }
 }

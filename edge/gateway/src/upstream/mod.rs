@@ -65,6 +65,8 @@ impl CoreSlot {
 pub struct UpstreamPool {
     /// Regions in failover order from the home region; each with its cores.
     regions: Vec<(String, Vec<Arc<CoreSlot>>)>,
+    /// Waiting requests past which a core is passed over for a sibling.
+    busy_waiting: u32,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -97,20 +99,26 @@ impl UpstreamPool {
             }
             regions.push((r.name.clone(), slots));
         }
-        Arc::new(Self { regions, tasks: Mutex::new(tasks) })
+        Arc::new(Self { regions, busy_waiting: cfg.busy_waiting, tasks: Mutex::new(tasks) })
     }
 
-    /// Healthy cores to try for `key`, best first, each with its connection.
+    /// Healthy cores to try for `key`, best first, each with its connection: region by
+    /// region in failover order; inside a region the rendezvous order, except that cores whose
+    /// load reports show a deep queue go after the others (the key's own core is left only
+    /// when it is that busy and a sibling is not).
     pub fn candidates(&self, key: &str) -> Vec<(Arc<CoreSlot>, Arc<CoreClient>)> {
         let mut out = Vec::new();
         for (_, slots) in &self.regions {
-            let mut ranked: Vec<(u64, &Arc<CoreSlot>)> =
-                slots.iter().filter(|s| s.healthy()).map(|s| (rendezvous(key, &s.site.name), s)).collect();
-            ranked.sort_by_key(|r| std::cmp::Reverse(r.0));
-            for (_, s) in ranked {
-                if let Some(c) = s.client() {
-                    out.push((s.clone(), c));
-                }
+            let live: Vec<(&Arc<CoreSlot>, Arc<CoreClient>)> =
+                slots.iter().filter(|s| s.healthy()).filter_map(|s| Some((s, s.client()?))).collect();
+            let facts: Vec<(&str, bool)> = live
+                .iter()
+                .map(|(s, c)| {
+                    (s.site.name.as_str(), c.load().borrow().as_ref().is_some_and(|r| busy(r, self.busy_waiting)))
+                })
+                .collect();
+            for i in rank(key, &facts) {
+                out.push((live[i].0.clone(), live[i].1.clone()));
             }
         }
         out
@@ -173,6 +181,19 @@ impl Drop for UpstreamPool {
             t.abort();
         }
     }
+}
+
+/// A core is busy when more requests wait to start on it than `limit`.
+fn busy(r: &chorus_proto::LoadReport, limit: u32) -> bool {
+    r.fleets.iter().map(|f| f.waiting.iter().sum::<u32>()).sum::<u32>() > limit
+}
+
+/// The order to try one region's cores in: not busy before busy, each by descending
+/// rendezvous score for `key`. `cores` holds (name, busy).
+fn rank(key: &str, cores: &[(&str, bool)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..cores.len()).collect();
+    order.sort_by_key(|&i| (cores[i].1, std::cmp::Reverse(rendezvous(key, cores[i].0))));
+    order
 }
 
 /// Highest-random-weight score of `core` for `key`.
@@ -277,7 +298,24 @@ async fn readyz(addr: SocketAddr) -> Ready {
 
 #[cfg(test)]
 mod tests {
-    use super::rendezvous;
+    use super::{rank, rendezvous};
+
+    #[test]
+    fn busy_cores_go_last_and_the_rest_keep_their_rendezvous_order() {
+        let cores = [("a", false), ("b", false), ("c", false)];
+        for i in 0..50 {
+            let key = format!("conv-{i}");
+            let calm = rank(&key, &cores);
+            let first = calm[0];
+            let mut with_busy = cores;
+            with_busy[first].1 = true;
+            let order = rank(&key, &with_busy);
+            assert_eq!(*order.last().unwrap(), first, "the busy core goes last");
+            let rest: Vec<usize> = calm.iter().copied().filter(|&c| c != first).collect();
+            assert_eq!(&order[..2], &rest[..], "the others keep their order");
+        }
+        assert!(rank("k", &[]).is_empty());
+    }
 
     #[test]
     fn rendezvous_moves_only_the_removed_cores_keys() {
