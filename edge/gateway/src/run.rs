@@ -407,7 +407,7 @@ mod tests {
         assert!(matches!(run.get(7), Next::End));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_last_reader_leaving_cancels_after_the_grace() {
         let run =
             Run::new("r".into(), true, false, "free".into(), owner_of("t", "u"), 1 << 20, Duration::from_millis(50));
@@ -423,7 +423,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(2), run.cancelled()).await.unwrap();
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_old_grace_timer_does_not_cut_a_later_readers_grace_short() {
         let run =
             Run::new("r".into(), true, false, "free".into(), owner_of("t", "u"), 1 << 20, Duration::from_millis(200));
