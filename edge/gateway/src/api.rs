@@ -31,13 +31,6 @@ async fn read_body(st: &EdgeState, parts: &Parts, body: Body, limit: usize) -> R
         .map_err(|_| ApiError::Invalid { param: None, message: format!("the body did not arrive within {secs} s") })?
 }
 
-fn with_info(mut resp: Response, caller: Option<&Caller>) -> Response {
-    if let Some(c) = caller {
-        resp.extensions_mut().insert(RequestInfo { tier: c.tier_name.clone(), request_id: String::new() });
-    }
-    resp
-}
-
 pub async fn chat_completions(State(st): State<Arc<EdgeState>>, req: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
@@ -83,12 +76,12 @@ where
     };
     let ticket = c.ticket.take();
     let tier = c.tier_name.clone();
-    let (tenant, user) = (c.tenant.clone(), c.user.clone());
-    let shadow = Caller { tenant, user, tier: c.tier, tier_name: tier, ticket: None };
     let r = f(st.clone(), c).await;
     let outcome = if r.is_ok() { chorus_filter_host::Outcome::Completed } else { chorus_filter_host::Outcome::Failed };
     st.complete(ticket, outcome, Default::default());
-    with_info(r.unwrap_or_else(IntoResponse::into_response), Some(&shadow))
+    let mut resp = r.unwrap_or_else(IntoResponse::into_response);
+    resp.extensions_mut().insert(RequestInfo { tier, request_id: String::new() });
+    resp
 }
 
 pub async fn me(State(st): State<Arc<EdgeState>>, parts: Parts) -> Response {

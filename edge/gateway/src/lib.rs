@@ -72,6 +72,8 @@ pub struct EdgeState {
     pub state: StateStore,
     pub runs: Runs,
     pub metrics: EdgeMetrics,
+    /// Open WebSocket connections (bounded by `limits.max_websockets`).
+    websockets: std::sync::atomic::AtomicUsize,
     _watch: Option<WatchHandle>,
 }
 
@@ -206,6 +208,7 @@ impl EdgeState {
             state,
             runs: Runs::new(cfg_max_in_flight),
             metrics: EdgeMetrics::default(),
+            websockets: Default::default(),
             _watch: watch,
         }))
     }

@@ -73,16 +73,6 @@ impl EdgeMetrics {
         self.ttft[tier_index(tier)].observe(d);
     }
 
-    pub fn requests_with_status(&self, status: u16) -> u64 {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(k, _)| k.1 == status)
-            .map(|(_, v)| v)
-            .sum()
-    }
-
     /// Prometheus text; `health` is (region, healthy cores, cores).
     pub fn render(&self, health: &[(String, usize, usize)], runs: usize) -> String {
         let mut out = String::new();

@@ -221,12 +221,6 @@ impl Run {
         self.lock().finished_at.is_some_and(|t| t.elapsed() > window)
     }
 
-    /// Every event, when none was dropped (for the idempotency record).
-    pub fn events(&self) -> Option<Vec<RunEvent>> {
-        let b = self.lock();
-        (b.first == 0).then(|| b.events.iter().cloned().collect())
-    }
-
     pub fn get(&self, i: usize) -> Next {
         let b = self.lock();
         if i < b.first {
@@ -351,10 +345,6 @@ impl Runs {
         Ok(())
     }
 
-    pub fn remove(&self, id: &str) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-    }
-
     pub fn get(&self, id: &str) -> Option<Arc<Run>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
@@ -401,7 +391,6 @@ mod tests {
         assert!(matches!(run.get(5), Next::Event(RunEvent::Delta { .. })));
         assert!(matches!(run.get(6), Next::Pending));
         assert!(matches!(run.head(), Some(RunEvent::Head { .. })), "the head outlives the buffer");
-        assert!(run.events().is_none());
         run.push(RunEvent::Error(ApiError::Unavailable("x".into())));
         run.push(delta("ignored after the end"));
         assert!(matches!(run.get(7), Next::End));

@@ -6,7 +6,7 @@
 //! headers and every message passes the filter chain. Closing the socket cancels the answer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -20,12 +20,11 @@ use crate::error::ApiError;
 use crate::run::{Next, RunEvent};
 use crate::{ClientIp, EdgeState};
 
-static OPEN: AtomicUsize = AtomicUsize::new(0);
-
-struct Slot;
+/// Holds one of the edge's WebSocket places until the socket ends.
+struct Slot(Arc<EdgeState>);
 impl Drop for Slot {
     fn drop(&mut self) {
-        OPEN.fetch_sub(1, Ordering::Relaxed);
+        self.0.websockets.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -35,11 +34,11 @@ pub async fn realtime(
     ClientIp(ip): ClientIp,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if OPEN.fetch_add(1, Ordering::Relaxed) >= st.cfg.limits.max_websockets {
-        OPEN.fetch_sub(1, Ordering::Relaxed);
+    if st.websockets.fetch_add(1, Ordering::Relaxed) >= st.cfg.limits.max_websockets {
+        st.websockets.fetch_sub(1, Ordering::Relaxed);
         return ApiError::Unavailable("too many open WebSocket connections".into()).into_response();
     }
-    let slot = Slot;
+    let slot = Slot(st.clone());
     // The upgrade itself must pass the filters (who is this?); each message passes them again.
     let mut caller = match st.admit(&headers, &ip, "GET", "/v1/realtime", None).await {
         Ok(c) => c,
