@@ -73,6 +73,7 @@ async fn direct(client: &CoreClient, i: usize) -> Result<f64> {
         stop: vec![],
         deadline_ms: None,
         trace: None,
+        echo_prompt: false,
     };
     let t = Instant::now();
     let mut s = client.generate(g).await?;

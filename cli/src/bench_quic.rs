@@ -81,6 +81,7 @@ pub fn run(b: &QuicBench) -> Result<()> {
                         stop: vec![],
                         deadline_ms: None,
                         trace: None,
+                        echo_prompt: false,
                     };
                     let mut s = client.generate(g).await?;
                     let mut lat = Vec::with_capacity(per_stream as usize);

@@ -1,8 +1,10 @@
 //! `chorus`: the command line for users, policy authors and operators.
 //!
-//! Today it drives the local engine (`chat`, `generate`, `tokenize`, `model pull`,
-//! `bench engine`) and the edge filter tool chain (`filter new | build | keygen | sign | verify |
-//! test | bench`). It parses arguments and prints; the work lives in the library crates.
+//! It runs the system (`up`, `edge`, `core`), drives the local engine (`chat`, `generate`,
+//! `tokenize`, `model pull`), the edge filter tool chain (`filter new | build | keygen | sign |
+//! verify | test | bench`), the benchmarks (`bench engine | quic | edge | load | compare`),
+//! capacity planning (`plan`) and the level-1 evaluation (`eval`). It parses arguments and
+//! prints; the work lives in the library crates.
 
 mod bench;
 mod bench_edge;
@@ -10,6 +12,7 @@ mod bench_quic;
 mod bench_serve;
 mod chat;
 mod filter;
+mod measure;
 mod up;
 
 use std::io::Write;
@@ -112,6 +115,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: BenchCmd,
     },
+    /// Capacity planning by Little's law from a measured `bench load` report: nodes,
+    /// utilisation, requests in flight and cost per request for a target load.
+    Plan(measure::PlanArgs),
+    /// The level-1 checks of a running deployment (routing, prefix cache, safety gate,
+    /// multi-turn context, refusal calibration); exits non-zero when one falls short.
+    Eval(measure::EvalArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,6 +164,12 @@ enum BenchCmd {
     /// What the edge adds to TTFT (side by side with the core alone), and how fast it sheds
     /// rate-limited requests.
     Edge(bench_edge::EdgeBench),
+    /// Load any OpenAI-compatible endpoint (open or closed loop, tier mix, multi-turn
+    /// sessions): per-tier TTFT / inter-token / end-to-end percentiles, errors, SLO verdicts,
+    /// JSON and an SVG chart.
+    Load(Box<measure::LoadArgs>),
+    /// Two `bench load` reports side by side, with ratios.
+    Compare(measure::CompareArgs),
 }
 
 /// Which model and how to run it.
@@ -412,6 +427,10 @@ fn main() -> Result<()> {
             BenchCmd::Engine(b) => bench::engine(&b),
             BenchCmd::Quic(b) => bench_quic::run(&b),
             BenchCmd::Edge(b) => bench_edge::run(&b),
+            BenchCmd::Load(b) => measure::load(&b),
+            BenchCmd::Compare(b) => measure::compare(&b),
         },
+        Cmd::Plan(p) => measure::plan(&p),
+        Cmd::Eval(e) => measure::eval(&e),
     }
 }

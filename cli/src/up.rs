@@ -4,6 +4,7 @@
 //! state, the filters' counters and the core's hot tier to Redis; `--regions FILE` starts every
 //! core and edge a region file describes.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +32,10 @@ pub struct UpArgs {
     /// The demo key's tier.
     #[arg(long, default_value = "plus")]
     pub tier: String,
+    /// For load tests: the rate-limit filter still runs, with every tier's message, burst and
+    /// token windows unlimited (`chorus bench load` then measures serving, not the limiter).
+    #[arg(long)]
+    pub no_rate_limits: bool,
 }
 
 /// The demo API key, made once and kept beside the development certificates so the demo
@@ -51,6 +56,33 @@ fn demo_key(dev_dir: &Path) -> Result<String> {
     Ok(key)
 }
 
+/// One API key per tier for load tests and `chorus eval` (user `demo-<tier>`), made once and
+/// kept in `demo-keys.toml` beside the demo key; `chorus bench load` and `chorus eval` read it.
+fn tier_keys(dev_dir: &Path) -> Result<BTreeMap<String, String>> {
+    let path = demo_keys_path(dev_dir);
+    let mut keys: BTreeMap<String, String> =
+        std::fs::read_to_string(&path).ok().and_then(|t| toml::from_str(&t).ok()).unwrap_or_default();
+    let mut changed = false;
+    for tier in ["free", "team", "plus", "enterprise"] {
+        let ok = keys.get(tier).is_some_and(|k| k.starts_with("sk-") && k.len() > 20);
+        if !ok {
+            keys.insert(tier.into(), format!("sk-chorus-{tier}-{}", chorus_edge::random_hex(16)));
+            changed = true;
+        }
+    }
+    keys.retain(|t, _| ["free", "team", "plus", "enterprise"].contains(&t.as_str()));
+    if changed {
+        let text = keys.iter().map(|(t, k)| format!("{t} = \"{k}\"\n")).collect::<String>();
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(keys)
+}
+
+/// Where `chorus up` keeps the per-tier demo keys.
+pub fn demo_keys_path(dev_dir: &Path) -> PathBuf {
+    dev_dir.parent().unwrap_or(dev_dir).join("demo-keys.toml")
+}
+
 fn core_config(args: &UpArgs) -> Result<CoreConfig> {
     let mut cfg = match &args.core_config {
         Some(p) => CoreConfig::load(p)?,
@@ -63,7 +95,7 @@ fn core_config(args: &UpArgs) -> Result<CoreConfig> {
     Ok(cfg)
 }
 
-fn edge_config(args: &UpArgs, key: &str) -> EdgeConfig {
+fn edge_config(args: &UpArgs, key: &str, tier_keys: &BTreeMap<String, String>) -> EdgeConfig {
     let mut cfg = EdgeConfig { listen: args.listen, ..EdgeConfig::default() };
     cfg.state.redis = args.redis.clone();
     cfg.filters.api_keys = vec![ApiKey {
@@ -73,6 +105,23 @@ fn edge_config(args: &UpArgs, key: &str) -> EdgeConfig {
         user: "demo".into(),
         tier: args.tier.clone(),
     }];
+    cfg.filters.api_keys.extend(tier_keys.iter().map(|(tier, key)| ApiKey {
+        sha256: None,
+        key: Some(key.clone()),
+        tenant: "demo".into(),
+        user: format!("demo-{tier}"),
+        tier: tier.clone(),
+    }));
+    // A local development system: `chorus eval` may read the prompts the core builds.
+    cfg.debug.echo_prompt = true;
+    if args.no_rate_limits {
+        let limits = cfg.filters.config.entry("ratelimit".into()).or_default();
+        for tier in ["free", "team", "plus", "enterprise"] {
+            for kind in ["messages", "burst", "tokens"] {
+                limits.insert(format!("{kind}.{tier}"), "unlimited".into());
+            }
+        }
+    }
     cfg
 }
 
@@ -80,10 +129,11 @@ pub fn run(args: UpArgs) -> Result<()> {
     chorus_core::init_logging();
     let dev_dir = chorus_edge::dev_cert_dir();
     let key = demo_key(&dev_dir)?;
+    let tier_keys = tier_keys(&dev_dir)?;
     let base = core_config(&args)?;
     base.validate()?;
     let core_identity = chorus_core::identity_for(&base)?;
-    let edge_base = edge_config(&args, &key);
+    let edge_base = edge_config(&args, &key, &tier_keys);
     let edge_identity = chorus_edge::identity_for(&edge_base, &dev_dir)?;
 
     // Cores to start, and edges to start (each with its config).
@@ -161,6 +211,10 @@ pub fn run(args: UpArgs) -> Result<()> {
             "try: curl -N http://{first}/v1/chat/completions -H 'Authorization: Bearer {key}' \\\n       -H 'Content-Type: application/json' \\\n       -d '{{\"model\":\"chorus\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'"
         );
         println!("OpenAI SDKs: base_url=http://{first}/v1 api_key={key}");
+        println!(
+            "one key per tier (for `chorus bench load` and `chorus eval`): {}",
+            demo_keys_path(&dev_dir).display()
+        );
         chorus_edge::shutdown_signal().await;
         println!("stopping…");
         for e in running_edges {

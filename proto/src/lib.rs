@@ -31,7 +31,8 @@ pub use msg::*;
 
 /// The protocol version this build speaks.
 /// 2: the conversation store (`ConversationRef`, `StoreRequest`, `Accepted.store`, `Done.stored`).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: prompt echo for evaluation (`Generate.echo_prompt`, `Accepted.prompt`).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The QUIC ALPN identifier.
 pub const ALPN: &[u8] = b"chorus/1";

@@ -165,6 +165,9 @@ pub struct Generate {
     pub deadline_ms: Option<u32>,
     /// W3C `traceparent` of the edge's span.
     pub trace: Option<String>,
+    /// Put the prompt text the core built in [`Accepted::prompt`] (evaluation: does the
+    /// conversation store deliver context). The edge sets it only where its configuration allows.
+    pub echo_prompt: bool,
 }
 
 /// What a [`Generate`] does with the conversation store.
@@ -409,6 +412,9 @@ pub struct Accepted {
     pub history_messages: u32,
     /// How the conversation store served this request.
     pub store: StoreStatus,
+    /// The prompt the core built (history, then this turn, through the chat template), when
+    /// [`Generate::echo_prompt`] asked for it.
+    pub prompt: Option<String>,
 }
 
 /// How the conversation store served a request. Anything but `NotUsed` and `Ok` is a degraded

@@ -131,7 +131,7 @@ fn store_reply() -> impl Strategy<Value = StoreReply> {
 
 fn generate() -> impl Strategy<Value = Generate> {
     (
-        (text(), text(), text(), tier(), conversation()),
+        (text(), text(), text(), tier(), conversation(), any::<bool>()),
         (
             vec(message(), 0..6),
             sampling(),
@@ -143,7 +143,7 @@ fn generate() -> impl Strategy<Value = Generate> {
     )
         .prop_map(
             |(
-                (request_id, tenant, user, tier, conversation),
+                (request_id, tenant, user, tier, conversation, echo_prompt),
                 (messages, sampling, max_tokens, stop, deadline_ms, trace),
             )| Generate {
                 request_id,
@@ -157,6 +157,7 @@ fn generate() -> impl Strategy<Value = Generate> {
                 stop,
                 deadline_ms,
                 trace,
+                echo_prompt,
             },
         )
 }
@@ -178,13 +179,14 @@ fn reply() -> impl Strategy<Value = Reply> {
                     StoreStatus::Ok,
                     StoreStatus::HotUnavailable,
                     StoreStatus::Unavailable
-                ])
+                ]),
+                option::of(text()),
             )
         )
             .prop_map(
                 |(
                     (model, fleet, degraded, queue_position, prompt_tokens, trimmed_messages),
-                    (conversation_id, history_messages, store),
+                    (conversation_id, history_messages, store, prompt),
                 )| {
                     Reply::Accepted(Accepted {
                         model,
@@ -196,6 +198,7 @@ fn reply() -> impl Strategy<Value = Reply> {
                         conversation_id,
                         history_messages,
                         store,
+                        prompt,
                     })
                 }
             ),
@@ -347,6 +350,7 @@ fn generate_check_names_the_field() {
         stop: vec![],
         deadline_ms: None,
         trace: None,
+        echo_prompt: false,
     };
     let l = Limits::default();
     g.check(&l).unwrap();

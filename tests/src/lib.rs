@@ -27,6 +27,10 @@ pub const OTHER_KEY: &str = "sk-test-enterprise-other-0123456789";
 /// A free-tier key with the default limits (2 requests a second).
 pub const FREE_KEY: &str = "sk-test-free-0123456789abcdef";
 
+/// Team- and plus-tier keys with the default limits.
+pub const TEAM_KEY: &str = "sk-test-team-0123456789abcdef";
+pub const PLUS_KEY: &str = "sk-test-plus-0123456789abcdef";
+
 /// The model, loaded once per test binary.
 pub fn engine() -> Arc<Engine> {
     static E: OnceLock<Arc<Engine>> = OnceLock::new();
@@ -101,8 +105,13 @@ pub fn edge_config(cores: Vec<CoreSite>) -> EdgeConfig {
         user: user.into(),
         tier: tier.into(),
     };
-    cfg.filters.api_keys =
-        vec![key(KEY, "alice", "enterprise"), key(OTHER_KEY, "bob", "enterprise"), key(FREE_KEY, "carol", "free")];
+    cfg.filters.api_keys = vec![
+        key(KEY, "alice", "enterprise"),
+        key(OTHER_KEY, "bob", "enterprise"),
+        key(FREE_KEY, "carol", "free"),
+        key(TEAM_KEY, "dave", "team"),
+        key(PLUS_KEY, "erin", "plus"),
+    ];
     cfg.filters.config.insert("ratelimit".into(), [("burst.enterprise".to_string(), "unlimited".to_string())].into());
     cfg
 }

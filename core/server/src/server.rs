@@ -450,6 +450,7 @@ async fn replay(core: &Core, send: &mut SendStream, c: &Conversation, version: u
         conversation_id: Some(c.id.clone()),
         history_messages: 0,
         store: StoreStatus::Ok,
+        prompt: None,
     };
     reply(send, &Reply::Accepted(accepted), max).await?;
     let token = Token { text: turn.answer.clone(), ids: vec![], logprobs: None, emitted_us: turn.created_ms * 1000 };
@@ -538,6 +539,8 @@ async fn serve_generate(
         ignore_eos: s.ignore_eos,
     };
     let prompt_tokens = p.ids.len();
+    // Special tokens are kept: the text shows the template's turn markers too.
+    let prompt_text = if g.echo_prompt { fleet.engine.tokenizer.decode(&p.ids, false).ok() } else { None };
     // The ids the next turn's prompt will start with: this prompt, then the answer's tokens.
     let mut context_ids = if thread.id.is_some() { p.ids.clone() } else { Vec::new() };
     // The cache salt is the tenant: tenants never share KV.
@@ -566,6 +569,7 @@ async fn serve_generate(
             conversation_id: thread.id.clone(),
             history_messages: history_messages as u32,
             store: thread.status,
+            prompt: prompt_text,
         }),
         max,
     )

@@ -70,6 +70,7 @@ fn turn(id: Option<&str>, request_id: &str, text: &str) -> Generate {
         stop: vec![],
         deadline_ms: None,
         trace: None,
+        echo_prompt: false,
     }
 }
 

@@ -88,6 +88,7 @@ fn generate(tier: Tier, text: &str, max_tokens: u32) -> Generate {
         stop: vec![],
         deadline_ms: None,
         trace: None,
+        echo_prompt: false,
     }
 }
 

@@ -323,7 +323,7 @@ pub async fn feedback(State(st): State<Arc<EdgeState>>, req: Request) -> Respons
 }
 
 pub async fn metrics(State(st): State<Arc<EdgeState>>) -> Response {
-    let mut text = st.metrics.render(&st.pool.health(), st.runs.len());
+    let mut text = st.metrics.render(&st.pool.health(), &st.pool.loads(), st.runs.len());
     text.push_str(&st.filters.metrics().render());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -61,6 +61,19 @@ fn idempotency_key(headers: &HeaderMap, max: usize) -> Result<Option<String>, Ap
     }
 }
 
+/// `x-chorus-echo-prompt: 1` asks for the built prompt; only an edge configured to allow it
+/// (`debug.echo_prompt`) says yes.
+fn echo_prompt(headers: &HeaderMap, allowed: bool) -> Result<bool, ApiError> {
+    match headers.get("x-chorus-echo-prompt").map(|v| v.as_bytes()) {
+        None | Some(b"0") => Ok(false),
+        Some(b"1") if allowed => Ok(true),
+        Some(b"1") => {
+            Err(ApiError::invalid("x-chorus-echo-prompt", "this edge does not echo prompts (debug.echo_prompt is off)"))
+        }
+        Some(_) => Err(ApiError::invalid("x-chorus-echo-prompt", "expected 0 or 1")),
+    }
+}
+
 /// The whole pipeline up to a run to read from.
 pub async fn start(
     st: &Arc<EdgeState>,
@@ -71,6 +84,7 @@ pub async fn start(
     let limits = &st.cfg.limits;
     let chat = parse_chat(body, limits)?;
     st.check_model(&chat.model)?;
+    let echo_prompt = echo_prompt(headers, st.cfg.debug.echo_prompt)?;
     let idem = idempotency_key(headers, limits.max_idempotency_key_bytes)?;
     let caller = st.admit(headers, client_ip, "POST", "/v1/chat/completions", Some(&chat)).await?;
     let owner = owner_of(&caller.tenant, &caller.user);
@@ -111,6 +125,7 @@ pub async fn start(
         stop: chat.stop.clone(),
         deadline_ms: Some(st.cfg.upstream.deadline_ms),
         trace: headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 128).map(str::to_owned),
+        echo_prompt,
     };
     // The structural limits the core checks, and the frame the request must fit in.
     let refused = match generate.check(&chorus_proto::Limits::default()) {
@@ -192,6 +207,9 @@ impl Finisher {
             cached_tokens: usage.cached_tokens,
         };
         self.st.complete(self.ticket, outcome, filter_usage);
+        if outcome == Outcome::Completed {
+            self.st.metrics.usage(&self.run.tier, usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens);
+        }
         if let Some((scope, key, fp)) = self.idem {
             match outcome {
                 Outcome::Completed => {
@@ -360,6 +378,8 @@ async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: String, fin:
 fn head(a: Option<&chorus_proto::Accepted>) -> RunEvent {
     RunEvent::Head {
         model: a.map(|a| a.model.clone()).unwrap_or_default(),
+        fleet: a.map(|a| a.fleet.clone()).unwrap_or_default(),
+        prompt: a.and_then(|a| a.prompt.clone()),
         degraded_model: a.is_some_and(|a| a.degraded),
         degraded_store: a.is_some_and(|a| a.store.degraded()),
         conversation_id: a.and_then(|a| a.conversation_id.clone()),
@@ -375,8 +395,11 @@ pub fn head_headers(headers: &mut HeaderMap, head: &RunEvent, run: &Run, request
     };
     set("x-chorus-request-id", request_id);
     set("x-chorus-tier", &run.tier);
-    if let RunEvent::Head { model, degraded_model, degraded_store, conversation_id } = head {
+    if let RunEvent::Head { model, fleet, degraded_model, degraded_store, conversation_id, .. } = head {
         set("x-chorus-model", model);
+        if !fleet.is_empty() {
+            set("x-chorus-fleet", fleet);
+        }
         if let Some(c) = conversation_id {
             set("x-chorus-conversation-id", c);
         }
@@ -402,7 +425,11 @@ pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec
         c
     };
     match ev {
-        RunEvent::Head { .. } => vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null)],
+        RunEvent::Head { fleet, prompt, .. } => {
+            let mut first = chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null);
+            first["chorus"] = head_extension(fleet, prompt.as_deref());
+            vec![first]
+        }
         RunEvent::Delta { text, logprobs } => {
             let lp = if logprobs.is_empty() { Value::Null } else { json!({ "content": logprobs }) };
             vec![chunk(json!({ "content": text }), lp, Value::Null)]
@@ -422,6 +449,15 @@ pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec
         }
         RunEvent::Error(e) => vec![e.body()],
     }
+}
+
+/// Chorus's own fields about who answered: the fleet, and the built prompt when echoed.
+fn head_extension(fleet: &str, prompt: Option<&str>) -> Value {
+    let mut v = json!({ "fleet": fleet });
+    if let Some(p) = prompt {
+        v["prompt"] = json!(p);
+    }
+    v
 }
 
 fn model_of(head: &Option<RunEvent>) -> String {
@@ -475,6 +511,13 @@ async fn whole(st: &Arc<EdgeState>, s: &Started, started: Instant) -> Result<Res
     let RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error } = finish else {
         unreachable!("loop breaks on Finish")
     };
+    let mut chorus = match &head {
+        Some(RunEvent::Head { fleet, prompt, .. }) => head_extension(fleet, prompt.as_deref()),
+        _ => json!({}),
+    };
+    chorus["conversation_id"] = json!(conversation_id);
+    chorus["turn_version"] = json!(turn_version);
+    chorus["store_error"] = json!(store_error);
     let body = json!({
         "id": s.run.id, "object": "chat.completion", "created": s.run.created, "model": model,
         "system_fingerprint": null,
@@ -485,7 +528,7 @@ async fn whole(st: &Arc<EdgeState>, s: &Started, started: Instant) -> Result<Res
             "finish_reason": finish_reason,
         }],
         "usage": usage,
-        "chorus": {"conversation_id": conversation_id, "turn_version": turn_version, "store_error": store_error},
+        "chorus": chorus,
     });
     let mut resp = axum::Json(body).into_response();
     if let Some(h) = &head {

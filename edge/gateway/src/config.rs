@@ -43,6 +43,7 @@ pub struct EdgeConfig {
     pub limits: ApiLimits,
     pub upstream: UpstreamConfig,
     pub resume: ResumeConfig,
+    pub debug: DebugConfig,
     /// Serve the web chat at `/`.
     pub web: bool,
 }
@@ -66,6 +67,7 @@ impl Default for EdgeConfig {
             limits: ApiLimits::default(),
             upstream: UpstreamConfig::default(),
             resume: ResumeConfig::default(),
+            debug: DebugConfig::default(),
             web: true,
         }
     }
@@ -213,6 +215,17 @@ impl Default for ResumeConfig {
     fn default() -> Self {
         Self { window_secs: 30, max_buffer_bytes: 1 << 20 }
     }
+}
+
+/// Evaluation aids, off by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// Honour `x-chorus-echo-prompt: 1`: the answer carries the prompt text the core built
+    /// (`chorus.prompt`), so `chorus eval` can check the conversation store delivers context.
+    /// The prompt holds only the caller's own conversation, but keep this off where operators
+    /// add instructions users should not read.
+    pub echo_prompt: bool,
 }
 
 impl EdgeConfig {

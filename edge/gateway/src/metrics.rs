@@ -56,6 +56,8 @@ pub struct EdgeMetrics {
     pub filter_chain: Histogram,
     pub upstream_ttft: Histogram,
     ttft: [Histogram; TIERS.len()],
+    /// Per tier: prompt, cached prompt and completion tokens of finished answers.
+    tokens: [[AtomicU64; 3]; TIERS.len()],
     pub upstream_retries: AtomicU64,
     pub idempotent_replays: AtomicU64,
     pub idempotent_attaches: AtomicU64,
@@ -73,8 +75,22 @@ impl EdgeMetrics {
         self.ttft[tier_index(tier)].observe(d);
     }
 
-    /// Prometheus text; `health` is (region, healthy cores, cores).
-    pub fn render(&self, health: &[(String, usize, usize)], runs: usize) -> String {
+    /// The usage of a finished answer (the prefix-cache hit rate is cached over prompt).
+    pub fn usage(&self, tier: &str, prompt: u32, cached: u32, completion: u32) {
+        let t = &self.tokens[tier_index(tier)];
+        for (c, n) in t.iter().zip([prompt, cached, completion]) {
+            c.fetch_add(u64::from(n), Ordering::Relaxed);
+        }
+    }
+
+    /// Prometheus text; `health` is (region, healthy cores, cores), `loads` each connected
+    /// core's latest load report.
+    pub fn render(
+        &self,
+        health: &[(String, usize, usize)],
+        loads: &[(String, chorus_proto::LoadReport)],
+        runs: usize,
+    ) -> String {
         let mut out = String::new();
         out.push_str("# HELP chorus_edge_requests_total Requests answered, by route, HTTP status and tier.\n");
         out.push_str("# TYPE chorus_edge_requests_total counter\n");
@@ -127,6 +143,45 @@ impl EdgeMetrics {
         out.push_str("# TYPE chorus_edge_upstream_cores gauge\n");
         for (region, _, total) in health {
             let _ = writeln!(out, "chorus_edge_upstream_cores{{region=\"{region}\"}} {total}");
+        }
+        out.push_str(
+            "# HELP chorus_edge_tokens_total Tokens of finished answers by tier and kind (prompt, cached prompt, completion).\n# TYPE chorus_edge_tokens_total counter\n",
+        );
+        for (i, t) in TIERS.iter().enumerate() {
+            for (kind, c) in ["prompt", "cached", "completion"].iter().zip(&self.tokens[i]) {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(out, "chorus_edge_tokens_total{{tier=\"{t}\",kind=\"{kind}\"}} {n}");
+                }
+            }
+        }
+        out.push_str(
+            "# HELP chorus_edge_upstream_waiting Requests waiting to start, by core, fleet and tier (the cores' load reports).\n# TYPE chorus_edge_upstream_waiting gauge\n",
+        );
+        for (core, r) in loads {
+            for f in &r.fleets {
+                for t in chorus_proto::Tier::ALL {
+                    let _ = writeln!(
+                        out,
+                        "chorus_edge_upstream_waiting{{core=\"{core}\",fleet=\"{}\",tier=\"{}\"}} {}",
+                        f.fleet,
+                        t.as_str(),
+                        f.waiting[t.index()]
+                    );
+                }
+            }
+        }
+        out.push_str(
+            "# HELP chorus_edge_upstream_running Sequences running, by core and fleet (the cores' load reports).\n# TYPE chorus_edge_upstream_running gauge\n",
+        );
+        for (core, r) in loads {
+            for f in &r.fleets {
+                let _ = writeln!(
+                    out,
+                    "chorus_edge_upstream_running{{core=\"{core}\",fleet=\"{}\"}} {}",
+                    f.fleet, f.running
+                );
+            }
         }
         let _ = writeln!(
             out,

@@ -48,6 +48,10 @@ pub struct ChatRequest {
     /// Chorus: continue this stored conversation (`messages` holds only the new turn).
     #[serde(default)]
     pub conversation_id: Option<String>,
+    /// Generate to the token limit even past end-of-turn (load generators; vLLM and
+    /// llama.cpp's servers take the same field).
+    #[serde(default)]
+    pub ignore_eos: Option<bool>,
     #[serde(default)]
     pub tools: Option<Value>,
     #[serde(default)]
@@ -286,6 +290,7 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         frequency_penalty: range("frequency_penalty", req.frequency_penalty, -2.0, 2.0, 0.0)?,
         seed: req.seed.map(|s| s as u64),
         logprobs: logprobs.then_some(top),
+        ignore_eos: req.ignore_eos.unwrap_or(false),
         ..Sampling::default()
     };
     let conversation = match (req.conversation_id, req.store) {

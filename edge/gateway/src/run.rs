@@ -24,6 +24,12 @@ pub enum RunEvent {
     /// The core accepted the request and produced its first token.
     Head {
         model: String,
+        /// The fleet that answers (`mini`, `flagship`).
+        #[serde(default)]
+        fleet: String,
+        /// The prompt the core built, when the request asked for it (`x-chorus-echo-prompt`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt: Option<String>,
         /// Routed to a smaller fleet than the tier's (busy).
         degraded_model: bool,
         /// The conversation store served it degraded.
@@ -376,6 +382,8 @@ mod tests {
         let run = Run::new("r".into(), true, false, "free".into(), owner_of("t", "u"), 200, Duration::ZERO);
         run.push(RunEvent::Head {
             model: "m".into(),
+            fleet: "mini".into(),
+            prompt: None,
             degraded_model: false,
             degraded_store: false,
             conversation_id: None,

@@ -147,6 +147,17 @@ impl UpstreamPool {
             .collect()
     }
 
+    /// Each connected core's latest load report, by core name.
+    pub fn loads(&self) -> Vec<(String, chorus_proto::LoadReport)> {
+        let slots = self.regions.iter().flat_map(|(_, s)| s);
+        slots
+            .filter_map(|s| {
+                let report = s.client()?.load().borrow().clone()?;
+                Some((s.site.name.clone(), report))
+            })
+            .collect()
+    }
+
     /// Waits until some core is healthy or `timeout` passes.
     pub async fn wait_healthy(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
