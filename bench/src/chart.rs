@@ -85,10 +85,11 @@ fn load_of(run: &RunReport) -> f64 {
     }
 }
 
-/// TTFT p50 (solid) / p95 (dashed) per tier against offered load, for each report.
-fn sweep_panel(reports: &[&Report], slo: &[SloTarget]) -> Panel {
+/// TTFT p50 (solid) / p95 (dashed) per tier against offered load, for each report (named
+/// by its short name in the legend: "A", "B", or nothing for one report).
+fn sweep_panel(reports: &[(&Report, &str)], slo: &[SloTarget]) -> Panel {
     let mut series = Vec::new();
-    for (ri, rep) in reports.iter().enumerate() {
+    for (ri, (rep, short)) in reports.iter().enumerate() {
         let tiers: std::collections::BTreeSet<&String> = rep.runs.iter().flat_map(|r| r.tiers.keys()).collect();
         for tier in tiers {
             for (stat, dash) in [("p50", 0), ("p95", 1)] {
@@ -98,7 +99,7 @@ fn sweep_panel(reports: &[&Report], slo: &[SloTarget]) -> Panel {
                     .map(|r| (load_of(r), r.tiers.get(tier).and_then(|t| t.ttft_ms.get(stat)).unwrap_or(f64::NAN)))
                     .collect();
                 series.push(Series {
-                    label: format!("{} {tier} {stat}", rep.label),
+                    label: format!("{short} {tier} {stat}").trim_start().to_owned(),
                     points,
                     group: tier_group(tier) + 5 * ri,
                     dash: dash + 2 * ri,
@@ -106,7 +107,7 @@ fn sweep_panel(reports: &[&Report], slo: &[SloTarget]) -> Panel {
             }
         }
     }
-    let closed = reports.iter().flat_map(|r| &r.runs).any(|r| matches!(r.mode, Mode::Closed { .. }));
+    let closed = reports.iter().flat_map(|(r, _)| &r.runs).any(|r| matches!(r.mode, Mode::Closed { .. }));
     Panel {
         title: "TTFT against offered load".into(),
         x_label: if closed { "users".into() } else { "offered requests/s".into() },
@@ -122,7 +123,7 @@ fn sweep_panel(reports: &[&Report], slo: &[SloTarget]) -> Panel {
 pub fn load_chart(report: &Report) -> String {
     let mut panels = Vec::new();
     if report.runs.len() > 1 {
-        panels.push(sweep_panel(&[report], &report.slo_targets));
+        panels.push(sweep_panel(&[(report, "")], &report.slo_targets));
     }
     for run in &report.runs {
         panels.push(timeline_panel(run, &report.label, &report.slo_targets));
@@ -133,12 +134,9 @@ pub fn load_chart(report: &Report) -> String {
 
 /// Two reports side by side: the sweep, then each pair of runs' CDFs (A solid, B dashed).
 pub fn compare_chart(a: &Report, b: &Report) -> String {
-    let mut panels = vec![sweep_panel(&[a, b], &a.slo_targets)];
+    let mut panels = vec![sweep_panel(&[(a, "A"), (b, "B")], &a.slo_targets)];
     for (ra, rb) in a.runs.iter().zip(&b.runs) {
-        panels.push(cdf_panel(
-            format!("{}: TTFT CDF — {} (solid) vs {} (dashed)", ra.name, a.label, b.label),
-            &[(ra, a.label.as_str()), (rb, b.label.as_str())],
-        ));
+        panels.push(cdf_panel(format!("{}: TTFT CDF — A (solid) vs B (dashed)", ra.name), &[(ra, "A"), (rb, "B")]));
     }
-    render(&format!("{} vs {}", a.label, b.label), &panels)
+    render(&format!("A = {} vs B = {}", a.label, b.label), &panels)
 }

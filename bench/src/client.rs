@@ -138,10 +138,13 @@ pub struct Req<'a> {
 /// errors in the stream), or a JSON body. Never fails: what went wrong is in the [`Call`].
 pub async fn call(ep: &Endpoint, req: &Req<'_>) -> Call {
     let started = Instant::now();
-    match tokio::time::timeout(req.timeout, exchange(ep, req, started)).await {
-        Ok(c) => c,
-        Err(_) => Call::fail(0, "timeout", started.elapsed()),
+    let mut c = Call::default();
+    if tokio::time::timeout(req.timeout, exchange(ep, req, started, &mut c)).await.is_err() {
+        // What arrived before the deadline stays (status, first token): the error says why.
+        c.error = Some("timeout".into());
+        c.end = started.elapsed();
     }
+    c
 }
 
 /// GETs a page as text (metrics, health); `None` when it cannot be had.
@@ -151,7 +154,14 @@ pub async fn get_text(ep: &Endpoint, path: &str, key: Option<&str>, timeout: Dur
     (c.status != 0).then_some((c.status, c.content))
 }
 
-async fn exchange(ep: &Endpoint, req: &Req<'_>, started: Instant) -> Call {
+async fn exchange(ep: &Endpoint, req: &Req<'_>, started: Instant, out: &mut Call) {
+    *out = exchange_inner(ep, req, started, out).await;
+}
+
+/// Bytes of answer text kept; past it the answer is cut off with an error.
+const MAX_CONTENT: usize = MAX_BODY;
+
+async fn exchange_inner(ep: &Endpoint, req: &Req<'_>, started: Instant, call: &mut Call) -> Call {
     let path = match req.path.strip_prefix("//") {
         Some(p) => format!("/{p}"),
         None => format!("{}{}", ep.prefix, req.path),
@@ -189,14 +199,14 @@ async fn exchange(ep: &Endpoint, req: &Req<'_>, started: Instant) -> Call {
         Err(e) => return Call::fail(0, format!("send: {e}"), started.elapsed()),
     };
     let status = resp.status().as_u16();
-    let mut call = Call { status, ..Default::default() };
+    *call = Call { status, ..Default::default() };
     for (name, value) in resp.headers() {
         let n = name.as_str();
         if n.starts_with("x-chorus-") || n == "server" || n == "retry-after" || n == "retry-after-ms" {
             call.headers.push((n.to_owned(), value.to_str().unwrap_or_default().to_owned()));
         }
     }
-    call.retry_after = retry_after(&call);
+    call.retry_after = retry_after(call);
     let sse = resp
         .headers()
         .get("content-type")
@@ -205,6 +215,8 @@ async fn exchange(ep: &Endpoint, req: &Req<'_>, started: Instant) -> Call {
     let mut body = resp.into_body();
     if sse && status == 200 {
         let mut buf: Vec<u8> = Vec::new();
+        // Bytes of `buf` already searched for an event's end (less the terminator's length).
+        let mut scanned: usize = 0;
         let mut done = false;
         while !done {
             let frame = match body.frame().await {
@@ -218,12 +230,24 @@ async fn exchange(ep: &Endpoint, req: &Req<'_>, started: Instant) -> Call {
             let Ok(data) = frame.into_data() else { continue };
             let at = started.elapsed();
             buf.extend_from_slice(&data);
-            while let Some((event, rest)) = split_event(&buf) {
-                done |= on_event(&mut call, &event, at);
-                buf = rest;
+            let mut consumed = 0;
+            while let Some((end, skip)) = event_end(&buf[consumed..], scanned.saturating_sub(consumed)) {
+                let event = String::from_utf8_lossy(&buf[consumed..consumed + end]).into_owned();
+                consumed += end + skip;
+                scanned = consumed;
+                done |= on_event(call, &event, at);
+                if done {
+                    break;
+                }
             }
+            buf.drain(..consumed);
+            scanned = buf.len().saturating_sub(3);
             if buf.len() > MAX_EVENT {
                 call.error = Some(format!("an SSE event over {MAX_EVENT} bytes"));
+                break;
+            }
+            if call.content.len() > MAX_CONTENT {
+                call.error = Some(format!("an answer over {MAX_CONTENT} bytes"));
                 break;
             }
         }
@@ -251,7 +275,7 @@ async fn exchange(ep: &Endpoint, req: &Req<'_>, started: Instant) -> Call {
         }
         let at = started.elapsed();
         match serde_json::from_slice::<Value>(&data) {
-            Ok(v) => on_json_body(&mut call, v, at),
+            Ok(v) => on_json_body(call, v, at),
             Err(_) => call.content = String::from_utf8_lossy(&data).into_owned(),
         }
         if status != 200 && call.error.is_none() {
@@ -260,20 +284,26 @@ async fn exchange(ep: &Endpoint, req: &Req<'_>, started: Instant) -> Call {
     }
     call.end = started.elapsed();
     conn.abort();
-    call
+    std::mem::take(call)
 }
 
+/// `retry-after-ms`, else `Retry-After` in seconds (the HTTP-date form is not read: a client
+/// that waits a default is still counted as honouring it). Non-finite or negative values are
+/// ignored; at most an hour.
 fn retry_after(c: &Call) -> Option<Duration> {
-    if let Some(ms) = c.header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 3600.0)));
-    }
-    let s = c.header("retry-after")?.trim().parse::<f64>().ok()?;
-    Some(Duration::from_secs_f64(s.clamp(0.0, 3600.0)))
+    let secs =
+        |v: &str, scale: f64| v.trim().parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0).map(|x| x / scale);
+    let s = c
+        .header("retry-after-ms")
+        .and_then(|v| secs(v, 1000.0))
+        .or_else(|| c.header("retry-after").and_then(|v| secs(v, 1.0)))?;
+    Some(Duration::from_secs_f64(s.min(3600.0)))
 }
 
-/// The first complete SSE event in `buf` (its lines) and what follows it.
-fn split_event(buf: &[u8]) -> Option<(String, Vec<u8>)> {
-    let (end, skip) = (0..buf.len()).find_map(|i| {
+/// Where the first SSE event in `buf` ends (its length and the terminator's), searching from
+/// `from` (bytes before it are known to hold no terminator).
+fn event_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    (from.min(buf.len())..buf.len()).find_map(|i| {
         if buf[i..].starts_with(b"\n\n") {
             Some((i, 2))
         } else if buf[i..].starts_with(b"\r\n\r\n") {
@@ -281,7 +311,12 @@ fn split_event(buf: &[u8]) -> Option<(String, Vec<u8>)> {
         } else {
             None
         }
-    })?;
+    })
+}
+
+#[cfg(test)]
+fn split_event(buf: &[u8]) -> Option<(String, Vec<u8>)> {
+    let (end, skip) = event_end(buf, 0)?;
     Some((String::from_utf8_lossy(&buf[..end]).into_owned(), buf[end + skip..].to_vec()))
 }
 
@@ -301,9 +336,10 @@ fn on_event(call: &mut Call, event: &str, at: Duration) -> bool {
         return false;
     };
     if let Some(e) = v.get("error") {
+        // An error inside the stream ends the answer.
         call.error = Some(error_code(e));
         call.body = Some(v);
-        return false;
+        return true;
     }
     if let Some(c) = v.get("chorus").filter(|c| c.is_object()) {
         merge(call.chorus.get_or_insert_with(|| Value::Object(Default::default())), c);

@@ -62,20 +62,41 @@ impl Rng {
     }
 }
 
-/// Send times of a Poisson process at `rate` per second within `horizon`, from time zero:
-/// exponential gaps with mean 1/rate. At most `limit` times.
-pub fn poisson_schedule(rate: f64, horizon: Duration, limit: usize, rng: &mut Rng) -> Vec<Duration> {
-    let mut out = Vec::new();
-    if !(rate.is_finite() && rate > 0.0) {
-        return out;
+/// The arrival times of a Poisson process at `rate` per second, from time zero, drawn as they
+/// are needed: exponential gaps with mean 1/rate. Ends past `horizon`, or at once for a rate
+/// that is not a positive number.
+#[derive(Debug, Clone)]
+pub struct Poisson {
+    mean_gap: f64,
+    t: f64,
+    end: f64,
+    rng: Rng,
+}
+
+impl Poisson {
+    pub fn new(rate: f64, horizon: Duration, rng: Rng) -> Self {
+        let ok = rate.is_finite() && rate > 0.0;
+        Self {
+            mean_gap: if ok { 1.0 / rate } else { 0.0 },
+            t: 0.0,
+            end: if ok { horizon.as_secs_f64() } else { 0.0 },
+            rng,
+        }
     }
-    let end = horizon.as_secs_f64();
-    let mut t = rng.exponential(1.0 / rate);
-    while t < end && out.len() < limit {
-        out.push(Duration::from_secs_f64(t));
-        t += rng.exponential(1.0 / rate);
+}
+
+impl Iterator for Poisson {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.t += self.rng.exponential(self.mean_gap);
+        (self.t < self.end).then(|| Duration::from_secs_f64(self.t))
     }
-    out
+}
+
+/// The first `limit` arrival times of [`Poisson`] within `horizon`.
+pub fn poisson_schedule(rate: f64, horizon: Duration, limit: usize, rng: Rng) -> Vec<Duration> {
+    Poisson::new(rate, horizon, rng).take(limit).collect()
 }
 
 /// A bad distribution spec, naming the flag.
@@ -176,9 +197,8 @@ mod tests {
 
     #[test]
     fn poisson_schedule_has_the_rate_and_exponential_gaps() {
-        let mut rng = Rng::new(7);
         let rate = 50.0;
-        let s = poisson_schedule(rate, Duration::from_secs(200), usize::MAX, &mut rng);
+        let s = poisson_schedule(rate, Duration::from_secs(200), usize::MAX, Rng::new(7));
         // 10,000 expected; a Poisson count's sd is 100.
         assert!((s.len() as f64 - 10_000.0).abs() < 400.0, "{}", s.len());
         assert!(s.windows(2).all(|w| w[0] <= w[1]));
@@ -197,12 +217,12 @@ mod tests {
 
     #[test]
     fn poisson_schedule_is_bounded_and_repeatable() {
-        let a = poisson_schedule(100.0, Duration::from_secs(10), 25, &mut Rng::new(1));
-        let b = poisson_schedule(100.0, Duration::from_secs(10), 25, &mut Rng::new(1));
+        let a = poisson_schedule(100.0, Duration::from_secs(10), 25, Rng::new(1));
+        let b = poisson_schedule(100.0, Duration::from_secs(10), 25, Rng::new(1));
         assert_eq!(a.len(), 25);
         assert_eq!(a, b);
-        assert!(poisson_schedule(0.0, Duration::from_secs(10), 25, &mut Rng::new(1)).is_empty());
-        assert!(poisson_schedule(f64::NAN, Duration::from_secs(10), 25, &mut Rng::new(1)).is_empty());
+        assert!(poisson_schedule(0.0, Duration::from_secs(10), 25, Rng::new(1)).is_empty());
+        assert!(poisson_schedule(f64::NAN, Duration::from_secs(10), 25, Rng::new(1)).is_empty());
     }
 
     #[test]

@@ -99,6 +99,8 @@ impl Default for EvalConfig {
 impl EvalConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
+        let len = std::fs::metadata(path).with_context(|| format!("--config {}", path.display()))?.len();
+        anyhow::ensure!(len <= 1 << 20, "--config {}: over 1 MiB", path.display());
         let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
         let cfg: Self = toml::from_str(&text).with_context(|| format!("--config {}", path.display()))?;
         let t = &cfg.thresholds;
@@ -141,6 +143,8 @@ pub struct SetPrompt {
 /// Reads a JSON-lines set of `{"category", "prompt"}` (at most 10,000 lines).
 pub fn load_set(path: &Path) -> anyhow::Result<Vec<SetPrompt>> {
     use anyhow::Context;
+    let len = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?.len();
+    anyhow::ensure!(len <= 64 << 20, "{}: over 64 MiB", path.display());
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -436,9 +440,11 @@ async fn safety(ctx: &Arc<Ctx>) -> Vec<Check> {
         .zip(&ben)
         .filter(|(p, _)| ctx.spec.config.sensitive_categories.contains(&p.category))
         .collect();
+    // A refusal is the gate's (`content_policy`) or the model's own words; other failures are
+    // the benign-answered check's business.
     let refused: Vec<String> = sensitive
         .iter()
-        .filter(|(_, c)| !c.ok() || looks_like_refusal(&c.content))
+        .filter(|(_, c)| blocked(c) || (c.ok() && looks_like_refusal(&c.content)))
         .map(|(p, c)| {
             let how = if c.ok() { "the model refused" } else { "the gate refused" };
             format!("[{}] {:?}: {how}", p.category, truncate(&p.prompt, 50))

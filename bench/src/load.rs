@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::client::{Call, Endpoint, Req, call, get_text};
-use crate::dist::{Rng, poisson_schedule};
+use crate::dist::{Poisson, Rng};
 use crate::prom;
 use crate::report::{Mode, Record, RunReport, ServerSide, SloTarget};
 use crate::stats::Summary;
@@ -51,6 +51,9 @@ pub struct LoadSpec {
     pub seed: u64,
     /// Draw a progress line on stderr.
     pub progress: bool,
+    /// Open loop: most requests in flight; an arrival past it is not sent and is counted as
+    /// the error `client_max_in_flight` (the generator's limit, not the server's).
+    pub max_in_flight: usize,
     pub slo: Vec<SloTarget>,
 }
 
@@ -96,33 +99,62 @@ pub async fn run(spec: LoadSpec, mode: Mode) -> RunReport {
         Mode::Open { rate } => open_loop(&shared, *rate).await,
         Mode::Closed { users, .. } => closed_loop(&shared, *users).await,
     }
-    let wall_s = shared.start.elapsed().as_secs_f64();
     stop.notify_one();
     let server = sampler.await.unwrap_or_default();
     if let Some(p) = progress {
         p.abort();
-        eprint!("\r\x1b[2K");
+        if std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[2K");
+        }
     }
     let mut records = std::mem::take(&mut *shared.records.lock().unwrap_or_else(|e| e.into_inner()));
     records.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+    // From the first send to the last answer.
+    let first = records.iter().map(|r| r.t_s).fold(f64::INFINITY, f64::min);
+    let last = records.iter().map(|r| r.t_s + r.e2e_ms / 1e3).fold(0.0, f64::max);
+    let wall_s = if records.is_empty() { 0.0 } else { (last - first).max(1e-3) };
     let honoured = shared.spec.retry_429 > 0;
     RunReport::build(mode, wall_s, records, server, &shared.spec.slo, honoured)
 }
 
 async fn open_loop(shared: &Arc<Shared>, rate: f64) {
-    let schedule = {
-        let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
-        poisson_schedule(rate, shared.spec.duration, shared.spec.max_requests, &mut rng)
-    };
+    let arrivals = Poisson::new(rate, shared.spec.duration, Rng::new(shared.spec.seed ^ 0xA5A5_5A5A));
     let mut tasks = tokio::task::JoinSet::new();
-    for at in schedule {
-        tokio::time::sleep_until((shared.start + at).into()).await;
-        let s = shared.clone();
-        tasks.spawn(async move { one_request(&s, None, false).await });
+    for at in arrivals.take(shared.spec.max_requests) {
+        let due = shared.start + at;
+        tokio::time::sleep_until(due.into()).await;
         // Reap finished tasks as we go (a long run holds only what is in flight).
-        while tasks.try_join_next().is_some() {}
+        while let Some(done) = tasks.try_join_next() {
+            lost(shared, done);
+        }
+        if tasks.len() >= shared.spec.max_in_flight {
+            shared.issued.fetch_add(1, Relaxed);
+            refuse_locally(shared, at, "client_max_in_flight");
+            continue;
+        }
+        let s = shared.clone();
+        // Latency counts from when the request was due, not from when this task got to it.
+        tasks.spawn(async move { one_request(&s, None, false, Some(due)).await });
     }
-    while tasks.join_next().await.is_some() {}
+    while let Some(done) = tasks.join_next().await {
+        lost(shared, done);
+    }
+}
+
+/// A request task that panicked still counts: as an error of the generator.
+fn lost<T>(shared: &Shared, done: Result<T, tokio::task::JoinError>) {
+    if done.is_err() {
+        refuse_locally(shared, shared.start.elapsed(), "client_task_failed");
+    }
+}
+
+/// Records a request the generator itself could not send.
+fn refuse_locally(shared: &Shared, at: Duration, why: &str) {
+    shared.live.sent.fetch_add(1, Relaxed);
+    shared.live.done.fetch_add(1, Relaxed);
+    shared.live.errors.fetch_add(1, Relaxed);
+    let r = Record { tier: "client".into(), t_s: at.as_secs_f64(), error: Some(why.into()), ..Default::default() };
+    shared.records.lock().unwrap_or_else(|e| e.into_inner()).push(r);
 }
 
 async fn closed_loop(shared: &Arc<Shared>, users: usize) {
@@ -130,19 +162,18 @@ async fn closed_loop(shared: &Arc<Shared>, users: usize) {
     for u in 0..users {
         let s = shared.clone();
         tasks.spawn(async move {
-            // Users start spread over the first think time (or 100 ms), not all at once.
-            let stagger = s.spec.think.max(Duration::from_millis(100)).mul_f64(u as f64 / users.max(1) as f64);
-            tokio::time::sleep(stagger).await;
+            // Users start spread over the first think time (or 100 ms; within the run), not
+            // all at once.
+            let spread = s.spec.think.max(Duration::from_millis(100)).min(s.spec.duration / 2);
+            tokio::time::sleep(spread.mul_f64(u as f64 / users.max(1) as f64)).await;
+            let end = s.start + s.spec.duration;
             let mut session: Option<Session> = None;
-            loop {
-                if s.start.elapsed() >= s.spec.duration {
-                    break;
-                }
-                match one_request(&s, session.take(), true).await {
+            while Instant::now() < end {
+                match one_request(&s, session.take(), true, None).await {
                     Some(next) => session = next,
                     None => break,
                 }
-                tokio::time::sleep(s.spec.think).await;
+                tokio::time::sleep_until((Instant::now() + s.spec.think).min(end).into()).await;
             }
         });
     }
@@ -153,7 +184,12 @@ async fn closed_loop(shared: &Arc<Shared>, users: usize) {
 /// of a drawn tier, or a new one). `None` when the request bound is reached; else the session
 /// if it goes on and is `owned` (a closed-loop user's), while an open loop's goes back to the
 /// idle pool.
-async fn one_request(s: &Arc<Shared>, session: Option<Session>, owned: bool) -> Option<Option<Session>> {
+async fn one_request(
+    s: &Arc<Shared>,
+    session: Option<Session>,
+    owned: bool,
+    due: Option<Instant>,
+) -> Option<Option<Session>> {
     if s.issued.fetch_add(1, Relaxed) >= s.spec.max_requests {
         return None;
     }
@@ -189,9 +225,9 @@ async fn one_request(s: &Arc<Shared>, session: Option<Session>, owned: bool) -> 
     if s.spec.ignore_eos {
         body["ignore_eos"] = Value::Bool(true);
     }
-    let t_s = s.start.elapsed().as_secs_f64();
+    let sent = due.unwrap_or_else(Instant::now);
+    let t_s = (sent - s.start).as_secs_f64();
     s.live.sent.fetch_add(1, Relaxed);
-    let sent = Instant::now();
     let mut record = Record { tier: tier.tier.clone(), t_s, turn: session.turn, ..Default::default() };
     let mut c: Call;
     loop {
@@ -234,7 +270,8 @@ async fn one_request(s: &Arc<Shared>, session: Option<Session>, owned: bool) -> 
     record.prompt_tokens = c.usage.map(|u| u.prompt_tokens);
     record.cached_tokens = c.usage.and_then(|u| u.cached_tokens);
     record.fleet = c.header("x-chorus-fleet").map(str::to_owned);
-    record.itl_ms = c.chunks.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() * 1e3).collect();
+    // Gaps between deliveries: chunks that came in one read arrive together, not 0 ms apart.
+    record.itl_ms = c.chunks.windows(2).filter(|w| w[1] > w[0]).map(|w| (w[1] - w[0]).as_secs_f64() * 1e3).collect();
     let ok = record.answered();
     s.live.done.fetch_add(1, Relaxed);
     if !ok {
@@ -310,7 +347,9 @@ async fn progress(s: Arc<Shared>, mode: Mode) {
         let width = 24;
         let filled = (frac * width as f64).round() as usize;
         let bar: String = "#".repeat(filled) + &"-".repeat(width - filled);
-        let (sent, done, err) = (s.live.sent.load(Relaxed), s.live.done.load(Relaxed), s.live.errors.load(Relaxed));
+        // `done` first: a request counted done was counted sent before it.
+        let (done, err) = (s.live.done.load(Relaxed), s.live.errors.load(Relaxed));
+        let sent = s.live.sent.load(Relaxed).max(done);
         let tok_s = s.live.tokens.load(Relaxed) as f64 / el.max(1e-3);
         let line = format!(
             "{} [{bar}] {el:>5.1}/{total:.0}s sent {sent} done {done} in flight {} errors {err} {tok_s:.0} tok/s",

@@ -134,12 +134,20 @@ pub fn plan(input: PlanInput) -> Result<Plan, PlanError> {
     let n = &input.node;
     check("node.answers_per_s", n.answers_per_s, n.answers_per_s > 0.0, "must be positive")?;
     check("node.output_tokens", n.output_tokens, n.output_tokens > 0.0, "must be positive")?;
+    check("node.prompt_tokens", n.prompt_tokens, n.prompt_tokens >= 0.0, "must not be negative")?;
+    check("node.cache_hit", n.cache_hit, (0.0..=1.0).contains(&n.cache_hit), "must be within 0..=1")?;
+    check("node.ttft_mean_ms", n.ttft_mean_ms, n.ttft_mean_ms >= 0.0, "must not be negative")?;
+    check("node.tpot_ms", n.tpot_ms, n.tpot_ms >= 0.0, "must not be negative")?;
     let work = |out: f64, prompt: f64, hit: f64| out + input.prefill_cost * prompt * (1.0 - hit.clamp(0.0, 1.0));
     let measured = work(n.output_tokens, n.prompt_tokens, n.cache_hit);
     let target = work(input.output_tokens, input.prompt_tokens, input.cache_hit);
     let capacity_per_node = n.answers_per_s * measured / target;
-    let nodes = (input.qps / (capacity_per_node * u)).ceil().max(1.0) as u64;
-    let time_in_system_s = (n.ttft_mean_ms + input.output_tokens.max(1.0) * n.tpot_ms) / 1e3;
+    check("capacity_per_node", capacity_per_node, capacity_per_node > 0.0, "must come out positive and finite")?;
+    let nodes = (input.qps / (capacity_per_node * u)).ceil().max(1.0);
+    check("nodes", nodes, nodes < 1e12, "too many to count")?;
+    let nodes = nodes as u64;
+    // The first token, then one time-per-output-token for each after it.
+    let time_in_system_s = (n.ttft_mean_ms + (input.output_tokens - 1.0).max(0.0) * n.tpot_ms) / 1e3;
     let in_flight_total = littles_law_in_flight(input.qps, time_in_system_s);
     let cost_per_hour = nodes as f64 * price;
     let cost_per_request = cost_per_hour / (3600.0 * input.qps);
@@ -238,10 +246,10 @@ mod tests {
         assert!((p.capacity_per_node - 2.0).abs() < 1e-12);
         assert_eq!(p.nodes, 7);
         assert!((p.utilisation - 10.0 / 14.0).abs() < 1e-12);
-        // Little's law: 10 req/s × (0.2 s + 100 × 20 ms) = 22 in flight.
-        assert!((p.time_in_system_s - 2.2).abs() < 1e-12);
-        assert!((p.in_flight_total - 22.0).abs() < 1e-9);
-        assert!((p.in_flight_per_node - 22.0 / 7.0).abs() < 1e-9);
+        // Little's law: 10 req/s × (0.2 s + 99 × 20 ms) = 21.8 in flight.
+        assert!((p.time_in_system_s - 2.18).abs() < 1e-12);
+        assert!((p.in_flight_total - 21.8).abs() < 1e-9);
+        assert!((p.in_flight_per_node - 21.8 / 7.0).abs() < 1e-9);
         // 7 nodes × 2/hour over 36,000 requests an hour.
         assert!((p.cost_per_request - 14.0 / 36_000.0).abs() < 1e-12);
         assert!((p.cost_per_million_output_tokens - 14.0 / 36_000.0 / 100.0 * 1e6).abs() < 1e-6);
@@ -270,6 +278,9 @@ mod tests {
             ("max_utilisation", Box::new(|i: &mut PlanInput| i.max_utilisation = 0.0)),
             ("output_tokens", Box::new(|i: &mut PlanInput| i.output_tokens = f64::NAN)),
             ("node.answers_per_s", Box::new(|i: &mut PlanInput| i.node.answers_per_s = 0.0)),
+            ("node.tpot_ms", Box::new(|i: &mut PlanInput| i.node.tpot_ms = f64::NAN)),
+            ("node.cache_hit", Box::new(|i: &mut PlanInput| i.node.cache_hit = -0.1)),
+            ("capacity_per_node", Box::new(|i: &mut PlanInput| i.node.answers_per_s = f64::MAX)),
         ] {
             let mut i = input(1.0);
             f(&mut i);

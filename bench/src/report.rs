@@ -37,7 +37,8 @@ pub struct Record {
     pub rate_limited: u32,
     #[serde(default)]
     pub retry_after_given: u32,
-    /// Gaps between content chunks (inter-token latency); not kept in the JSON.
+    /// Gaps between content deliveries (inter-token latency; chunks that arrive in one read
+    /// count once); not kept in the JSON.
     #[serde(skip)]
     pub itl_ms: Vec<f64>,
 }
@@ -180,24 +181,66 @@ pub struct SloResult {
     pub tier: String,
     pub stat: String,
     pub target_ms: f64,
-    /// `None`: the tier answered nothing, so the target did not hold.
+    /// The statistic over every request of the tier, a failed one counting as a first token
+    /// that never came; `None` when failures reach that percentile (the target did not hold).
     pub measured_ms: Option<f64>,
     pub held: bool,
     /// Target minus measured: positive is headroom, negative the miss.
     pub margin_ms: Option<f64>,
+    /// Requests of the tier that got no answer.
+    #[serde(default)]
+    pub failed: u64,
 }
 
-/// Checks every target against each tier that sent requests (`*` expands to them).
-pub fn evaluate_slo(targets: &[SloTarget], tiers: &BTreeMap<String, TierStats>) -> Vec<SloResult> {
+/// The `stat` of a tier's TTFTs where each failed request counts as an infinite TTFT (a user
+/// who got an error or a 429 did not get a first token in time); `None` when that lands on a
+/// failure.
+pub fn slo_ttft(records: &[Record], tier: &str, stat: &str) -> Option<f64> {
+    let mine = records.iter().filter(|r| r.tier == tier);
+    let mut v: Vec<f64> =
+        mine.map(|r| if r.answered() { r.ttft_ms.unwrap_or(f64::INFINITY) } else { f64::INFINITY }).collect();
+    v.sort_by(f64::total_cmp);
+    let x = match stat {
+        "mean" => v.iter().sum::<f64>() / v.len() as f64,
+        _ => {
+            let q = stat.strip_prefix('p')?.parse::<f64>().ok()? / 100.0;
+            let last = v.len().checked_sub(1)?;
+            let pos = q.clamp(0.0, 1.0) * last as f64;
+            let (lo, hi) = (v[pos.floor() as usize], v[pos.ceil() as usize]);
+            if hi.is_infinite() && pos.fract() > 0.0 || lo.is_infinite() {
+                f64::INFINITY
+            } else {
+                lo + (hi - lo) * pos.fract()
+            }
+        }
+    };
+    x.is_finite().then_some(x)
+}
+
+/// Checks every target against each tier that sent requests (`*` expands to them). A target
+/// naming a tier that sent nothing is a miss (a typo, or a tier left out of the mix).
+pub fn evaluate_slo(targets: &[SloTarget], tiers: &BTreeMap<String, TierStats>, records: &[Record]) -> Vec<SloResult> {
     let mut out = Vec::new();
     for t in targets {
         let names: Vec<&String> = tiers.keys().filter(|n| t.tier == "*" || **n == t.tier).collect();
+        let known = ["*", "free", "team", "plus", "enterprise"].contains(&t.tier.as_str());
+        if names.is_empty() && !known {
+            out.push(SloResult {
+                tier: t.tier.clone(),
+                stat: t.stat.clone(),
+                target_ms: t.max_ms,
+                measured_ms: None,
+                held: false,
+                margin_ms: None,
+                failed: 0,
+            });
+        }
         for name in names {
             let stats = &tiers[name];
             if stats.sent == 0 {
                 continue;
             }
-            let measured = stats.ttft_ms.get(&t.stat);
+            let measured = slo_ttft(records, name, &t.stat);
             out.push(SloResult {
                 tier: name.clone(),
                 stat: t.stat.clone(),
@@ -205,6 +248,7 @@ pub fn evaluate_slo(targets: &[SloTarget], tiers: &BTreeMap<String, TierStats>) 
                 measured_ms: measured,
                 held: measured.is_some_and(|m| m <= t.max_ms),
                 margin_ms: measured.map(|m| t.max_ms - m),
+                failed: stats.errors,
             });
         }
     }
@@ -271,9 +315,12 @@ impl Mode {
 pub struct RateLimited {
     pub responses: u64,
     pub with_retry_after: u64,
-    /// Whether the client waited out Retry-After and retried (`--retry-429`).
+    /// Whether the client's policy was to wait out Retry-After and retry (`--retry-429`).
     pub honoured: bool,
+    /// Retries made after waiting, and requests answered after at least one.
     pub retries: u64,
+    #[serde(default)]
+    pub answered_after_retry: u64,
 }
 
 /// Figures read from the server's own `/metrics` during the run.
@@ -337,6 +384,7 @@ impl RunReport {
             with_retry_after: records.iter().map(|r| u64::from(r.retry_after_given)).sum(),
             honoured,
             retries: records.iter().map(|r| u64::from(r.retries)).sum(),
+            answered_after_retry: records.iter().filter(|r| r.retries > 0 && r.answered()).count() as u64,
         };
         let width = (wall_s / 30.0).max(1.0);
         Self {
@@ -349,7 +397,7 @@ impl RunReport {
             errors_by_status,
             errors_by_code,
             rate_limited,
-            slo: evaluate_slo(slo, &tiers),
+            slo: evaluate_slo(slo, &tiers, &records),
             timeline: timeline(&records, width),
             overall,
             tiers,
@@ -363,8 +411,9 @@ impl RunReport {
         sorted(self.records.iter().filter(|r| r.tier == tier && r.answered()).filter_map(|r| r.ttft_ms))
     }
 
+    /// Every verdict held, and there was at least one (a run that sent nothing held nothing).
     pub fn slo_held(&self) -> bool {
-        self.slo.iter().all(|s| s.held)
+        !self.slo.is_empty() && self.slo.iter().all(|s| s.held)
     }
 }
 
@@ -426,11 +475,12 @@ pub fn render_run(r: &RunReport) -> String {
     if r.rate_limited.responses > 0 {
         let _ = writeln!(
             o,
-            "  429s: {} ({} with Retry-After); Retry-After {} ({} retries)",
+            "  429s: {} ({} with Retry-After); Retry-After {} ({} retries, {} answered after waiting)",
             r.rate_limited.responses,
             r.rate_limited.with_retry_after,
             if r.rate_limited.honoured { "honoured" } else { "not honoured" },
-            r.rate_limited.retries
+            r.rate_limited.retries,
+            r.rate_limited.answered_after_retry
         );
     }
     let cache = r.server.prefix_cache_hit_rate.map(|h| format!("{:.1}%", h * 100.0));
@@ -449,7 +499,8 @@ pub fn render_run(r: &RunReport) -> String {
             let verdict = match (s.held, s.margin_ms) {
                 (true, Some(m)) => format!("held, {m:.0} ms to spare"),
                 (false, Some(m)) => format!("MISSED by {:.0} ms", -m),
-                _ => "MISSED: nothing answered".into(),
+                _ if s.failed > 0 => format!("MISSED: {} requests failed, reaching {}", s.failed, s.stat),
+                _ => "MISSED: no such tier in the run".into(),
             };
             let _ = writeln!(
                 o,
@@ -602,10 +653,19 @@ mod tests {
         assert!(find("free", "p50").held);
         // Tiers without traffic get no verdict.
         assert!(r.slo.iter().all(|s| s.tier == "free" || s.tier == "plus"));
-        let tight = evaluate_slo(&[SloTarget::parse("free.p95=150ms").unwrap()], &r.tiers);
+        let tight = evaluate_slo(&[SloTarget::parse("plus.p95=40ms").unwrap()], &r.tiers, &r.records);
         assert_eq!(tight.len(), 1);
         assert!(!tight[0].held);
         assert!(tight[0].margin_ms.unwrap() < 0.0);
+        // Failures count as first tokens that never came: 10% of free failed, so its p95 is
+        // a failure and the target cannot hold however fast the answers were.
+        let free95 = find("free", "p95");
+        assert!(!free95.held && free95.measured_ms.is_none() && free95.failed == 10, "{free95:?}");
+        assert!(find("free", "p50").held, "p50 lands on an answer");
+        assert!(!r.slo_held());
+        // A target for a tier that is not in the run is a miss, not a silent pass.
+        let typo = evaluate_slo(&[SloTarget::parse("plsu.p50=300").unwrap()], &r.tiers, &r.records);
+        assert!(typo.len() == 1 && !typo[0].held);
     }
 
     #[test]

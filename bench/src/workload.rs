@@ -8,16 +8,17 @@ use serde_json::{Value, json};
 
 use crate::dist::{Dist, Rng};
 
+/// Everyday words, about one token each. Word salad is read by the safety gate like any
+/// prompt: verbs such as "build", "cook" or "move" near "people" or "way" trip its proximity
+/// rules, so the list keeps to nouns, adjectives and gentle verbs (400 generated turns of 16–64
+/// words: none refused).
 const WORDS: &[&str] = &[
-    "the", "time", "people", "way", "water", "world", "house", "music", "garden", "river", "city", "road", "light",
-    "morning", "evening", "book", "story", "friend", "family", "school", "market", "window", "table", "paper",
-    "number", "question", "answer", "idea", "plan", "system", "machine", "engine", "signal", "weather", "summer",
+    "time", "water", "world", "house", "music", "garden", "river", "city", "road", "morning", "evening", "book",
+    "story", "school", "market", "window", "table", "paper", "question", "answer", "idea", "plan", "weather", "summer",
     "winter", "forest", "mountain", "ocean", "island", "bridge", "station", "train", "letter", "picture", "color",
-    "sound", "voice", "song", "game", "team", "player", "field", "stone", "metal", "glass", "bread", "coffee", "tea",
-    "apple", "orange", "green", "blue", "small", "large", "quick", "slow", "bright", "quiet", "warm", "cold", "new",
-    "old", "good", "simple", "clear", "strong", "early", "late", "open", "close", "read", "write", "build", "learn",
-    "teach", "travel", "cook", "paint", "count", "measure", "explain", "describe", "compare", "remember", "share",
-    "help", "start", "finish", "change", "grow", "move",
+    "sound", "song", "field", "bread", "coffee", "tea", "apple", "orange", "green", "blue", "small", "large", "bright",
+    "quiet", "warm", "new", "good", "simple", "clear", "early", "read", "learn", "paint", "describe", "compare",
+    "remember", "share", "grow", "the", "and", "with", "about",
 ];
 
 /// `n` words drawn from the vocabulary.
@@ -38,8 +39,10 @@ pub fn system_prompt(words_wanted: u32) -> String {
     let mut rng = Rng::new(0x5EED);
     let mut s = String::from("You are a helpful, careful assistant for a travel and home company.");
     let mut rule = 1;
-    while (s.split_whitespace().count() as u32) < words_wanted {
+    let mut count = s.split_whitespace().count() as u32;
+    while count < words_wanted {
         s.push_str(&format!(" Rule {rule}: {}.", words(&mut rng, 12)));
+        count += 14;
         rule += 1;
     }
     s

@@ -51,7 +51,7 @@ impl Target {
             None => None,
         };
         if let Some(f) = file {
-            let text = std::fs::read_to_string(&f).with_context(|| format!("--keys-file {}", f.display()))?;
+            let text = read_bounded(&f, 1 << 20, "--keys-file")?;
             let map: BTreeMap<String, String> = toml::from_str(&text)
                 .with_context(|| format!("--keys-file {}: expected tier = \"key\" lines", f.display()))?;
             out.extend(map);
@@ -86,9 +86,13 @@ pub struct LoadArgs {
     /// Seconds each run sends for (answers in flight are then awaited).
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
-    /// Most requests each run sends.
+    /// Most requests each run sends (at most 10,000,000).
     #[arg(long, default_value_t = 1_000_000)]
     pub requests: usize,
+    /// Open loop: most requests in flight; arrivals past it are counted as the generator's
+    /// own errors (`client_max_in_flight`), not sent.
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
     /// The tier mix: TIER=WEIGHT,… (default: equal over the tiers with keys).
     #[arg(long, value_delimiter = ',')]
     pub mix: Vec<String>,
@@ -180,6 +184,17 @@ pub fn load_spec(a: &LoadArgs) -> Result<LoadSpec> {
         );
         weights.insert(t.to_owned(), w);
     }
+    anyhow::ensure!(a.mix.is_empty() || !keys.is_empty(), "--mix needs a key per tier (--key TIER=KEY)");
+    anyhow::ensure!(a.system_words <= 100_000, "--system-words {}: at most 100000", a.system_words);
+    anyhow::ensure!(a.think_ms <= 3_600_000, "--think-ms {}: at most 3600000", a.think_ms);
+    anyhow::ensure!(a.pause <= 3600, "--pause {}: at most 3600 seconds", a.pause);
+    anyhow::ensure!((1..=10_000_000).contains(&a.requests), "--requests {}: 1..=10000000", a.requests);
+    anyhow::ensure!((1..=1_000_000).contains(&a.max_in_flight), "--max-in-flight {}: 1..=1000000", a.max_in_flight);
+    anyhow::ensure!(
+        a.temperature.is_finite() && (0.0..=2.0).contains(&a.temperature),
+        "--temperature {}: 0..=2",
+        a.temperature
+    );
     let tiers: Vec<TierKey> = if keys.is_empty() {
         vec![TierKey { tier: "all".into(), key: None, weight: 1.0 }]
     } else {
@@ -193,7 +208,7 @@ pub fn load_spec(a: &LoadArgs) -> Result<LoadSpec> {
     };
     anyhow::ensure!(tiers.iter().any(|t| t.weight > 0.0), "--mix: every weight is 0");
     let shape = Shape {
-        system_words: a.system_words.min(100_000),
+        system_words: a.system_words,
         prompt_tokens: parse_dist("--prompt-tokens", &a.prompt_tokens, MAX_PROMPT_TOKENS)?,
         output_tokens: parse_dist("--output-tokens", &a.output_tokens, MAX_OUTPUT_TOKENS)?,
         turns: parse_dist("--turns", &a.turns, MAX_TURNS)?,
@@ -220,8 +235,16 @@ pub fn load_spec(a: &LoadArgs) -> Result<LoadSpec> {
         retry_429: a.retry_429,
         seed: a.seed,
         progress: !a.no_progress,
+        max_in_flight: a.max_in_flight,
         slo: chorus_bench::report::slo_with(slo),
     })
+}
+
+/// Reads a text file of at most `max` bytes, naming the flag in errors.
+pub fn read_bounded(path: &Path, max: u64, flag: &str) -> Result<String> {
+    let len = std::fs::metadata(path).with_context(|| format!("{flag} {}", path.display()))?.len();
+    anyhow::ensure!(len <= max, "{flag} {}: {len} bytes, over the {max}-byte limit", path.display());
+    std::fs::read_to_string(path).with_context(|| format!("{flag} {}", path.display()))
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -291,7 +314,7 @@ pub fn load(a: &LoadArgs) -> Result<()> {
 }
 
 fn read_report(p: &Path) -> Result<Report> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let text = read_bounded(p, 1 << 30, "report")?;
     serde_json::from_str(&text).with_context(|| format!("{}: not a `chorus bench load` JSON report", p.display()))
 }
 
@@ -322,7 +345,7 @@ pub struct PlanArgs {
     #[arg(long)]
     pub from: Option<PathBuf>,
     /// Without --from: answers/s one node gives within the SLO…
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub node_rps: Option<f64>,
     /// …its mean TTFT (ms)…
     #[arg(long, default_value_t = 200.0)]
@@ -446,6 +469,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         timeout: Duration::from_secs(a.target.timeout),
     };
     anyhow::ensure!(!spec.keys.is_empty(), "no API keys: give --key TIER=KEY for each tier (or --keys-file)");
+    anyhow::ensure!((1..=3600).contains(&a.target.timeout), "--timeout {}: 1..=3600 seconds", a.target.timeout);
     let report = runtime()?.block_on(chorus_bench::eval::run(spec));
     print!("{}", chorus_bench::eval::render(&report));
     if let Some(p) = &a.out {

@@ -47,6 +47,7 @@ fn spec(sys: &System) -> LoadSpec {
         metrics: None,
         seed: 7,
         progress: false,
+        max_in_flight: 1000,
         slo: default_slo(),
     }
 }
@@ -62,6 +63,11 @@ fn consistent(r: &RunReport) {
     assert_eq!(r.errors_by_code.values().sum::<u64>(), r.errors);
     assert_eq!(r.timeline.iter().map(|w| w.sent).sum::<u64>(), r.sent);
     assert!(r.answered > 0, "{}: nothing answered: {:?}", r.name, r.errors_by_code);
+    assert!(
+        !r.errors_by_code.contains_key("content_policy"),
+        "generated turns pass the safety gate: {:?}",
+        r.errors_by_code
+    );
     for rec in r.records.iter().filter(|x| x.answered()) {
         let ttft = rec.ttft_ms.expect("an answer has a first token");
         assert!(ttft > 0.0 && ttft <= rec.e2e_ms, "{rec:?}");
@@ -95,7 +101,7 @@ async fn bench_load_runs_open_and_closed_loop_and_its_json_adds_up() {
     assert!(open.sent >= 4 && open.sent <= 40, "about 4/s for 3 s: {}", open.sent);
 
     let mut closed_spec = spec(&sys);
-    closed_spec.duration = Duration::from_secs(2);
+    closed_spec.duration = Duration::from_secs(60);
     closed_spec.max_requests = 6;
     let closed = chorus_bench::load::run(closed_spec, Mode::Closed { users: 2, think_ms: 0 }).await;
     consistent(&closed);

@@ -149,8 +149,9 @@ impl EdgeMetrics {
         );
         for (i, t) in TIERS.iter().enumerate() {
             for (kind, c) in ["prompt", "cached", "completion"].iter().zip(&self.tokens[i]) {
+                // Zeros too (a scraper's baseline), but for the catch-all tier.
                 let n = c.load(Ordering::Relaxed);
-                if n > 0 {
+                if n > 0 || *t != "none" {
                     let _ = writeln!(out, "chorus_edge_tokens_total{{tier=\"{t}\",kind=\"{kind}\"}} {n}");
                 }
             }
