@@ -338,7 +338,8 @@ async fn bad_input_is_refused_clearly_while_other_streams_are_served() {
     assert!(e.message.contains("the limit is"), "{}", e.message);
 
     // A version the core does not speak: the connection is closed with the reason.
-    match CoreClient::connect_with(addr, "localhost", &pki().edge_identity().unwrap(), 3, 4).await {
+    let (next, after) = (chorus_proto::PROTOCOL_VERSION + 1, chorus_proto::PROTOCOL_VERSION + 2);
+    match CoreClient::connect_with(addr, "localhost", &pki().edge_identity().unwrap(), next, after).await {
         Err(ClientError::Closed(why)) => assert!(why.contains("unsupported protocol version"), "{why}"),
         other => panic!("{other:?}"),
     }
