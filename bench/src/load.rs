@@ -243,7 +243,7 @@ async fn one_request(
         let attempt = Instant::now();
         c = call(&s.spec.endpoint, &req).await;
         if c.status != 429 {
-            // Latencies count from the first attempt: waiting out a 429 is the user's wait.
+            // Latencies count from when the request was due: lag and 429 waits are the user's.
             let offset = attempt - sent;
             c.ttft = c.ttft.map(|t| t + offset);
             for ch in &mut c.chunks {

@@ -202,17 +202,7 @@ pub fn slo_ttft(records: &[Record], tier: &str, stat: &str) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let x = match stat {
         "mean" => v.iter().sum::<f64>() / v.len() as f64,
-        _ => {
-            let q = stat.strip_prefix('p')?.parse::<f64>().ok()? / 100.0;
-            let last = v.len().checked_sub(1)?;
-            let pos = q.clamp(0.0, 1.0) * last as f64;
-            let (lo, hi) = (v[pos.floor() as usize], v[pos.ceil() as usize]);
-            if hi.is_infinite() && pos.fract() > 0.0 || lo.is_infinite() {
-                f64::INFINITY
-            } else {
-                lo + (hi - lo) * pos.fract()
-            }
-        }
+        _ => crate::stats::percentile(&v, stat.strip_prefix('p')?.parse::<f64>().ok()? / 100.0)?,
     };
     x.is_finite().then_some(x)
 }
@@ -422,7 +412,7 @@ impl RunReport {
 pub struct Report {
     /// The tool and its version.
     pub tool: String,
-    /// What was measured: a label (`--label`, else the server's `Server` header) and the URL.
+    /// What was measured: a label (`--label`, else the URL) and the URL.
     pub label: String,
     pub url: String,
     pub model: String,

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 /// The `q` quantile (0..=1) of ascending `sorted` values, interpolating linearly between the
-/// two closest ranks; `None` for no values.
+/// two closest ranks; `None` for no values. A rank that is +∞ (a failure, in SLO terms) makes
+/// any quantile it takes part in +∞.
 pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
     let q = if q.is_nan() { 0.5 } else { q.clamp(0.0, 1.0) };
@@ -12,6 +13,12 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     let lo = pos.floor() as usize;
     let hi = pos.ceil() as usize;
     let frac = pos - lo as f64;
+    if frac == 0.0 {
+        return Some(sorted[lo]);
+    }
+    if sorted[lo].is_infinite() || sorted[hi].is_infinite() {
+        return Some(f64::INFINITY);
+    }
     Some(sorted[lo] + (sorted[hi] - sorted[lo]) * frac)
 }
 
@@ -109,6 +116,9 @@ mod tests {
         assert!((percentile(&v, 0.99).unwrap() - 99.01).abs() < 1e-9);
         assert_eq!(percentile(&[7.0], 0.99), Some(7.0));
         assert_eq!(percentile(&[], 0.5), None);
+        let failed = [1.0, 2.0, f64::INFINITY];
+        assert_eq!(percentile(&failed, 0.5), Some(2.0));
+        assert_eq!(percentile(&failed, 0.75), Some(f64::INFINITY));
         // Out-of-range q is clamped, NaN reads as the median.
         assert_eq!(percentile(&v, 2.0), Some(100.0));
         assert!((percentile(&v, f64::NAN).unwrap() - 50.5).abs() < 1e-9);
