@@ -1,4 +1,4 @@
-//! `chorus bench engine`: throughput of the CPU engine, measured the way llama-bench and
+//! `chorus bench engine`: throughput of the engine on its device (`--device cpu|cuda:N|auto`), measured the way llama-bench and
 //! llama-batched-bench measure llama.cpp, so the figures can be set side by side.
 //!
 //! - `ppN`: N prompt tokens of one sequence in one step, from an empty cache (llama-bench `-p N`).
@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use chorus_engine::engine::{BLOCK_SIZE, Engine};
-use chorus_engine::kv::{BlockAllocator, KvCache};
-use chorus_engine::model::{LogitsFor, Scratch, SeqStep};
+use chorus_engine::exec::{Executor, KvPlan};
+use chorus_engine::kv::BlockAllocator;
+use chorus_engine::model::{LogitsFor, MAX_STEP_TOKENS, SeqStep};
 use clap::Args;
 
 use crate::ModelArgs;
@@ -47,10 +48,8 @@ pub struct EngineBench {
 
 struct Bench<'e> {
     e: &'e Engine,
-    kv: KvCache,
+    exec: Executor,
     alloc: BlockAllocator,
-    scratch: Scratch,
-    logits: Vec<f32>,
 }
 
 /// Deterministic, ordinary-looking token ids (skipping the first 100, where vocabularies keep
@@ -90,9 +89,19 @@ impl Bench<'_> {
     }
 
     fn step(&mut self, steps: &[SeqStep<'_>]) -> Result<()> {
-        let e = self.e;
-        e.model.forward(&e.pool, e.isa, &mut self.kv, steps, &mut self.scratch, &mut self.logits)?;
+        // Greedy on the device where there is one: only ids come back, as in serving.
+        self.exec.forward(self.e, steps, &|_| false)?;
         Ok(())
+    }
+
+    /// The greedy choice of sampled row `i` of the last step.
+    fn next_token(&self, i: usize) -> u32 {
+        let r = self.exec.row(i);
+        match (r.greedy, r.logits) {
+            (Some((id, _)), _) => id,
+            (None, Some(l)) => argmax(l),
+            (None, None) => 0,
+        }
     }
 
     /// Seconds to prefill `n` tokens.
@@ -111,11 +120,14 @@ impl Bench<'_> {
         let tables = self.tables(b, prompt + steps)?;
         let vocab = self.e.model.cfg.vocab;
         let mut next: Vec<u32> = Vec::with_capacity(b);
+        if b > MAX_STEP_TOKENS {
+            bail!("batch of {b} is above the engine's {MAX_STEP_TOKENS} tokens per step");
+        }
         if prompt > 0 {
             for (i, t) in tables.iter().enumerate() {
                 let toks = tokens(prompt, i + 2, vocab);
                 self.step(&[SeqStep { tokens: &toks, pos: 0, blocks: t, logits: LogitsFor::Last }])?;
-                next.push(argmax(&self.logits));
+                next.push(self.next_token(0));
             }
         } else {
             next = (0..b).map(|i| tokens(1, i + 2, vocab)[0]).collect();
@@ -135,7 +147,7 @@ impl Bench<'_> {
                 .collect();
             self.step(&batch)?;
             for (i, n) in next.iter_mut().enumerate() {
-                *n = argmax(&self.logits[i * vocab..(i + 1) * vocab]);
+                *n = self.next_token(i);
             }
         }
         let dt = t0.elapsed().as_secs_f64();
@@ -159,13 +171,18 @@ pub fn engine(args: &EngineBench) -> Result<()> {
     let max_batch = args.batch.iter().copied().max().unwrap_or(1);
     let per_seq = (args.prompt_tokens + args.gen_tokens).max(512).div_ceil(BLOCK_SIZE);
     let blocks = per_seq * max_batch.max(1) + per_seq;
-    let mut b = Bench {
-        e: &e,
-        kv: KvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, BLOCK_SIZE, blocks)?,
-        alloc: BlockAllocator::new(blocks, BLOCK_SIZE),
-        scratch: Scratch::default(),
-        logits: Vec::new(),
+    let plan = KvPlan {
+        block_size: BLOCK_SIZE,
+        max_blocks: blocks,
+        max_step_tokens: max_batch.max(512),
+        gpu_memory_fraction: 0.9,
     };
+    let exec = Executor::new(&e, plan)?;
+    if exec.num_blocks() < blocks {
+        bail!("the device holds {} KV blocks; this run needs {blocks}", exec.num_blocks());
+    }
+    let device = exec.describe(&e);
+    let mut b = Bench { e: &e, exec, alloc: BlockAllocator::new(blocks, BLOCK_SIZE) };
     let reps = args.reps.max(1);
     // One untimed pass faults the weights in and sizes the buffers.
     b.prefill(64)?;
@@ -187,6 +204,7 @@ pub fn engine(args: &EngineBench) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
+                "device": device,
                 "pp128": round2(pp128),
                 "pp512": round2(pp512),
                 format!("tg{g}"): round2(tg),
@@ -194,14 +212,7 @@ pub fn engine(args: &EngineBench) -> Result<()> {
             })
         );
     } else {
-        println!(
-            "model: {} layers, dim {}, vocab {}; threads {}; isa {}",
-            c.n_layers,
-            c.dim,
-            c.vocab,
-            e.pool.n_threads(),
-            e.isa.name()
-        );
+        println!("model: {} layers, dim {}, vocab {}; device {device}", c.n_layers, c.dim, c.vocab);
         println!("{:<28} {:>10}", "test", "tok/s");
         println!("{:<28} {:>10.1}", "pp128", pp128);
         println!("{:<28} {:>10.1}", "pp512", pp512);

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use chorus_engine::chat_template::ChatMessage;
+use chorus_engine::device::DeviceSpec;
 use chorus_engine::engine::{Engine, EngineOptions};
 use chorus_engine::kernels::Isa;
 use chorus_engine::model_store::{self, Progress};
@@ -184,6 +185,10 @@ pub struct ModelArgs {
     /// Kernel instruction set: scalar, avx2, avx512vnni (default: the best available).
     #[arg(long)]
     pub isa: Option<String>,
+    /// Where served and benchmarked steps run: auto (GPU 0 if the CUDA backend starts, else
+    /// the CPU), cpu, or cuda:N. Needs a build with `--features cuda` for a GPU.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceSpec,
 }
 
 impl ModelArgs {
@@ -198,7 +203,14 @@ impl ModelArgs {
             opts.isa =
                 Some(Isa::parse(i).with_context(|| format!("--isa {i:?}: expected scalar, avx2 or avx512vnni"))?);
         }
-        Engine::load(&path, &opts).with_context(|| format!("loading {}", path.display()))
+        opts.device = self.device;
+        let e = Engine::load(&path, &opts).with_context(|| format!("loading {}", path.display()))?;
+        if let Some(why) = &e.device_note
+            && self.device == DeviceSpec::Auto
+        {
+            eprintln!("device auto: running on the CPU ({why})");
+        }
+        Ok(e)
     }
 }
 

@@ -36,6 +36,10 @@ pub struct UpArgs {
     /// token windows unlimited (`chorus bench load` then measures serving, not the limiter).
     #[arg(long)]
     pub no_rate_limits: bool,
+    /// Where the core's fleets run: auto, cpu or cuda:N (default: the core config's `device`,
+    /// which defaults to auto).
+    #[arg(long)]
+    pub device: Option<chorus_engine::device::DeviceSpec>,
 }
 
 /// The demo API key, made once and kept beside the development certificates so the demo
@@ -88,6 +92,9 @@ fn core_config(args: &UpArgs) -> Result<CoreConfig> {
         Some(p) => CoreConfig::load(p)?,
         None => CoreConfig::default(),
     };
+    if let Some(d) = args.device {
+        cfg.device = d;
+    }
     if let Some(url) = &args.redis {
         cfg.store.hot = HotKind::Redis;
         cfg.store.redis.url = url.clone();
@@ -182,7 +189,7 @@ pub fn run(args: UpArgs) -> Result<()> {
     }
 
     println!("loading the model (the first run fetches and verifies it)…");
-    let mut loader = chorus_core::fleet::load_engines(base.threads);
+    let mut loader = chorus_core::fleet::load_engines(base.threads, base.device);
     let mut fleets = Vec::new();
     for cfg in &cores {
         fleets.push(chorus_core::fleet::start_fleets(cfg, &mut loader)?);

@@ -36,7 +36,7 @@ pub fn engine() -> Arc<Engine> {
     static E: OnceLock<Arc<Engine>> = OnceLock::new();
     E.get_or_init(|| {
         let path = model_path();
-        Arc::new(Engine::load(&path, &EngineOptions { threads: 2, isa: None }).expect("model loads"))
+        Arc::new(Engine::load(&path, &EngineOptions { threads: 2, ..Default::default() }).expect("model loads"))
     })
     .clone()
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::chat_template::{ChatMessage, ChatTemplate, TemplateError};
+use crate::device::{DeviceError, DeviceSpec};
 use crate::gguf::{Gguf, GgufError};
 use crate::kernels::Isa;
 use crate::kv::{BlockAllocator, KvCache, KvSizeError};
@@ -23,12 +24,28 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Kernel instruction set; `None` picks the best this CPU has.
     pub isa: Option<Isa>,
+    /// Where the forward pass of served sequences runs.
+    pub device: DeviceSpec,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { threads: std::thread::available_parallelism().map_or(1, |n| n.get()), isa: None }
+        Self {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            isa: None,
+            device: DeviceSpec::Cpu,
+        }
     }
+}
+
+/// The device an [`Engine`]'s served steps run on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The CPU kernels.
+    Cpu,
+    /// A GPU, with the weights uploaded.
+    #[cfg(feature = "cuda")]
+    Cuda(std::sync::Arc<crate::cuda::CudaModel>),
 }
 
 /// Why an engine could not be loaded.
@@ -67,6 +84,9 @@ pub enum LoadError {
     /// `threads` out of range.
     #[error("threads must be in 1..=256, got {0}")]
     Threads(usize),
+    /// The device asked for cannot be used.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// Why a generation failed. Nothing of a failed generation is reported as output.
@@ -118,6 +138,10 @@ pub struct Engine {
     pub isa: Isa,
     /// Tokens that end a turn.
     pub stop_ids: Vec<u32>,
+    /// Where served steps run ([`crate::exec::Executor`]). [`Session`] always runs on the CPU.
+    pub backend: Backend,
+    /// Why `auto` fell back to the CPU, if it did.
+    pub device_note: Option<String>,
 }
 
 impl Engine {
@@ -177,7 +201,26 @@ impl Engine {
                 stop_ids.push(id);
             }
         }
-        Ok(Self { model, tokenizer, template, pool: ThreadPool::new(opts.threads), isa, stop_ids })
+        let (backend, device_note) = open_backend(&model, opts.device)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            pool: ThreadPool::new(opts.threads),
+            isa,
+            stop_ids,
+            backend,
+            device_note,
+        })
+    }
+
+    /// Where served steps run, in words.
+    pub fn device_name(&self) -> String {
+        match &self.backend {
+            Backend::Cpu => format!("cpu ({}, {} threads)", self.isa.name(), self.pool.n_threads()),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(m) => format!("cuda ({})", m.device_name()),
+        }
     }
 
     /// Renders messages with the chat template and tokenizes the result (special tokens parsed).
@@ -336,5 +379,27 @@ impl Session<'_> {
             emit(&rest, &mut out);
         }
         Ok(out)
+    }
+}
+
+/// Opens the device asked for: `cpu` always works, `cuda:N` works or is an error, and `auto`
+/// tries GPU 0 and otherwise runs on the CPU with the reason kept.
+fn open_backend(model: &Model, spec: DeviceSpec) -> Result<(Backend, Option<String>), DeviceError> {
+    match spec {
+        DeviceSpec::Cpu => Ok((Backend::Cpu, None)),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => Err(DeviceError::NotBuilt { device: spec }),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Auto => {
+            let _ = model;
+            Ok((Backend::Cpu, Some("built without the cuda feature".into())))
+        }
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => Ok((Backend::Cuda(std::sync::Arc::new(crate::cuda::CudaModel::load(model, n)?)), None)),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Auto => match crate::cuda::CudaModel::load(model, 0) {
+            Ok(m) => Ok((Backend::Cuda(std::sync::Arc::new(m)), None)),
+            Err(e) => Ok((Backend::Cpu, Some(e.to_string()))),
+        },
     }
 }

@@ -70,6 +70,17 @@ impl KvCache {
         })
     }
 
+    /// The cache's geometry.
+    pub fn shape(&self) -> crate::model::CacheShape {
+        crate::model::CacheShape {
+            layers: self.layers,
+            kv_dim: self.kv_dim,
+            head_dim: self.head_dim,
+            block_size: self.block_size,
+            num_blocks: self.num_blocks,
+        }
+    }
+
     /// Tokens per block.
     pub fn block_size(&self) -> usize {
         self.block_size

@@ -1,4 +1,5 @@
-//! The inference engine: GGUF models, tokenizer, chat template, CPU kernels and sampler.
+//! The inference engine: GGUF models, tokenizer, chat template, CPU kernels (and, with the
+//! `cuda` feature, a CUDA backend) and sampler.
 //!
 //! It owns everything between token ids and logits (and the text on either side of them), and
 //! exposes one step API, [`model::Model::forward`], that runs a batch of sequences at different
@@ -8,7 +9,11 @@
 
 mod attention;
 pub mod chat_template;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod engine;
+pub mod exec;
 pub mod gguf;
 pub mod kernels;
 pub mod kv;

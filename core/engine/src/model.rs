@@ -111,6 +111,9 @@ pub enum StepError {
         /// Model head width.
         want_head_dim: usize,
     },
+    /// The device failed during the step (its sequences fail; the engine keeps running).
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     /// More tokens in one step than the scratch sizing allows.
     #[error("step has {tokens} tokens, above the limit of {limit}")]
     TooManyTokens {
@@ -274,9 +277,9 @@ impl LlamaConfig {
 /// A linear layer: one packed matrix, or several written side by side when the fused parts
 /// have different storage types.
 #[derive(Debug)]
-struct Linear {
-    parts: Vec<PackedMatrix>,
-    n: usize,
+pub(crate) struct Linear {
+    pub(crate) parts: Vec<PackedMatrix>,
+    pub(crate) n: usize,
 }
 
 impl Linear {
@@ -321,13 +324,13 @@ impl Linear {
 }
 
 #[derive(Debug)]
-struct Layer {
-    attn_norm: Vec<f32>,
-    wqkv: Linear,
-    wo: Linear,
-    ffn_norm: Vec<f32>,
-    w_gate_up: Linear,
-    w_down: Linear,
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) wqkv: Linear,
+    pub(crate) wo: Linear,
+    pub(crate) ffn_norm: Vec<f32>,
+    pub(crate) w_gate_up: Linear,
+    pub(crate) w_down: Linear,
 }
 
 /// A loaded model: weights packed for the CPU kernels.
@@ -335,11 +338,26 @@ struct Layer {
 pub struct Model {
     /// Hyperparameters.
     pub cfg: LlamaConfig,
-    embed: PackedMatrix,
-    output: Option<Linear>,
-    output_norm: Vec<f32>,
-    layers: Vec<Layer>,
-    inv_freq: Vec<f64>,
+    pub(crate) embed: PackedMatrix,
+    pub(crate) output: Option<Linear>,
+    pub(crate) output_norm: Vec<f32>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) inv_freq: Vec<f64>,
+}
+
+/// The geometry of a paged KV cache, wherever it lives (host or device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheShape {
+    /// Layers stored.
+    pub layers: usize,
+    /// Width of one key (or value) row.
+    pub kv_dim: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Tokens per block.
+    pub block_size: usize,
+    /// Blocks in the cache.
+    pub num_blocks: usize,
 }
 
 fn norm_weights(g: &Gguf, name: &str, dim: usize) -> Result<Vec<f32>, ModelError> {
@@ -417,12 +435,17 @@ impl Model {
 
     /// Checks a step against the model and cache without touching either.
     pub fn validate(&self, kv: &KvCache, batch: &[SeqStep<'_>]) -> Result<usize, StepError> {
+        self.validate_shape(kv.shape(), batch)
+    }
+
+    /// Checks a step against the model and a cache of the given geometry; the number of tokens.
+    pub fn validate_shape(&self, kv: CacheShape, batch: &[SeqStep<'_>]) -> Result<usize, StepError> {
         let c = &self.cfg;
-        if kv.layers() < c.n_layers || kv.kv_dim() != c.kv_dim() || kv.head_dim() != c.head_dim {
+        if kv.layers < c.n_layers || kv.kv_dim != c.kv_dim() || kv.head_dim != c.head_dim {
             return Err(StepError::CacheMismatch {
-                layers: kv.layers(),
-                kv_dim: kv.kv_dim(),
-                head_dim: kv.head_dim(),
+                layers: kv.layers,
+                kv_dim: kv.kv_dim,
+                head_dim: kv.head_dim,
                 want_layers: c.n_layers,
                 want_kv_dim: c.kv_dim(),
                 want_head_dim: c.head_dim,
@@ -440,12 +463,12 @@ impl Model {
             if end > self.cfg.ctx_len {
                 return Err(StepError::ContextOverflow { seq, end, limit: self.cfg.ctx_len });
             }
-            let need = end.div_ceil(kv.block_size());
+            let need = end.div_ceil(kv.block_size);
             if s.blocks.len() < need {
                 return Err(StepError::BlockTableShort { seq, have: s.blocks.len(), need, end });
             }
-            if let Some(&block) = s.blocks[..need].iter().find(|b| **b as usize >= kv.num_blocks()) {
-                return Err(StepError::BadBlock { seq, block, num_blocks: kv.num_blocks() });
+            if let Some(&block) = s.blocks[..need].iter().find(|b| **b as usize >= kv.num_blocks) {
+                return Err(StepError::BadBlock { seq, block, num_blocks: kv.num_blocks });
             }
             total += s.tokens.len();
         }

@@ -351,6 +351,19 @@ impl Sampler {
         Sampled { id, logprob, top }
     }
 
+    /// Whether the greedy choice a device makes from the raw logits (largest value, lowest id
+    /// on ties, NaN as -inf) is exactly what [`Self::sample`] would choose and report: greedy,
+    /// no penalties, no alternatives asked for.
+    pub fn is_device_greedy(&self) -> bool {
+        let p = &self.params;
+        (p.temperature == 0.0 || p.top_k == 1) && !self.penalties_active() && p.top_logprobs == 0
+    }
+
+    /// Takes a greedy choice made on a device (see [`Self::is_device_greedy`]).
+    pub fn accept_device_greedy(&mut self, id: u32, logprob: f32) -> Sampled {
+        Sampled { id, logprob, top: Vec::new() }
+    }
+
     fn penalties_active(&self) -> bool {
         let p = &self.params;
         p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0

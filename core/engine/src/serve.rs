@@ -18,8 +18,8 @@ use chorus_sched::{
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::engine::{BLOCK_SIZE, Engine, FinishReason};
-use crate::kv::{KvCache, KvSizeError};
-use crate::model::{LogitsFor, MAX_STEP_TOKENS, Scratch, SeqStep};
+use crate::exec::{ExecError, Executor, KvPlan, RowOut};
+use crate::model::{LogitsFor, MAX_STEP_TOKENS, SeqStep};
 use crate::sampler::{Sampled, Sampler, SamplingError, SamplingParams, StopMatcher};
 use crate::tokenizer::StreamDecoder;
 
@@ -38,6 +38,9 @@ pub struct ServeOptions {
     pub model_id: String,
     /// Per-tier weights and limits, indexed by [`Tier::index`].
     pub tiers: [TierConfig; 4],
+    /// On a GPU: the share of free device memory the KV cache (and step buffers) may take;
+    /// `kv_tokens` still caps it.
+    pub gpu_memory_fraction: f64,
 }
 
 impl Default for ServeOptions {
@@ -52,6 +55,7 @@ impl Default for ServeOptions {
             prefix_cache: true,
             model_id: "model".to_string(),
             tiers: Tier::ALL.map(TierConfig::default_for),
+            gpu_memory_fraction: 0.9,
         }
     }
 }
@@ -60,7 +64,7 @@ impl Default for ServeOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Kv(#[from] KvSizeError),
+    Exec(#[from] ExecError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("max_step_tokens is {0}; the engine runs at most {MAX_STEP_TOKENS} tokens per step")]
@@ -267,21 +271,31 @@ impl EngineHandle {
             return Err(StartError::StepTokens(opts.max_step_tokens));
         }
         let c = &engine.model.cfg;
-        let num_blocks = opts.kv_tokens.div_ceil(BLOCK_SIZE).max(1);
+        // The KV cache first: on a GPU free memory may hold fewer blocks than asked for, and the
+        // scheduler must hand out only blocks that exist.
+        let exec = Executor::new(
+            &engine,
+            KvPlan {
+                block_size: BLOCK_SIZE,
+                max_blocks: opts.kv_tokens.div_ceil(BLOCK_SIZE).max(1),
+                max_step_tokens: opts.max_step_tokens,
+                gpu_memory_fraction: opts.gpu_memory_fraction,
+            },
+        )?;
+        let num_blocks = exec.num_blocks();
         let mut cfg = SchedConfig::new(opts.model_id.clone(), BLOCK_SIZE, num_blocks, c.ctx_len);
         cfg.max_step_tokens = opts.max_step_tokens;
         cfg.max_running = opts.max_running;
         cfg.prefix_cache = opts.prefix_cache;
         cfg.tiers = opts.tiers.clone();
         let sched = Scheduler::new(cfg)?;
-        let kv = KvCache::new(c.n_layers, c.n_kv_heads, c.head_dim, BLOCK_SIZE, num_blocks)?;
         let (tx, rx) = mpsc::channel();
         let metrics = Arc::new(Mutex::new(EngineMetrics { kv_blocks_total: num_blocks, ..Default::default() }));
         let vocab = c.vocab;
         let m = metrics.clone();
         std::thread::Builder::new()
             .name("chorus-engine".into())
-            .spawn(move || Loop::new(engine, sched, kv, m).run(&rx))?;
+            .spawn(move || Loop::new(engine, sched, exec, m).run(&rx))?;
         Ok(Self { tx, next_id: Arc::new(AtomicU64::new(1)), vocab, metrics, model_id: opts.model_id.into() })
     }
 
@@ -397,9 +411,7 @@ const PENALTY_WINDOW: usize = 64;
 struct Loop {
     engine: Arc<Engine>,
     sched: Scheduler,
-    kv: KvCache,
-    scratch: Scratch,
-    logits: Vec<f32>,
+    exec: Executor,
     live: HashMap<SeqId, Live>,
     metrics: Arc<Mutex<EngineMetrics>>,
     local: EngineMetrics,
@@ -407,19 +419,9 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(engine: Arc<Engine>, sched: Scheduler, kv: KvCache, metrics: Arc<Mutex<EngineMetrics>>) -> Self {
+    fn new(engine: Arc<Engine>, sched: Scheduler, exec: Executor, metrics: Arc<Mutex<EngineMetrics>>) -> Self {
         let local = metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Self {
-            engine,
-            sched,
-            kv,
-            scratch: Scratch::default(),
-            logits: Vec::new(),
-            live: HashMap::new(),
-            metrics,
-            local,
-            t0: Instant::now(),
-        }
+        Self { engine, sched, exec, live: HashMap::new(), metrics, local, t0: Instant::now() }
     }
 
     fn now_ms(&self) -> u64 {
@@ -520,16 +522,22 @@ impl Loop {
             })
             .collect();
         let e = &*self.engine;
-        if let Err(err) = e.model.forward(&e.pool, e.isa, &mut self.kv, &steps, &mut self.scratch, &mut self.logits) {
-            self.fail_plan(&plan, &err.to_string());
-            return true;
-        }
+        // Which sampled rows need their logits on the host (on a GPU, the rest are chosen there).
+        let needs_host: Vec<bool> =
+            plan.samples().map(|p| self.live.get(&p.id).is_some_and(|l| !l.sampler.is_device_greedy())).collect();
+        let rows = match self.exec.forward(e, &steps, &|i| needs_host.get(i).copied().unwrap_or(true)) {
+            Ok(rows) => rows,
+            Err(err) => {
+                self.fail_plan(&plan, &err.to_string());
+                return true;
+            }
+        };
         self.local.steps += 1;
-        let vocab = e.model.cfg.vocab;
         let mut samples = Vec::with_capacity(plan.seqs.len());
-        for (row, p) in self.logits.chunks_exact(vocab).zip(plan.samples()) {
+        for (i, p) in plan.samples().enumerate().take(rows) {
+            let out = self.exec.row(i);
             samples.push(match self.live.get_mut(&p.id) {
-                Some(l) => Self::sample(e, l, row),
+                Some(l) => Self::sample(e, l, out),
                 // Its stream went away mid-step; the cancel is queued. Any token will do.
                 None => Sample { token: 0, stop: true },
             });
@@ -557,9 +565,14 @@ impl Loop {
         }
     }
 
-    fn sample(e: &Engine, l: &mut Live, row: &[f32]) -> Sample {
+    fn sample(e: &Engine, l: &mut Live, out: RowOut<'_>) -> Sample {
         let window = &l.history[l.history.len().saturating_sub(PENALTY_WINDOW)..];
-        let s = l.sampler.sample(row, window);
+        let s = match (out.logits, out.greedy) {
+            (Some(row), _) => l.sampler.sample(row, window),
+            (None, Some((id, logprob))) => l.sampler.accept_device_greedy(id, logprob),
+            // Cannot happen: a row has logits or a device choice.
+            (None, None) => l.sampler.sample(&[], window),
+        };
         let id = s.id;
         if l.history.len() >= 4 * PENALTY_WINDOW {
             l.history.drain(..l.history.len() - PENALTY_WINDOW);

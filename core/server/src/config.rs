@@ -37,6 +37,9 @@ pub struct CoreConfig {
     pub handshake_timeout_ms: u64,
     /// Compute threads per model.
     pub threads: usize,
+    /// Where fleets run their steps: `auto` (GPU 0 when the CUDA backend can start, else the
+    /// CPU), `cpu` or `cuda:N`.
+    pub device: chorus_engine::device::DeviceSpec,
     /// The model fleets by name.
     pub fleets: BTreeMap<String, FleetConfig>,
     /// Which fleet serves which tier, and what happens when it is full.
@@ -64,6 +67,7 @@ impl Default for CoreConfig {
             drain_secs: 30,
             handshake_timeout_ms: 10_000,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            device: chorus_engine::device::DeviceSpec::Auto,
             fleets: BTreeMap::from([("mini".to_string(), fleet.clone()), ("flagship".to_string(), fleet)]),
             router: RouterConfig::default(),
             tiers: BTreeMap::new(),
@@ -88,6 +92,9 @@ pub struct FleetConfig {
     pub max_step_tokens: usize,
     /// Reuse KV of identical prompt prefixes (per tenant).
     pub prefix_cache: bool,
+    /// On a GPU: the share of free device memory this fleet's KV cache may take (`kv_tokens`
+    /// still caps it).
+    pub gpu_memory_fraction: f64,
 }
 
 impl Default for FleetConfig {
@@ -99,6 +106,7 @@ impl Default for FleetConfig {
             max_running: s.max_running,
             max_step_tokens: s.max_step_tokens,
             prefix_cache: true,
+            gpu_memory_fraction: s.gpu_memory_fraction,
         }
     }
 }
@@ -425,6 +433,12 @@ impl CoreConfig {
                 return Err(invalid(
                     format!("fleets.{name}"),
                     "kv_tokens, max_running and max_step_tokens must be positive",
+                ));
+            }
+            if !(0.05..=0.98).contains(&f.gpu_memory_fraction) {
+                return Err(invalid(
+                    format!("fleets.{name}.gpu_memory_fraction"),
+                    format!("{} is outside 0.05..=0.98", f.gpu_memory_fraction),
                 ));
             }
         }

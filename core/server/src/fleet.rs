@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use chorus_engine::device::DeviceSpec;
 use chorus_engine::engine::{Engine, EngineOptions};
 use chorus_engine::serve::{EngineHandle, ServeOptions};
 use chorus_proto::Tier;
@@ -122,6 +123,7 @@ pub fn start_fleets(cfg: &CoreConfig, load: &mut EngineLoader<'_>) -> Result<Vec
             prefix_cache: f.prefix_cache,
             model_id: model.clone(),
             tiers: tiers.clone(),
+            gpu_memory_fraction: f.gpu_memory_fraction,
         };
         let handle = EngineHandle::start(engine.clone(), opts)
             .map_err(|e| FleetError::Start { fleet: name.clone(), why: e.to_string() })?;
@@ -137,8 +139,11 @@ pub fn start_fleets(cfg: &CoreConfig, load: &mut EngineLoader<'_>) -> Result<Vec
     Ok(out)
 }
 
-/// The default loader: resolve, then load each distinct file once.
-pub fn load_engines(threads: usize) -> impl FnMut(&str, &FleetConfig) -> Result<Arc<Engine>, FleetError> {
+/// The default loader: resolve, then load each distinct file once, on `device`.
+pub fn load_engines(
+    threads: usize,
+    device: DeviceSpec,
+) -> impl FnMut(&str, &FleetConfig) -> Result<Arc<Engine>, FleetError> {
     let mut loaded: HashMap<PathBuf, Arc<Engine>> = HashMap::new();
     move |fleet, f| {
         let err = |why: String| FleetError::Model { fleet: fleet.to_string(), model: f.model.clone(), why };
@@ -147,7 +152,13 @@ pub fn load_engines(threads: usize) -> impl FnMut(&str, &FleetConfig) -> Result<
         if let Some(e) = loaded.get(&key) {
             return Ok(e.clone());
         }
-        let e = Arc::new(Engine::load(&path, &EngineOptions { threads, isa: None }).map_err(|e| err(e.to_string()))?);
+        let e = Arc::new(
+            Engine::load(&path, &EngineOptions { threads, isa: None, device }).map_err(|e| err(e.to_string()))?,
+        );
+        match &e.device_note {
+            Some(why) => tracing::info!(fleet, device = %e.device_name(), "device auto: running on the CPU ({why})"),
+            None => tracing::info!(fleet, device = %e.device_name(), "model loaded"),
+        }
         loaded.insert(key, e.clone());
         Ok(e)
     }

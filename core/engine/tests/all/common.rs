@@ -17,7 +17,7 @@ pub fn shared_engine() -> &'static Arc<Engine> {
     E.get_or_init(|| {
         let path = chorus_engine::model_store::ensure(chorus_engine::model_store::DEFAULT_MODEL, &mut |_| {})
             .expect("the test model can be fetched (pip) or is cached");
-        Arc::new(Engine::load(&path, &EngineOptions { threads: 2, isa: None }).expect("model loads"))
+        Arc::new(Engine::load(&path, &EngineOptions { threads: 2, ..Default::default() }).expect("model loads"))
     })
 }
 

@@ -2,6 +2,7 @@
 
 mod batching;
 mod common;
+mod cuda;
 mod generation;
 mod reference;
 mod serve;
