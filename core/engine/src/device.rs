@@ -136,9 +136,7 @@ pub enum DeviceError {
 impl DeviceError {
     /// A failed call, with its operation named.
     pub fn call(op: impl Into<String>, e: impl fmt::Display) -> Self {
-        let mut message = e.to_string();
-        message.truncate(512);
-        DeviceError::Call { op: op.into(), message }
+        DeviceError::Call { op: op.into(), message: e.to_string().chars().take(512).collect() }
     }
 }
 

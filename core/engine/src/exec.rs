@@ -79,7 +79,6 @@ impl Executor {
             Backend::Cuda(m) => {
                 let e = crate::cuda::CudaExec::new(
                     m.clone(),
-                    c,
                     plan.block_size,
                     plan.max_blocks,
                     plan.max_step_tokens,

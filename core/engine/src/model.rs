@@ -608,17 +608,7 @@ impl Model {
         }
 
         // Logits only for the rows that asked.
-        let mut rows = Vec::new();
-        let mut r = 0;
-        for sq in batch {
-            let n = sq.tokens.len();
-            match sq.logits {
-                LogitsFor::None => {}
-                LogitsFor::Last => rows.push(r + n - 1),
-                LogitsFor::All => rows.extend(r..r + n),
-            }
-            r += n;
-        }
+        let rows = logit_rows(batch);
         if rows.is_empty() {
             return Ok(());
         }
@@ -636,6 +626,22 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// The flattened token rows of a step that need logits, in batch order.
+pub(crate) fn logit_rows(batch: &[SeqStep<'_>]) -> Vec<usize> {
+    let mut rows = Vec::new();
+    let mut r = 0;
+    for sq in batch {
+        let n = sq.tokens.len();
+        match sq.logits {
+            LogitsFor::None => {}
+            LogitsFor::Last => rows.push(r + n - 1),
+            LogitsFor::All => rows.extend(r..r + n),
+        }
+        r += n;
+    }
+    rows
 }
 
 /// `x += residual` (if any), then `xn = rms_norm(x)` and its quantized form, row by row in parallel.

@@ -26,24 +26,32 @@ __device__ __forceinline__ f16 f2h(float f) {
     return h;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+struct SumOp {
+    __device__ static float id() { return 0.f; }
+    __device__ static float op(float a, float b) { return a + b; }
+};
+
+struct MaxOp {
+    __device__ static float id() { return NEG_INF; }
+    __device__ static float op(float a, float b) { return fmaxf(a, b); }
+};
+
+template <typename Op>
+__device__ __forceinline__ float warp_reduce(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = Op::op(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-// Sum over the block; every thread gets the result. blockDim.x must be a multiple of 32.
-__device__ float block_sum(float v, float* red) {
+// Reduces over the block; every thread gets the result. blockDim.x must be a multiple of 32;
+// `red` holds 33 floats and may be reused once this returns.
+template <typename Op>
+__device__ float block_reduce(float v, float* red) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
+    v = warp_reduce<Op>(v);
     if (lane == 0) red[w] = v;
     __syncthreads();
-    v = (threadIdx.x < nw) ? red[threadIdx.x] : 0.f;
-    if (w == 0) v = warp_sum(v);
+    v = (threadIdx.x < nw) ? red[threadIdx.x] : Op::id();
+    if (w == 0) v = warp_reduce<Op>(v);
     if (threadIdx.x == 0) red[32] = v;
     __syncthreads();
     v = red[32];
@@ -51,19 +59,8 @@ __device__ float block_sum(float v, float* red) {
     return v;
 }
 
-__device__ float block_max(float v, float* red) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_max(v);
-    if (lane == 0) red[w] = v;
-    __syncthreads();
-    v = (threadIdx.x < nw) ? red[threadIdx.x] : NEG_INF;
-    if (w == 0) v = warp_max(v);
-    if (threadIdx.x == 0) red[32] = v;
-    __syncthreads();
-    v = red[32];
-    __syncthreads();
-    return v;
-}
+__device__ __forceinline__ float block_sum(float v, float* red) { return block_reduce<SumOp>(v, red); }
+__device__ __forceinline__ float block_max(float v, float* red) { return block_reduce<MaxOp>(v, red); }
 
 // x[r] = table[tokens[r]] (f32 embedding rows). grid: t.
 extern "C" __global__ void embed_rows(const float* __restrict__ table, const u32* __restrict__ tokens,
@@ -92,7 +89,7 @@ extern "C" __global__ void residual_rmsnorm(float* __restrict__ x, const float* 
         ss += v * v;
     }
     ss = block_sum(ss, red);
-    float inv = rsqrtf(ss / (float)dim + eps);
+    float inv = 1.f / sqrtf(ss / (float)dim + eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) out[(size_t)r * dim + i] = f2h(xr[i] * inv * w[i]);
 }
 
@@ -105,12 +102,12 @@ extern "C" __global__ void gather_add(const float* __restrict__ x, const float* 
 }
 
 // Rotates the first rope_dim dims of the first n_rot heads of each qkv row by its position's
-// angles; cs holds (cos, sin) pairs, `half` per position, computed on the host in f64. grid: t.
-extern "C" __global__ void rope(float* __restrict__ qkv, const u32* __restrict__ pos, const float* __restrict__ cs,
-                                int qkv_w, int n_rot, int head_dim, int half) {
+// angles; cs holds (cos, sin) pairs, `half` per row, computed on the host in f64. grid: t.
+extern "C" __global__ void rope(float* __restrict__ qkv, const float* __restrict__ cs, int qkv_w, int n_rot,
+                                int head_dim, int half) {
     int r = blockIdx.x;
     float* row = qkv + (size_t)r * qkv_w;
-    const float* c = cs + (size_t)pos[r] * half * 2;
+    const float* c = cs + (size_t)r * half * 2;
     for (int i = threadIdx.x; i < n_rot * half; i += blockDim.x) {
         int h = i / half, j = i % half;
         float* p = row + h * head_dim + 2 * j;
@@ -169,7 +166,7 @@ extern "C" __global__ void attention(const float* __restrict__ qkv, const f16* _
             const f16* k = kc + (size_t)slots[j] * kv + kvh * head_dim;
             float s = 0.f;
             for (int d = lane; d < head_dim; d += 32) s += q[d] * h2f(k[d]);
-            s = warp_sum(s);
+            s = warp_reduce<SumOp>(s);
             if (lane == 0) sc[j] = s * scale;
         }
         __syncthreads();

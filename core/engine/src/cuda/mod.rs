@@ -34,7 +34,7 @@ use cudarc::driver::{
 use half::f16;
 
 use crate::device::DeviceError;
-use crate::model::{LogitsFor, Model, SeqStep};
+use crate::model::{Model, SeqStep};
 
 /// The kernel source, compiled by NVRTC for the device at load.
 pub const KERNELS: &str = include_str!("kernels.cu");
@@ -83,14 +83,55 @@ pub fn probe(ordinal: usize) -> Result<Arc<CudaContext>, DeviceError> {
     call("open device", CudaContext::new(ordinal))
 }
 
-/// Compiles [`KERNELS`] to PTX for `arch` (`compute_90`, …). Needs only libnvrtc, no GPU.
+/// NVRTC flags, the same for PTX and CUBIN. Precise division and square roots, no flushing of
+/// denormals: the CPU backend is the reference.
+fn nvrtc_flags(arch: &str) -> Vec<String> {
+    [&format!("--gpu-architecture={arch}"), "--std=c++14", "--prec-div=true", "--prec-sqrt=true", "--ftz=false"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Compiles [`KERNELS`] to a CUBIN for `arch` (`sm_90`, …): machine code the driver loads as
+/// is, where PTX from a newer NVRTC than the driver would be refused by its JIT. Needs only
+/// libnvrtc, no GPU.
+pub fn compile_cubin(arch: &str) -> Result<Vec<u8>, DeviceError> {
+    use cudarc::nvrtc::{result as nv, sys as nvs};
+    let err = |log: String| DeviceError::Compile { arch: arch.to_string(), log: log.chars().take(4000).collect() };
+    let src = std::ffi::CString::new(KERNELS).map_err(|_| err("the kernel source contains a NUL byte".into()))?;
+    let prog = nv::create_program(&src, Some(c"chorus_kernels.cu")).map_err(|e| err(format!("{e:?}")))?;
+    // SAFETY: `prog` was created above and is destroyed once, at the end; every buffer handed
+    // to NVRTC is sized from the size NVRTC reported for it.
+    unsafe {
+        let r = match nv::compile_program(prog, &nvrtc_flags(arch)) {
+            Err(e) => {
+                let log = nv::get_program_log(prog).unwrap_or_default();
+                let log: Vec<u8> = log.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+                Err(err(format!("{e:?}: {}", String::from_utf8_lossy(&log))))
+            }
+            Ok(()) => {
+                let mut size = 0usize;
+                if nvs::nvrtcGetCUBINSize(prog, &mut size) != nvs::nvrtcResult::NVRTC_SUCCESS || size == 0 {
+                    Err(err(format!("no CUBIN for {arch} (is it a real architecture, sm_XY?)")))
+                } else {
+                    let mut buf = vec![0u8; size];
+                    if nvs::nvrtcGetCUBIN(prog, buf.as_mut_ptr().cast()) == nvs::nvrtcResult::NVRTC_SUCCESS {
+                        Ok(buf)
+                    } else {
+                        Err(err("nvrtcGetCUBIN failed".into()))
+                    }
+                }
+            }
+        };
+        let _ = nv::destroy_program(prog);
+        r
+    }
+}
+
+/// Compiles [`KERNELS`] to PTX for `arch` (`compute_90`, …), for the driver to JIT. Needs only
+/// libnvrtc, no GPU.
 pub fn compile(arch: &str) -> Result<cudarc::nvrtc::Ptx, DeviceError> {
     let opts = cudarc::nvrtc::CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++14".into()],
-        // Precise division and square roots: the CPU backend is the reference.
-        prec_div: Some(true),
-        prec_sqrt: Some(true),
-        ftz: Some(false),
+        options: nvrtc_flags(arch),
         name: Some("chorus_kernels.cu".into()),
         ..Default::default()
     };
@@ -119,8 +160,15 @@ struct Kernels {
 impl Kernels {
     fn load(ctx: &Arc<CudaContext>) -> Result<Self, DeviceError> {
         let (major, minor) = call("compute capability", ctx.compute_capability())?;
-        let ptx = compile(&format!("compute_{major}{minor}"))?;
-        let module = call("load kernel module", ctx.load_module(ptx))?;
+        // Machine code for this GPU first; PTX (JIT-compiled by the driver) where this NVRTC
+        // cannot emit code for it (a GPU newer than the compiler).
+        let module = match compile_cubin(&format!("sm_{major}{minor}")) {
+            Ok(cubin) => call("load kernel module (cubin)", ctx.load_module(cudarc::nvrtc::Ptx::from_binary(cubin)))?,
+            Err(_) => {
+                let ptx = compile(&format!("compute_{major}{minor}"))?;
+                call("load kernel module (ptx)", ctx.load_module(ptx))?
+            }
+        };
         let f = |name: &str| call(&format!("load kernel {name}"), module.load_function(name));
         Ok(Self {
             embed_rows: f("embed_rows")?,
@@ -151,13 +199,14 @@ struct GpuLayer {
 #[derive(Debug)]
 pub struct CudaModel {
     ctx: Arc<CudaContext>,
+    cfg: crate::model::LlamaConfig,
     k: Kernels,
     embed: CudaSlice<f32>,
     output: CudaSlice<f16>,
     output_norm: CudaSlice<f32>,
     layers: Vec<GpuLayer>,
-    /// (cos, sin) per position and rotated pair, f32, from f64 angles as on the CPU.
-    rope: CudaSlice<f32>,
+    /// RoPE inverse frequencies (the angles are computed per step in f64, as on the CPU).
+    inv_freq: Vec<f64>,
     name: String,
     weight_bytes: usize,
 }
@@ -217,19 +266,20 @@ impl CudaModel {
         let embed = up_f32("upload token_embd", &table)?;
         drop(table);
         let output_norm = up_f32("upload output_norm", &model.output_norm)?;
-        let half = c.rope_dim / 2;
-        let mut cs = Vec::with_capacity(c.ctx_len * half * 2);
-        for p in 0..c.ctx_len {
-            for f in &model.inv_freq {
-                let th = p as f64 * f;
-                cs.push(th.cos() as f32);
-                cs.push(th.sin() as f32);
-            }
-        }
-        let rope = up_f32("upload rope table", &cs)?;
-        bytes += (c.vocab * c.dim + cs.len()) * 4;
+        bytes += c.vocab * c.dim * 4;
         call("synchronize after upload", stream.synchronize())?;
-        Ok(Self { ctx, k, embed, output, output_norm, layers, rope, name, weight_bytes: bytes })
+        Ok(Self {
+            ctx,
+            cfg: c.clone(),
+            k,
+            embed,
+            output,
+            output_norm,
+            layers,
+            inv_freq: model.inv_freq.clone(),
+            name,
+            weight_bytes: bytes,
+        })
     }
 
     /// The device's name, as the driver reports it.
@@ -245,6 +295,15 @@ impl CudaModel {
     /// Free and total device memory.
     pub fn mem_info(&self) -> Result<(usize, usize), DeviceError> {
         call("memory info", self.ctx.mem_get_info())
+    }
+}
+
+impl Drop for CudaModel {
+    fn drop(&mut self) {
+        // cudarc frees device memory without making the context current; the last reference
+        // may go on a thread that never ran a step. Work still queued must finish first.
+        let _ = self.ctx.bind_to_thread();
+        let _ = self.ctx.synchronize();
     }
 }
 
@@ -291,7 +350,7 @@ impl<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits> Buf<T> {
 /// One engine loop's state on the device: its stream and cuBLAS handle, the KV cache and the
 /// step's buffers.
 #[derive(Debug)]
-pub struct CudaExec {
+pub(crate) struct CudaExec {
     model: Arc<CudaModel>,
     cfg: crate::model::LlamaConfig,
     stream: Arc<CudaStream>,
@@ -312,9 +371,11 @@ pub struct CudaExec {
     seln: Buf<f16>,
     logits: Buf<f32>,
     meta: Buf<u32>,
+    rope: Buf<f32>,
     ids: Buf<u32>,
     lps: Buf<f32>,
     host_meta: Vec<u32>,
+    host_rope: Vec<f32>,
     /// Per sampled row of the last step: greedy id and its log-probability.
     pub(crate) greedy: Vec<(u32, f32)>,
     /// Host copies of the logits rows that asked for them, `vocab` each, in row order.
@@ -331,14 +392,17 @@ fn block_bytes(c: &crate::model::LlamaConfig, block_size: usize) -> usize {
 impl CudaExec {
     /// A KV cache of at most `max_blocks` blocks of `block_size` tokens, fewer if free device
     /// memory (times `mem_fraction`, after room for the step buffers) holds fewer.
-    pub fn new(
+    pub(crate) fn new(
         model: Arc<CudaModel>,
-        cfg: &crate::model::LlamaConfig,
         block_size: usize,
         max_blocks: usize,
         max_step_tokens: usize,
         mem_fraction: f64,
     ) -> Result<Self, DeviceError> {
+        if block_size == 0 || max_blocks == 0 {
+            return Err(DeviceError::Unsupported { what: "a KV cache of zero blocks or zero-token blocks".into() });
+        }
+        let cfg = &model.cfg.clone();
         let ctx = model.ctx.clone();
         call("bind context", ctx.bind_to_thread())?;
         let stream = call("create stream", ctx.new_stream())?;
@@ -384,9 +448,11 @@ impl CudaExec {
             seln: Buf::new("seln"),
             logits: Buf::new("logits"),
             meta: Buf::new("step metadata"),
+            rope: Buf::new("rope angles"),
             ids: Buf::new("ids"),
             lps: Buf::new("logprobs"),
             host_meta: Vec::new(),
+            host_rope: Vec::new(),
             greedy: Vec::new(),
             host_logits: Vec::new(),
             host_row: Vec::new(),
@@ -394,12 +460,12 @@ impl CudaExec {
     }
 
     /// Blocks in the device KV cache.
-    pub fn num_blocks(&self) -> usize {
+    pub(crate) fn num_blocks(&self) -> usize {
         self.num_blocks
     }
 
     /// The device's name.
-    pub fn device_name(&self) -> &str {
+    pub(crate) fn device_name(&self) -> &str {
         &self.model.name
     }
 
@@ -445,9 +511,15 @@ impl CudaExec {
         call(op, r)
     }
 
-    /// Runs one validated step. `host_logits(i)` says whether sampled row `i` needs its logits
-    /// on the host. Afterwards [`Self::greedy`] has one entry per sampled row.
-    pub fn forward(&mut self, batch: &[SeqStep<'_>], host_logits: &dyn Fn(usize) -> bool) -> Result<(), DeviceError> {
+    /// Runs one step that `Model::validate_shape` accepted for this cache (the caller,
+    /// [`crate::exec::Executor::forward`], checks it: token ids, positions and block ids index
+    /// device memory unchecked). `host_logits(i)` says whether sampled row `i` needs its logits
+    /// on the host. Afterwards `greedy` has one entry per sampled row.
+    pub(crate) fn forward(
+        &mut self,
+        batch: &[SeqStep<'_>],
+        host_logits: &dyn Fn(usize) -> bool,
+    ) -> Result<(), DeviceError> {
         self.greedy.clear();
         self.host_logits.clear();
         self.host_row.clear();
@@ -476,25 +548,29 @@ impl CudaExec {
             m.extend(std::iter::repeat_n(o, s.tokens.len()));
             tab_len += s.blocks.len();
         }
-        let mut sel = Vec::new();
-        let mut r = 0;
-        for s in batch {
-            let n = s.tokens.len();
-            match s.logits {
-                LogitsFor::None => {}
-                LogitsFor::Last => sel.push((r + n - 1) as u32),
-                LogitsFor::All => sel.extend((r..r + n).map(|i| i as u32)),
-            }
-            r += n;
-        }
+        let sel = crate::model::logit_rows(batch);
         let rows = sel.len();
         debug_assert_eq!(m.len(), 4 * t);
-        m.extend(&sel);
+        m.extend(sel.iter().map(|&r| r as u32));
         m.resize(5 * t, 0);
         for s in batch {
             m.extend_from_slice(s.blocks);
         }
         let meta_len = m.len();
+        // RoPE angles of each row's position, in f64 as on the CPU.
+        let cs = &mut self.host_rope;
+        cs.clear();
+        for s in batch {
+            for p in s.pos..s.pos + s.tokens.len() {
+                for f in &self.model.inv_freq {
+                    let th = p as f64 * f;
+                    cs.push(th.cos() as f32);
+                    cs.push(th.sin() as f32);
+                }
+            }
+        }
+        let rope = self.rope.ensure(&self.stream, cs.len())?;
+        call("upload rope angles", self.stream.memcpy_htod(&self.host_rope[..], rope))?;
         let meta = self.meta.ensure(&self.stream, meta_len)?;
         call("upload step metadata", self.stream.memcpy_htod(&self.host_meta[..], meta))?;
         let meta = self.meta.get();
@@ -577,8 +653,7 @@ impl CudaExec {
                     self.stream
                         .launch_builder(&k.rope)
                         .arg(self.qkv.get())
-                        .arg(&pos)
-                        .arg(&w.rope)
+                        .arg(self.rope.get())
                         .arg(&qkv_wi)
                         .arg(&n_rot)
                         .arg(&hd_i)
@@ -738,6 +813,15 @@ impl CudaExec {
         call("synchronize step", self.stream.synchronize())?;
         self.greedy.extend(ids.into_iter().zip(lps));
         Ok(())
+    }
+}
+
+impl Drop for CudaExec {
+    fn drop(&mut self) {
+        // As for `CudaModel`: make the context current on this thread and let queued work end
+        // before the cache and buffers are freed.
+        let _ = self.model.ctx.bind_to_thread();
+        let _ = self.stream.synchronize();
     }
 }
 
