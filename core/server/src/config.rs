@@ -531,6 +531,13 @@ mod tests {
         let c: CoreConfig = toml::from_str("[tiers.gold]\nweight = 3").unwrap();
         assert!(c.validate().unwrap_err().to_string().starts_with("tiers.gold"));
         assert!(toml::from_str::<CoreConfig>("listen_port = 3").is_err());
+        let c: CoreConfig = toml::from_str("[fleets.mini]\ngpu_memory_fraction = 1.5\n[fleets.flagship]").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("fleets.mini.gpu_memory_fraction") && e.contains("0.05..=0.98"), "{e}");
+        let c: CoreConfig = toml::from_str("device = \"cuda:1\"").unwrap();
+        assert_eq!(c.device, chorus_engine::device::DeviceSpec::Cuda(1));
+        let e = toml::from_str::<CoreConfig>("device = \"tpu:0\"").unwrap_err().to_string();
+        assert!(e.contains("expected auto, cpu, cuda or cuda:N"), "{e}");
     }
 
     /// The wire tier and the scheduler's tier are separate types (the scheduler may not depend
