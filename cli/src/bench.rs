@@ -19,6 +19,7 @@ use chorus_engine::model::{LogitsFor, MAX_STEP_TOKENS, SeqStep};
 use clap::Args;
 
 use crate::ModelArgs;
+use crate::synthetic::tokens;
 
 /// Flags of `chorus bench engine`.
 #[derive(Args, Debug)]
@@ -50,13 +51,6 @@ struct Bench<'e> {
     e: &'e Engine,
     exec: Executor,
     alloc: BlockAllocator,
-}
-
-/// Deterministic, ordinary-looking token ids (skipping the first 100, where vocabularies keep
-/// their control tokens), within a vocabulary of `vocab`.
-pub(crate) fn tokens(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
-    let span = vocab.saturating_sub(100).max(1);
-    (0..n).map(|i| ((i * 7919 + seed * 104_729) % span + 100.min(vocab - 1)) as u32).collect()
 }
 
 fn argmax(row: &[f32]) -> u32 {

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use chorus_edge::EdgeConfig;
 use chorus_edge::config::ApiKey;
 use chorus_edge::regions::CoreSite;
-use chorus_edge::upstream::client::CoreClient;
+use chorus_proto::quic::CoreClient;
 use chorus_proto::{ConversationRef, Generate, Message, Reply, Role, Sampling, Tier};
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use chorus_core::config::CoreConfig;
-use chorus_edge::upstream::client::CoreClient;
+use chorus_proto::quic::CoreClient;
 use chorus_proto::{Generate, Message, Reply, Role, Sampling, Tier};
 use clap::Args;
 
@@ -43,7 +43,7 @@ pub fn run(b: &QuicBench) -> Result<()> {
         bail!("--streams must be at least 1 and --tokens at least --streams");
     }
     if std::env::var_os("RUST_LOG").is_some() {
-        chorus_core::init_logging();
+        chorus_process::init_logging(chorus_process::LogFormat::Text);
     }
     let (mut cfg, scratch) = bench_core_config("quic", b.threads, &b.model, b.streams)?;
     cfg.post_safety.enabled = !b.no_post_safety;

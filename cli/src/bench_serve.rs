@@ -113,7 +113,7 @@ fn burst(h: &EngineHandle, prompts: &[Vec<u32>], new_tokens: usize, tier: Tier, 
 pub fn run(e: Engine, prompt_tokens: usize, new_tokens: usize, json: bool, a: &ServeBench) -> Result<()> {
     let vocab = e.model.cfg.vocab;
     let prompts = |n: usize, round: usize| -> Vec<Vec<u32>> {
-        (0..n).map(|i| super::bench::tokens(prompt_tokens, 1000 * (round + 1) + i, vocab)).collect()
+        (0..n).map(|i| crate::synthetic::tokens(prompt_tokens, 1000 * (round + 1) + i, vocab)).collect()
     };
     let max_c = a.concurrency.iter().copied().max().unwrap_or(1);
     if let Some(path) = &a.dump_prompts {

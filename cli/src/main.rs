@@ -13,6 +13,7 @@ mod bench_serve;
 mod chat;
 mod filter;
 mod measure;
+mod synthetic;
 mod up;
 
 use std::io::Write;
@@ -30,6 +31,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "chorus", version, about = "Chorus: serve a chat assistant; local engine tools")]
 struct Cli {
+    /// How server commands (`up`, `edge`, `core`) log to stderr: `text` (coloured only on a
+    /// terminal) or `json` (one object per line).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: chorus_process::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -379,8 +384,12 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Up(args) => up::run(args),
+        Cmd::Up(args) => {
+            chorus_process::init_logging(cli.log_format);
+            up::run(args)
+        }
         Cmd::Edge { config } => {
+            chorus_process::init_logging(cli.log_format);
             let cfg = match config {
                 Some(p) => chorus_edge::EdgeConfig::load(&p)?,
                 None => chorus_edge::EdgeConfig::default(),
@@ -388,7 +397,7 @@ fn main() -> Result<()> {
             chorus_edge::run(cfg)
         }
         Cmd::Core { config } => {
-            chorus_core::init_logging();
+            chorus_process::init_logging(cli.log_format);
             let cfg = match config {
                 Some(p) => chorus_core::config::CoreConfig::load(&p)?,
                 None => chorus_core::CoreConfig::default(),

@@ -46,7 +46,7 @@ impl Target {
         let file = match &self.keys_file {
             Some(f) => Some(f.clone()),
             None if self.keys.is_empty() => {
-                Some(crate::up::demo_keys_path(&chorus_edge::dev_cert_dir())).filter(|p| p.is_file())
+                Some(crate::up::demo_keys_path(&chorus_proto::tls::dev_dir())).filter(|p| p.is_file())
             }
             None => None,
         };

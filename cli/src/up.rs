@@ -133,15 +133,14 @@ fn edge_config(args: &UpArgs, key: &str, tier_keys: &BTreeMap<String, String>) -
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
-    chorus_core::init_logging();
-    let dev_dir = chorus_edge::dev_cert_dir();
+    let dev_dir = chorus_proto::tls::dev_dir();
     let key = demo_key(&dev_dir)?;
     let tier_keys = tier_keys(&dev_dir)?;
     let base = core_config(&args)?;
     base.validate()?;
     let core_identity = chorus_core::identity_for(&base)?;
     let edge_base = edge_config(&args, &key, &tier_keys);
-    let edge_identity = chorus_edge::identity_for(&edge_base, &dev_dir)?;
+    let edge_identity = chorus_edge::identity_for(&edge_base)?;
 
     // Cores to start, and edges to start (each with its config).
     let mut cores: Vec<CoreConfig> = Vec::new();
@@ -222,7 +221,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             "one key per tier (for `chorus bench load` and `chorus eval`): {}",
             demo_keys_path(&dev_dir).display()
         );
-        chorus_edge::shutdown_signal().await;
+        chorus_process::shutdown_signal().await;
         println!("stopping…");
         for e in running_edges {
             e.stop().await;

@@ -1,11 +1,15 @@
 //! The wire protocol between edges and cores (DESIGN §3): the messages, the length-prefixed
 //! bincode framing with a hard size limit, the version handshake and the stable error codes.
 //!
-//! Sans-IO: this crate turns messages into bytes and bytes into messages and never touches a
-//! socket, a runtime or a clock. The edge and the core share this crate and nothing else.
+//! Without features the crate is sans-IO: it turns messages into bytes and bytes into messages
+//! and never touches a socket, a runtime or a clock (the fuzzer builds it so). The edge and the
+//! core share this crate for everything about the hop.
 //! With the `tls` feature it also holds the hop's security contract ([`tls`]): TLS 1.3 only,
 //! the ALPN, mutual authentication against the region CA and the QUIC transport settings, so
-//! both sides build their configuration from one definition.
+//! both sides build their configuration from one definition, and the development PKI
+//! directory both use. With the `quic` feature it also moves frames over quinn streams
+//! ([`quic`]): the framed stream, the edge's [`quic::CoreClient`] and the core's
+//! [`quic::RequestStream`], so the hop has one implementation of each end.
 //!
 //! A connection (QUIC, ALPN [`ALPN`], mutual TLS) carries:
 //! - one **control stream**, the first bidirectional stream the edge opens: the edge sends
@@ -20,6 +24,8 @@
 
 mod codec;
 mod msg;
+#[cfg(feature = "quic")]
+pub mod quic;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -128,6 +128,9 @@ pub struct Limits {
     pub max_stops: usize,
     pub max_stop_bytes: usize,
     pub max_comment_bytes: usize,
+    /// The most tokens one answer may ask for (`max_tokens`). Equal to the engine's own
+    /// ceiling (a test in the core keeps them in step), so the edge's bound is the protocol's.
+    pub max_tokens: u32,
 }
 
 impl Default for Limits {
@@ -139,6 +142,7 @@ impl Default for Limits {
             max_stops: 8,
             max_stop_bytes: 256,
             max_comment_bytes: 4096,
+            max_tokens: 65_536,
         }
     }
 }
@@ -227,8 +231,8 @@ impl Generate {
         if self.messages.last().map(|m| m.role) != Some(Role::User) {
             return err("messages", "the last message must be the user's".into());
         }
-        if self.max_tokens == 0 {
-            return err("max_tokens", "must be at least 1".into());
+        if self.max_tokens == 0 || self.max_tokens > l.max_tokens {
+            return err("max_tokens", format!("{}; must be 1..={}", self.max_tokens, l.max_tokens));
         }
         if self.stop.len() > l.max_stops {
             return err("stop", format!("{} strings; the limit is {}", self.stop.len(), l.max_stops));

@@ -236,3 +236,47 @@ impl DevPki {
         })
     }
 }
+
+/// Which end of the hop a development identity is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Core,
+    Edge,
+}
+
+impl Side {
+    fn stem(self) -> &'static str {
+        match self {
+            Side::Core => "core",
+            Side::Edge => "edge",
+        }
+    }
+}
+
+/// Where development certificates live when none are configured, shared by the edge and the
+/// core on one machine: `$CHORUS_HOME/certs`, else `$XDG_CACHE_HOME/chorus/certs`, else
+/// `~/.cache/chorus/certs`. An empty variable counts as unset (as for the model cache).
+pub fn dev_dir() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(home) = var("CHORUS_HOME") {
+        return home.join("certs");
+    }
+    let base = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache"))).unwrap_or_else(|| ".".into());
+    base.join("chorus").join("certs")
+}
+
+/// `side`'s identity from the development PKI in `dir`, minting the PKI there first when it
+/// is missing (for `localhost` and `127.0.0.1`). The flag says whether it was minted now.
+pub fn dev_identity(dir: &Path, side: Side) -> Result<(Identity, bool), TlsError> {
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(format!("{}.pem", side.stem())),
+        key: dir.join(format!("{}.key", side.stem())),
+    };
+    let minted = !files.key.exists();
+    if minted {
+        let pki = mint_dev("chorus dev CA", &["localhost".into(), "127.0.0.1".into()])?;
+        pki.write(dir).map_err(|e| TlsError::File { path: dir.into(), why: e.to_string() })?;
+    }
+    Ok((Identity::load(&files)?, minted))
+}

@@ -503,11 +503,6 @@ impl CoreConfig {
     }
 }
 
-/// The scheduler's tier for a wire tier.
-pub fn sched_tier(t: Tier) -> chorus_sched::Tier {
-    chorus_sched::Tier::ALL[t.index()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,16 +533,6 @@ mod tests {
         assert_eq!(c.device, chorus_engine::device::DeviceSpec::Cuda(1));
         let e = toml::from_str::<CoreConfig>("device = \"tpu:0\"").unwrap_err().to_string();
         assert!(e.contains("expected auto, cpu, cuda or cuda:N"), "{e}");
-    }
-
-    /// The wire tier and the scheduler's tier are separate types (the scheduler may not depend
-    /// on a wire crate, and the edge may not depend on the scheduler); they must stay in step.
-    #[test]
-    fn wire_and_scheduler_tiers_line_up() {
-        for t in Tier::ALL {
-            assert_eq!(sched_tier(t).as_str(), t.as_str());
-        }
-        assert_eq!(Tier::ALL.len(), chorus_sched::Tier::ALL.len());
     }
 
     #[test]

@@ -10,12 +10,18 @@
 
 pub mod config;
 pub mod fleet;
+mod generate;
+mod history;
 pub mod http;
 pub mod metrics;
 pub mod prompt;
+mod request;
 pub mod safety;
 pub mod server;
 pub mod store;
+mod store_requests;
+pub mod watchdog;
+pub mod wire;
 pub use chorus_proto::tls;
 
 use std::net::SocketAddr;
@@ -82,7 +88,7 @@ pub async fn serve(core: Arc<Core>, identity: &tls::Identity) -> Result<RunningC
     let app = http::app(core.clone());
     let tasks = vec![
         tokio::spawn(server::accept_loop(core.clone(), endpoint.clone())),
-        tokio::spawn(server::watchdog(core.clone())),
+        tokio::spawn(watchdog::watchdog(core.clone())),
         tokio::spawn(store::sweeper(core.store.clone())),
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -103,10 +109,10 @@ impl RunningCore {
         self.endpoint.set_server_config(None);
         let start = Instant::now();
         info!(in_flight = core.in_flight(), deadline_s = deadline.as_secs_f64(), "draining");
-        while server::any_in_flight(core) && start.elapsed() < deadline {
+        while core.any_in_flight() && start.elapsed() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if server::any_in_flight(core) {
+        if core.any_in_flight() {
             warn!(in_flight = core.in_flight(), "drain deadline passed; ending the remaining requests");
         }
         core.set_phase(Phase::Stopping);
@@ -126,23 +132,20 @@ impl RunningCore {
     }
 }
 
-/// The certificates a core uses: the configured files, or a development PKI minted once into
-/// `<cache>/certs` when none are configured.
+/// The certificates a core uses: the configured files, or the development PKI in
+/// [`tls::dev_dir`] (the edge's too), minted there once when missing.
 pub fn identity_for(cfg: &CoreConfig) -> Result<tls::Identity, StartError> {
     if let Some(files) = &cfg.tls {
         return Ok(tls::Identity::load(files)?);
     }
-    let dir =
-        chorus_engine::model_store::cache_dir().parent().map(|p| p.join("certs")).unwrap_or_else(|| "certs".into());
-    let files = tls::TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("core.pem"), key: dir.join("core.key") };
-    if !files.key.exists() {
-        let pki = tls::mint_dev("chorus dev CA", &["localhost".into(), "127.0.0.1".into()])?;
-        pki.write(&dir).map_err(|e| tls::TlsError::File { path: dir.clone(), why: e.to_string() })?;
+    let dir = tls::dev_dir();
+    let (identity, minted) = tls::dev_identity(&dir, tls::Side::Core)?;
+    if minted {
         warn!(dir = %dir.display(), "no [tls] configured: minted a development CA and certificates");
     } else {
         warn!(dir = %dir.display(), "no [tls] configured: using the development certificates");
     }
-    Ok(tls::Identity::load(&files)?)
+    Ok(identity)
 }
 
 /// Opens the conversation store `cfg` describes.
@@ -165,34 +168,8 @@ pub fn run(cfg: CoreConfig) -> anyhow::Result<()> {
         let core = Core::new(cfg, fleets, store);
         let running = serve(core.clone(), &identity).await?;
         println!("chorus core: QUIC {} · metrics http://{}/metrics", running.quic_addr, running.http_addr);
-        shutdown_signal().await;
+        chorus_process::shutdown_signal().await;
         running.drain(Duration::from_secs(core.cfg.drain_secs)).await;
         anyhow::Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => info!("SIGTERM"),
-                    _ = tokio::signal::ctrl_c() => info!("interrupt"),
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -62,10 +62,7 @@ impl Gate<'_> {
         }
         self.text.push_str(piece);
         if self.text.len() > p.window {
-            let mut cut = self.text.len() - p.window;
-            while !self.text.is_char_boundary(cut) {
-                cut += 1;
-            }
+            let cut = self.text.ceil_char_boundary(self.text.len() - p.window);
             self.text.drain(..cut);
         }
         if let Some(f) = chorus_presafety_rules::scan_with(&self.text, &Limits { max_scan_bytes: p.window })

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chorus_core::config::CoreConfig;
-use chorus_edge::upstream::client::CoreClient;
+use chorus_proto::quic::CoreClient;
 use chorus_proto::{
     ConversationRef, Generate, Message, Reply, Role, Sampling, StoreOp, StoreReply, StoreRequest, Stored, Tier,
 };

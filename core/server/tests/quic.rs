@@ -16,8 +16,8 @@ use chorus_core::config::{CoreConfig, FleetConfig};
 use chorus_core::config::{DurableKind, HotKind};
 use chorus_core::tls::{DevPki, Identity};
 use chorus_core::{Core, RunningCore, fleet};
-use chorus_edge::upstream::client::{ClientError, CoreClient};
 use chorus_engine::engine::{Engine, EngineOptions};
+use chorus_proto::quic::{ClientError, CoreClient};
 use chorus_proto::{
     ConversationRef, Done, ErrorCode, FinishReason, Generate, Message, Rating, Reply, Request, Role, Sampling, StoreOp,
     StoreReply, StoreRequest, StoreStatus, Stored, Tier,

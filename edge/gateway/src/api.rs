@@ -1,4 +1,4 @@
-//! The HTTP handlers: chat completions (through [`crate::chat`]), models, the caller's
+//! The HTTP handlers: chat completions (through [`crate::pipeline`]), models, the caller's
 //! identity, conversations (list, get, delete, export, erase) and feedback, operations.
 
 use std::net::SocketAddr;
@@ -15,9 +15,10 @@ use chorus_proto::{ConversationSummary, Rating, Reply, StoreOp, StoreReply, Stor
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::chat;
+use crate::admission::Caller;
 use crate::error::ApiError;
-use crate::{Caller, EdgeState, RequestInfo};
+use crate::pipeline;
+use crate::state::{EdgeState, RequestInfo};
 
 fn client_ip(parts: &Parts) -> String {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
@@ -26,7 +27,7 @@ fn client_ip(parts: &Parts) -> String {
 /// The body within `limit` bytes and the client timeout.
 async fn read_body(st: &EdgeState, parts: &Parts, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let secs = st.cfg.limits.client_timeout_secs;
-    tokio::time::timeout(std::time::Duration::from_secs(secs), chat::read_body(&parts.headers, body, limit))
+    tokio::time::timeout(std::time::Duration::from_secs(secs), pipeline::read_body(&parts.headers, body, limit))
         .await
         .map_err(|_| ApiError::Invalid { param: None, message: format!("the body did not arrive within {secs} s") })?
 }
@@ -37,11 +38,11 @@ pub async fn chat_completions(State(st): State<Arc<EdgeState>>, req: Request) ->
     let result = async {
         if let Some(last) = parts.headers.get("last-event-id") {
             let last = last.to_str().map_err(|_| ApiError::invalid("Last-Event-ID", "not visible ASCII"))?.to_owned();
-            return chat::resume(&st, &parts.headers, &client_ip(&parts), &last).await;
+            return pipeline::resume(&st, &parts.headers, &client_ip(&parts), &last).await;
         }
         let body = read_body(&st, &parts, body, st.cfg.limits.max_body_bytes).await?;
-        let started_run = chat::start(&st, &parts.headers, &client_ip(&parts), &body).await?;
-        chat::respond(&st, started_run, (0, 0), started).await
+        let started_run = pipeline::start(&st, &parts.headers, &client_ip(&parts), &body).await?;
+        pipeline::respond(&st, started_run, (0, 0), started).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -75,7 +76,7 @@ where
         Err(e) => return e.into_response(),
     };
     let ticket = c.ticket.take();
-    let tier = c.tier_name.clone();
+    let tier = c.tier;
     let r = f(st.clone(), c).await;
     let outcome = if r.is_ok() { chorus_filter_host::Outcome::Completed } else { chorus_filter_host::Outcome::Failed };
     st.complete(ticket, outcome, Default::default());
@@ -86,7 +87,7 @@ where
 
 pub async fn me(State(st): State<Arc<EdgeState>>, parts: Parts) -> Response {
     with_caller(st, parts, |_, c| async move {
-        Ok(Json(json!({"tenant": c.tenant, "user": c.user, "tier": c.tier_name})).into_response())
+        Ok(Json(json!({"tenant": c.tenant, "user": c.user, "tier": c.tier.as_str()})).into_response())
     })
     .await
 }
@@ -97,7 +98,7 @@ async fn store(st: &EdgeState, c: &Caller, op: StoreOp, key: &str) -> Result<Vec
     let mut last = ApiError::Unavailable("no core is reachable; retry shortly".into());
     for (slot, client) in st.pool.candidates(key).into_iter().take(st.cfg.upstream.max_attempts) {
         let req = StoreRequest {
-            request_id: format!("store-{}", crate::random_hex(8)),
+            request_id: format!("store-{}", crate::ids::random_hex(8)),
             tenant: c.tenant.clone(),
             user: c.user.clone(),
             op: op.clone(),
@@ -105,7 +106,7 @@ async fn store(st: &EdgeState, c: &Caller, op: StoreOp, key: &str) -> Result<Vec
         let op_timeout = std::time::Duration::from_millis(u64::from(st.cfg.upstream.deadline_ms).min(30_000));
         let res = tokio::time::timeout(op_timeout, client.store(req))
             .await
-            .unwrap_or_else(|_| Err(crate::upstream::ClientError::Stream("timed out".into())));
+            .unwrap_or_else(|_| Err(chorus_proto::quic::ClientError::Stream("timed out".into())));
         match res {
             Ok(replies) => {
                 if let Some(Reply::Error(e)) = replies.last() {
@@ -208,7 +209,7 @@ pub async fn erase(State(st): State<Arc<EdgeState>>, parts: Parts) -> Response {
             StoreReply::Erased(e) => e,
             _ => return Err(ApiError::Unavailable("the core answered out of protocol".into())),
         };
-        let edge = st.state.erase(&crate::state::scope(&c.tenant, &c.user)).await?;
+        let edge = st.idempotency.erase(&crate::idempotency::scope(&c.tenant, &c.user)).await?;
         Ok(Json(json!({
             "object": "user_data.erased",
             "conversations": core.conversations,
@@ -227,7 +228,7 @@ pub async fn export(State(st): State<Arc<EdgeState>>, parts: Parts) -> Response 
         let mut last = ApiError::Unavailable("no core is reachable; retry shortly".into());
         for (slot, client) in st.pool.candidates(&c.user).into_iter().take(st.cfg.upstream.max_attempts) {
             let req = StoreRequest {
-                request_id: format!("export-{}", crate::random_hex(8)),
+                request_id: format!("export-{}", crate::ids::random_hex(8)),
                 tenant: c.tenant.clone(),
                 user: c.user.clone(),
                 op: StoreOp::Export,
@@ -324,7 +325,7 @@ pub async fn feedback(State(st): State<Arc<EdgeState>>, req: Request) -> Respons
 
 pub async fn metrics(State(st): State<Arc<EdgeState>>) -> Response {
     let mut text = st.metrics.render(&st.pool.health(), &st.pool.loads(), st.runs.len());
-    text.push_str(&st.filters.metrics().render());
+    text.push_str(&st.admission.filters.metrics().render());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -289,8 +289,8 @@ impl EdgeConfig {
         if l.max_stop > p.max_stops || l.max_stop_bytes > p.max_stop_bytes {
             return bad("limits.max_stop", format!("at most {} stops of {} bytes", p.max_stops, p.max_stop_bytes));
         }
-        if l.max_tokens == 0 || l.max_tokens > 1 << 20 {
-            return bad("limits.max_tokens", "1 to 1048576".into());
+        if l.max_tokens == 0 || l.max_tokens > p.max_tokens {
+            return bad("limits.max_tokens", format!("1 to {} (the protocol's bound)", p.max_tokens));
         }
         if l.max_in_flight == 0 || l.client_timeout_secs == 0 || l.client_timeout_secs > 3600 {
             return bad("limits", "max_in_flight at least 1; client_timeout_secs 1 to 3600".into());

@@ -149,3 +149,16 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+/// Why an edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("filters: {0}")]
+    Filters(String),
+    #[error("state store: {0}")]
+    State(String),
+    #[error("binding {addr}: {why}")]
+    Bind { addr: std::net::SocketAddr, why: String },
+}

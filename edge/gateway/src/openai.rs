@@ -156,6 +156,58 @@ fn range(name: &str, v: Option<f32>, lo: f32, hi: f32, default: f32) -> Result<f
     }
 }
 
+/// Message `i` of the body, as the wire carries it: a known role, text content within
+/// `max_message_bytes` (text parts joined; other part types refused by index).
+fn message(i: usize, m: InMessage, limits: &ApiLimits) -> Result<Message, ApiError> {
+    let role = match m.role.as_str() {
+        "system" | "developer" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(ApiError::invalid(
+                format!("messages[{i}].role"),
+                format!("role {shown:?} is not supported (system, developer, user, assistant)"),
+            ));
+        }
+    };
+    let content = match m.content {
+        None => return Err(ApiError::invalid(format!("messages[{i}].content"), "content is missing")),
+        Some(Content::Text(t)) => t,
+        Some(Content::Parts(parts)) => {
+            let mut t = String::new();
+            for (j, p) in parts.into_iter().enumerate() {
+                match (p.kind.as_str(), p.text) {
+                    ("text", Some(s)) => {
+                        if t.len() + s.len() > limits.max_message_bytes {
+                            return Err(ApiError::invalid(
+                                format!("messages[{i}].content"),
+                                format!("over {} bytes; that is the limit", limits.max_message_bytes),
+                            ));
+                        }
+                        t.push_str(&s);
+                    }
+                    (kind, _) => {
+                        let shown: String = kind.chars().take(32).collect();
+                        return Err(ApiError::invalid(
+                            format!("messages[{i}].content[{j}]"),
+                            format!("content part {shown:?} is not supported (text only)"),
+                        ));
+                    }
+                }
+            }
+            t
+        }
+    };
+    if content.len() > limits.max_message_bytes {
+        return Err(ApiError::invalid(
+            format!("messages[{i}].content"),
+            format!("{} bytes; the limit is {}", content.len(), limits.max_message_bytes),
+        ));
+    }
+    Ok(Message { role, content })
+}
+
 fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError> {
     for (name, v) in [("tools", &req.tools), ("functions", &req.functions), ("logit_bias", &req.logit_bias)] {
         if v.as_ref()
@@ -187,53 +239,7 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
     }
     let mut messages = Vec::with_capacity(req.messages.len());
     for (i, m) in req.messages.into_iter().enumerate() {
-        let role = match m.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" => Role::User,
-            "assistant" => Role::Assistant,
-            other => {
-                let shown: String = other.chars().take(32).collect();
-                return Err(ApiError::invalid(
-                    format!("messages[{i}].role"),
-                    format!("role {shown:?} is not supported (system, developer, user, assistant)"),
-                ));
-            }
-        };
-        let content = match m.content {
-            None => return Err(ApiError::invalid(format!("messages[{i}].content"), "content is missing")),
-            Some(Content::Text(t)) => t,
-            Some(Content::Parts(parts)) => {
-                let mut t = String::new();
-                for (j, p) in parts.into_iter().enumerate() {
-                    match (p.kind.as_str(), p.text) {
-                        ("text", Some(s)) => {
-                            if t.len() + s.len() > limits.max_message_bytes {
-                                return Err(ApiError::invalid(
-                                    format!("messages[{i}].content"),
-                                    format!("over {} bytes; that is the limit", limits.max_message_bytes),
-                                ));
-                            }
-                            t.push_str(&s);
-                        }
-                        (kind, _) => {
-                            let shown: String = kind.chars().take(32).collect();
-                            return Err(ApiError::invalid(
-                                format!("messages[{i}].content[{j}]"),
-                                format!("content part {shown:?} is not supported (text only)"),
-                            ));
-                        }
-                    }
-                }
-                t
-            }
-        };
-        if content.len() > limits.max_message_bytes {
-            return Err(ApiError::invalid(
-                format!("messages[{i}].content"),
-                format!("{} bytes; the limit is {}", content.len(), limits.max_message_bytes),
-            ));
-        }
-        messages.push(Message { role, content });
+        messages.push(message(i, m, limits)?);
     }
     if messages.last().is_some_and(|m| m.role != Role::User) {
         return Err(ApiError::invalid("messages", "the last message must be the user's"));

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chorus_proto::Tier;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -110,7 +111,7 @@ pub struct Run {
     /// The client asked for a stream.
     pub stream: bool,
     pub include_usage: bool,
-    pub tier: String,
+    pub tier: Tier,
     /// Whose answer it is (a hash of tenant and user): only they may resume or attach.
     owner: [u8; 32],
     buf: Mutex<Buffer>,
@@ -138,7 +139,7 @@ impl Run {
         id: String,
         stream: bool,
         include_usage: bool,
-        tier: String,
+        tier: Tier,
         owner: [u8; 32],
         max_bytes: usize,
         grace: Duration,
@@ -166,7 +167,7 @@ impl Run {
         id: String,
         stream: bool,
         include_usage: bool,
-        tier: String,
+        tier: Tier,
         owner: [u8; 32],
         events: Vec<RunEvent>,
     ) -> Arc<Self> {
@@ -379,7 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn readers_follow_and_the_buffer_is_bounded() {
-        let run = Run::new("r".into(), true, false, "free".into(), owner_of("t", "u"), 200, Duration::ZERO);
+        let run = Run::new("r".into(), true, false, Tier::Free, owner_of("t", "u"), 200, Duration::ZERO);
         run.push(RunEvent::Head {
             model: "m".into(),
             fleet: "mini".into(),
@@ -406,8 +407,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_last_reader_leaving_cancels_after_the_grace() {
-        let run =
-            Run::new("r".into(), true, false, "free".into(), owner_of("t", "u"), 1 << 20, Duration::from_millis(50));
+        let run = Run::new("r".into(), true, false, Tier::Free, owner_of("t", "u"), 1 << 20, Duration::from_millis(50));
         let a = run.reader();
         let b = run.reader();
         drop(a);
@@ -423,7 +423,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_old_grace_timer_does_not_cut_a_later_readers_grace_short() {
         let run =
-            Run::new("r".into(), true, false, "free".into(), owner_of("t", "u"), 1 << 20, Duration::from_millis(200));
+            Run::new("r".into(), true, false, Tier::Free, owner_of("t", "u"), 1 << 20, Duration::from_millis(200));
         drop(run.reader()); // timer 1 runs out at 200 ms
         tokio::time::sleep(Duration::from_millis(120)).await;
         drop(run.reader()); // timer 2 runs out at 320 ms

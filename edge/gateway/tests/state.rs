@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chorus_edge::config::StateConfig;
+use chorus_edge::idempotency::{Claim, IdempotencyStore, scope};
 use chorus_edge::run::RunEvent;
-use chorus_edge::state::{Claim, StateStore, scope};
 
 /// The CI machine's Redis, or a private `redis-server` on a free port.
 struct Redis {
@@ -46,7 +46,7 @@ fn events() -> Vec<RunEvent> {
     vec![RunEvent::Delta { text: "hello".into(), logprobs: vec![] }]
 }
 
-async fn exercise(store: StateStore) {
+async fn exercise(store: IdempotencyStore) {
     let unique = chorus_edge::random_hex(6);
     let alice = scope("acme", &format!("alice-{unique}"));
     let bob = scope("acme", &format!("bob-{unique}"));
@@ -81,7 +81,7 @@ async fn exercise(store: StateStore) {
 
 #[tokio::test]
 async fn idempotency_records_in_process() {
-    exercise(StateStore::open(&StateConfig::default(), Duration::from_secs(60)).unwrap()).await;
+    exercise(IdempotencyStore::open(&StateConfig::default(), Duration::from_secs(60)).unwrap()).await;
 }
 
 #[tokio::test]
@@ -92,5 +92,5 @@ async fn idempotency_records_in_redis() {
         prefix: format!("test:{}", chorus_edge::random_hex(4)),
         ..StateConfig::default()
     };
-    exercise(StateStore::open(&cfg, Duration::from_secs(60)).unwrap()).await;
+    exercise(IdempotencyStore::open(&cfg, Duration::from_secs(60)).unwrap()).await;
 }

@@ -2,7 +2,7 @@
 //! that kill a core.
 
 fn main() -> anyhow::Result<()> {
-    chorus_core::init_logging();
+    chorus_process::init_logging(chorus_process::LogFormat::Text);
     let args: Vec<String> = std::env::args().collect();
     let [_, flag, path] = &args[..] else { anyhow::bail!("usage: chorus-test-core --config FILE") };
     anyhow::ensure!(flag == "--config", "usage: chorus-test-core --config FILE");

@@ -14,64 +14,23 @@
 //! scanned too.
 //!
 //! Module map: `normalize` (text → tokens), `lexicon` (word → concepts),
-//! `mask` (concept ids/bit sets), `rules` (the rule table), `engine` (matcher),
-//! `base64` (embedded payloads).
+//! `mask` (concept ids/bit sets), `rule` (the rule vocabulary), `rules` (the
+//! rule table), `engine` (matcher), `base64` (embedded payloads), `category`
+//! ([`Category`]). Dependencies run one way: `engine` → `rules` → `rule`,
+//! `engine` → `normalize` → `lexicon` → `mask`; the crate root only calls in.
 
 #![forbid(unsafe_code)]
 
 mod base64;
+mod category;
 mod engine;
 mod lexicon;
 mod mask;
 mod normalize;
+mod rule;
 mod rules;
 
-/// Category of blocked content.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Category {
-    PromptInjection,
-    Jailbreak,
-    Weapons,
-    Malware,
-    Fraud,
-    Drugs,
-    SelfHarm,
-    Violence,
-    Hate,
-    SexualMinors,
-}
-
-impl Category {
-    /// Every category.
-    pub const ALL: [Category; 10] = [
-        Category::PromptInjection,
-        Category::Jailbreak,
-        Category::Weapons,
-        Category::Malware,
-        Category::Fraud,
-        Category::Drugs,
-        Category::SelfHarm,
-        Category::Violence,
-        Category::Hate,
-        Category::SexualMinors,
-    ];
-
-    /// Stable snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::PromptInjection => "prompt_injection",
-            Category::Jailbreak => "jailbreak",
-            Category::Weapons => "weapons",
-            Category::Malware => "malware",
-            Category::Fraud => "fraud",
-            Category::Drugs => "drugs",
-            Category::SelfHarm => "self_harm",
-            Category::Violence => "violence",
-            Category::Hate => "hate",
-            Category::SexualMinors => "sexual_minors",
-        }
-    }
-}
+pub use category::Category;
 
 /// A blocking decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,14 +105,7 @@ pub fn debug_concepts(text: &str) -> Vec<(String, Vec<&'static str>)> {
 }
 
 fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    &text[..text.floor_char_boundary(max)]
 }
 
 #[cfg(test)]

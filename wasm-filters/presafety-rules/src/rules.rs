@@ -9,11 +9,12 @@
 //!
 //! Rules are evaluated in table order at every token; `Emit` rules build
 //! derived concepts (phrases) that later rules consume, so phrase rules come
-//! first. See `engine.rs` for the exact matching semantics of `seq` / `near`.
+//! first. The vocabulary (`seq`, `near`, `emit`, `find`) is in `rule.rs`; see
+//! `engine.rs` for the exact matching semantics of `seq` / `near`.
 
-use crate::Category::*;
-use crate::engine::{Rule, emit, find, near, seq};
+use crate::category::Category::*;
 use crate::mask::{C, Mask, m};
+use crate::rule::{Rule, emit, find, near, seq};
 
 /// Strong harmful objects (used by the jailbreak framing rules).
 const HARM_STRONG: Mask = m!(ExplStrong, Chem, Malware, Drug, ToxGas, GhostGun, FullAuto, Launder, Carding, ShStrong);

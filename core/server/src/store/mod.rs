@@ -13,6 +13,7 @@
 
 mod embedded;
 mod hot;
+mod metrics;
 mod postgres;
 
 use std::sync::Arc;
@@ -23,10 +24,10 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::config::{DurableKind, HotKind, StoreConfig};
-use crate::metrics::StoreMetrics;
 
 pub use embedded::Embedded;
 pub use hot::Hot;
+pub use metrics::StoreMetrics;
 pub use postgres::Postgres;
 
 /// Who a record belongs to.

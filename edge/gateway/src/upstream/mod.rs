@@ -3,9 +3,7 @@
 //! stream and polls its `/readyz`. A request's candidates are the healthy cores of the home
 //! region ordered by rendezvous hashing on the request's key (the conversation id, so a
 //! conversation keeps landing where its KV prefix is cached), then the other regions' in the
-//! region file's RTT order.
-
-pub mod client;
+//! region file's RTT order. The client itself is `chorus_proto::quic::CoreClient`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -18,7 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
-pub use client::{ClientError, CoreClient, ReplyStream};
+pub use chorus_proto::quic::CoreClient;
 
 use crate::config::UpstreamConfig;
 use crate::regions::{CoreSite, RegionFile};

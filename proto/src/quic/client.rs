@@ -1,15 +1,19 @@
-//! The edge's client of the core protocol: connect (mutual TLS, version handshake), follow
-//! load reports, open one stream per request. [`super::UpstreamPool`] keeps one per core; the
-//! core's tests and the `chorus` benchmarks use it directly.
+//! The edge's end of the hop: connect (mutual TLS, version handshake on the control stream),
+//! follow load reports, open one stream per request. The edge's upstream pool keeps one per
+//! core; the core's tests and `chorus bench quic` use it directly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chorus_proto::{Control, FrameDecoder, FrameError, Generate, Hello, LoadReport, PROTOCOL_VERSION, Reply, Request};
-use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use quinn::{Connection, Endpoint};
 use tokio::sync::watch;
 
-use chorus_proto::tls::{self, Identity};
+use super::{FramedRecv, FramedSend, ReadError, WriteError};
+use crate::tls::{self, Identity};
+use crate::{
+    CLOSE_PROTOCOL_ERROR, Control, DEFAULT_MAX_FRAME, FleetInfo, FrameError, Generate, Hello, LoadReport,
+    PROTOCOL_VERSION, RESET_CANCEL, Reply, Request, StoreRequest,
+};
 
 /// What went wrong on the client side.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +32,24 @@ pub enum ClientError {
     Protocol(String),
 }
 
+impl From<ReadError> for ClientError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Gone(why) => Self::Stream(why),
+            ReadError::Frame(e) => Self::Frame(e),
+        }
+    }
+}
+
+impl From<WriteError> for ClientError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Gone(why) => Self::Stream(why),
+            WriteError::Frame(e) => Self::Frame(e),
+        }
+    }
+}
+
 /// A connection to one core.
 #[derive(Debug)]
 pub struct CoreClient {
@@ -36,7 +58,7 @@ pub struct CoreClient {
     /// From the core's `Welcome`.
     pub core_id: String,
     pub version: u16,
-    pub fleets: Vec<chorus_proto::FleetInfo>,
+    pub fleets: Vec<FleetInfo>,
     load: watch::Receiver<Option<LoadReport>>,
     max_frame: u32,
 }
@@ -54,7 +76,8 @@ impl CoreClient {
         id: &Identity,
         edge_id: &str,
     ) -> Result<Self, ClientError> {
-        Self::handshake(addr, server_name, id, PROTOCOL_VERSION, PROTOCOL_VERSION, edge_id).await
+        let hello = Hello { min_version: PROTOCOL_VERSION, max_version: PROTOCOL_VERSION, edge_id: edge_id.into() };
+        Self::handshake(addr, server_name, id, hello).await
     }
 
     /// Connects offering versions `min..=max`.
@@ -65,18 +88,19 @@ impl CoreClient {
         min_version: u16,
         max_version: u16,
     ) -> Result<Self, ClientError> {
-        Self::handshake(addr, server_name, id, min_version, max_version, "chorus-client").await
+        let hello = Hello { min_version, max_version, edge_id: "chorus-client".into() };
+        Self::handshake(addr, server_name, id, hello).await
     }
 
-    async fn handshake(
-        addr: SocketAddr,
-        server_name: &str,
-        id: &Identity,
-        min_version: u16,
-        max_version: u16,
-        edge_id: &str,
-    ) -> Result<Self, ClientError> {
-        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal address");
+    async fn handshake(addr: SocketAddr, server_name: &str, id: &Identity, hello: Hello) -> Result<Self, ClientError> {
+        let bind = SocketAddr::new(
+            if addr.is_ipv6() {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            },
+            0,
+        );
         let mut endpoint = Endpoint::client(bind).map_err(|e| ClientError::Connect(e.to_string()))?;
         endpoint.set_default_client_config(tls::client_config(id)?);
         let conn = endpoint
@@ -84,15 +108,12 @@ impl CoreClient {
             .map_err(|e| ClientError::Connect(e.to_string()))?
             .await
             .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let max_frame = chorus_proto::DEFAULT_MAX_FRAME;
-        let (mut send, recv) = conn.open_bi().await.map_err(|e| ClientError::Connect(e.to_string()))?;
-        let hello = Hello { min_version, max_version, edge_id: edge_id.into() };
-        send.write_all(&chorus_proto::encode_to_vec(&hello, max_frame)?).await.map_err(|e| closed(&conn, e))?;
-        let mut reader = Reader { recv, dec: FrameDecoder::new(max_frame) };
-        let welcome = reader.next::<Control>().await.map_err(|e| match conn.close_reason() {
-            Some(r) => ClientError::Closed(r.to_string()),
-            None => e,
-        })?;
+        let max_frame = DEFAULT_MAX_FRAME;
+        let (send, recv) = conn.open_bi().await.map_err(|e| ClientError::Connect(e.to_string()))?;
+        let mut send = FramedSend::new(send, max_frame);
+        send.send(&hello).await.map_err(|e| closed_or(&conn, e.into()))?;
+        let mut reader = FramedRecv::new(recv, max_frame);
+        let welcome = reader.next::<Control>().await.map_err(|e| closed_or(&conn, e.into()))?;
         let Some(Control::Welcome { version, core_id, fleets, .. }) = welcome else {
             return Err(ClientError::Protocol("expected Welcome on the control stream".into()));
         };
@@ -108,7 +129,7 @@ impl CoreClient {
             }
             // Without its control stream the connection reports nothing more: a stale last
             // report must not keep the core looking healthy.
-            control_conn.close(chorus_proto::CLOSE_PROTOCOL_ERROR.into(), b"control stream ended");
+            control_conn.close(CLOSE_PROTOCOL_ERROR.into(), b"control stream ended");
         });
         Ok(Self { endpoint, conn, core_id, version, fleets, load, max_frame })
     }
@@ -126,7 +147,7 @@ impl CoreClient {
     }
 
     /// Runs one store request; returns its replies (one, or an export's pieces).
-    pub async fn store(&self, r: chorus_proto::StoreRequest) -> Result<Vec<Reply>, ClientError> {
+    pub async fn store(&self, r: StoreRequest) -> Result<Vec<Reply>, ClientError> {
         let mut s = self.open().await?;
         s.send(&Request::Store(Box::new(r))).await?;
         s.collect().await
@@ -134,74 +155,41 @@ impl CoreClient {
 
     /// Opens a request stream without sending anything.
     pub async fn open(&self) -> Result<ReplyStream, ClientError> {
-        let (send, recv) = self.conn.open_bi().await.map_err(|e| closed(&self.conn, e))?;
-        Ok(ReplyStream {
-            send,
-            reader: Reader { recv, dec: FrameDecoder::new(self.max_frame) },
-            max_frame: self.max_frame,
-        })
+        let (send, recv) =
+            self.conn.open_bi().await.map_err(|e| closed_or(&self.conn, ClientError::Stream(e.to_string())))?;
+        Ok(ReplyStream { send: FramedSend::new(send, self.max_frame), recv: FramedRecv::new(recv, self.max_frame) })
     }
 }
 
-fn closed(conn: &Connection, e: impl std::fmt::Display) -> ClientError {
+/// The connection's close reason when it has one (it says more than the stream error).
+fn closed_or(conn: &Connection, e: ClientError) -> ClientError {
     match conn.close_reason() {
         Some(r) => ClientError::Closed(r.to_string()),
-        None => ClientError::Stream(e.to_string()),
-    }
-}
-
-struct Reader {
-    recv: RecvStream,
-    dec: FrameDecoder,
-}
-
-impl std::fmt::Debug for Reader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader").field("buffered", &self.dec.buffered()).finish()
-    }
-}
-
-impl Reader {
-    async fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<Option<T>, ClientError> {
-        loop {
-            if let Some(m) = self.dec.decode()? {
-                return Ok(Some(m));
-            }
-            match self.recv.read_chunk(64 * 1024, true).await {
-                Ok(Some(c)) => self.dec.push(&c.bytes),
-                Ok(None) => {
-                    self.dec.finish()?;
-                    return Ok(None);
-                }
-                Err(e) => return Err(ClientError::Stream(e.to_string())),
-            }
-        }
+        None => e,
     }
 }
 
 /// One request's stream.
 #[derive(Debug)]
 pub struct ReplyStream {
-    send: SendStream,
-    reader: Reader,
-    max_frame: u32,
+    send: FramedSend,
+    recv: FramedRecv,
 }
 
 impl ReplyStream {
     /// Sends a request frame.
     pub async fn send(&mut self, r: &Request) -> Result<(), ClientError> {
-        let bytes = chorus_proto::encode_to_vec(r, self.max_frame)?;
-        self.send.write_all(&bytes).await.map_err(|e| ClientError::Stream(e.to_string()))
+        Ok(self.send.send(r).await?)
     }
 
     /// Sends raw bytes (tests of malformed input).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        self.send.write_all(bytes).await.map_err(|e| ClientError::Stream(e.to_string()))
+        Ok(self.send.send_raw(bytes).await?)
     }
 
     /// The next reply; `None` when the core finished the stream.
     pub async fn next(&mut self) -> Result<Option<Reply>, ClientError> {
-        self.reader.next().await
+        Ok(self.recv.next().await?)
     }
 
     /// Every remaining reply up to and including the final one.
@@ -219,8 +207,8 @@ impl ReplyStream {
 
     /// Abandons the request: resets our side and stops reading (the core cancels at once).
     pub fn reset(mut self) {
-        let _ = self.send.reset(chorus_proto::RESET_CANCEL.into());
-        let _ = self.reader.recv.stop(chorus_proto::RESET_CANCEL.into());
+        self.send.reset(RESET_CANCEL);
+        self.recv.stop(RESET_CANCEL);
     }
 }
 

@@ -15,10 +15,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::chat;
 use crate::error::ApiError;
+use crate::pipeline;
 use crate::run::{Next, RunEvent};
-use crate::{ClientIp, EdgeState};
+use crate::state::{ClientIp, EdgeState};
 
 /// Holds one of the edge's WebSocket places until the socket ends.
 struct Slot(Arc<EdgeState>);
@@ -86,7 +86,7 @@ async fn session(st: Arc<EdgeState>, headers: HeaderMap, ip: String, mut socket:
             continue; // nothing in flight between requests
         }
         let started = Instant::now();
-        let s = match chat::start(&st, &headers, &ip, &body).await {
+        let s = match pipeline::start(&st, &headers, &ip, &body).await {
             Ok(s) => s,
             Err(e) => {
                 let mut v = e.body();
@@ -141,10 +141,10 @@ async fn session(st: Arc<EdgeState>, headers: HeaderMap, ip: String, mut socket:
             }
             if first && matches!(ev, RunEvent::Delta { .. }) {
                 first = false;
-                st.metrics.ttft(&s.tier, started.elapsed());
+                st.metrics.ttft(s.run.tier.as_str(), started.elapsed());
             }
             let last = ev.is_final();
-            for mut v in chat::render(&s.run, &model, &ev, s.include_usage) {
+            for mut v in crate::render::render(&s.run, &model, &ev, s.include_usage) {
                 if matches!(ev, RunEvent::Error(_)) {
                     v["type"] = json!("error");
                 }

@@ -1,0 +1,466 @@
+//! One `Generate`, in four named stages: **admit** (phase, structural limits, the stored
+//! history, the route to a fleet) → **build** the prompt (chat template, trimming, the engine's
+//! checks) → **stream** the answer (tokens through the post-generation gate, cancel, deadline,
+//! shutdown) → **commit** the turn (durable tier first) and send `Done`.
+//!
+//! Each stage either hands the next one what it made or ends the request with a [`Refusal`],
+//! sent as the stream's one `Error`. A write that fails means the edge went away ([`Gone`]):
+//! dropping the engine stream then cancels the sequence and frees its blocks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chorus_engine::sampler::SamplingParams;
+use chorus_engine::serve::{SeqEvent, SeqStream, ValidSeq};
+use chorus_proto::quic::{FramedSend, ReadError, RequestStream};
+use chorus_proto::{Accepted, Done, ErrorCode, FinishReason, Generate, Logprob, Reply, Request, Token, Usage};
+use tracing::info;
+
+use crate::fleet::{Fleet, FleetGuard, Route};
+use crate::history::{self, Resolved, Thread};
+use crate::metrics::CoreMetrics;
+use crate::prompt::{self, PromptError};
+use crate::request::{Gone, error, reply};
+use crate::server::{Core, Phase};
+use crate::store::Context;
+use crate::wire;
+
+/// How a request ended: the fleet that served it (`-` for none) and its final reply.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    pub fleet: String,
+    pub last: Reply,
+}
+
+/// Why a request ends with an `Error`, and the fleet it is counted under.
+#[derive(Debug)]
+struct Refusal {
+    fleet: String,
+    code: ErrorCode,
+    message: String,
+    retry_after_ms: Option<u32>,
+}
+
+impl Refusal {
+    fn new(fleet: &str, code: ErrorCode, message: impl Into<String>, retry_after_ms: Option<u32>) -> Self {
+        Self { fleet: fleet.to_string(), code, message: message.into(), retry_after_ms }
+    }
+
+    async fn send(self, send: &mut FramedSend) -> Result<Ended, Gone> {
+        let last = error(self.code, self.message, self.retry_after_ms);
+        reply(send, &last).await?;
+        Ok(Ended { fleet: self.fleet, last })
+    }
+}
+
+/// Serves a Generate to its final reply.
+pub(crate) async fn serve(core: &Arc<Core>, stream: &mut RequestStream, g: Generate) -> Result<Ended, Gone> {
+    let received = Instant::now();
+    let admitted = match admit(core, &g).await {
+        Ok(Admission::Go(a)) => a,
+        Ok(Admission::Replay(c, version)) => {
+            let last = history::replay(&mut stream.replies, &c, version).await?;
+            return Ok(Ended { fleet: "-".into(), last });
+        }
+        Err(r) => return r.send(&mut stream.replies).await,
+    };
+    let built = match build(core, &g, &admitted).await {
+        Ok(b) => b,
+        Err(r) => return r.send(&mut stream.replies).await,
+    };
+    match answer(core, stream, &g, &admitted, built, received).await? {
+        Ok(a) => commit(core, &mut stream.replies, &g, &admitted, a).await,
+        Err(r) => r.send(&mut stream.replies).await,
+    }
+}
+
+/// What admission decided.
+enum Admission {
+    Go(Admitted),
+    /// The request already produced a committed turn: send it again.
+    Replay(crate::store::Conversation, u64),
+}
+
+/// A request the core will answer, and where.
+struct Admitted {
+    thread: Thread,
+    fleet: Arc<Fleet>,
+    degraded: bool,
+}
+
+/// Stage 1: the core is serving, the request is within the protocol's limits, its history is
+/// found, and a fleet has room.
+async fn admit(core: &Core, g: &Generate) -> Result<Admission, Refusal> {
+    if core.phase() != Phase::Serving {
+        return Err(Refusal::new("-", ErrorCode::Draining, "the core is draining; retry on another core", Some(0)));
+    }
+    g.check(&core.limits).map_err(|e| Refusal::new("-", ErrorCode::InvalidRequest, e.to_string(), None))?;
+    let thread = match history::resolve(core, g).await {
+        Resolved::Go(t) => t,
+        Resolved::Replay(c, version) => return Ok(Admission::Replay(c, version)),
+        Resolved::Fail(code, message) => return Err(Refusal::new("-", code, message, None)),
+    };
+    match core.router.route(g.tier, |i| core.fleets[i].waiting()) {
+        Route::Fleet { fleet, degraded } => {
+            Ok(Admission::Go(Admitted { thread, fleet: core.fleets[fleet].clone(), degraded }))
+        }
+        Route::OverCapacity { fleet, waiting, bound, retry_after_ms } => {
+            let name = &core.fleets[fleet].name;
+            Err(Refusal::new(
+                name,
+                ErrorCode::OverCapacity,
+                format!("fleet {name} has {waiting} requests waiting (bound {bound})"),
+                Some(retry_after_ms),
+            ))
+        }
+    }
+}
+
+/// The prompt, checked by the engine and ready to submit.
+struct Built {
+    seq: ValidSeq,
+    prompt_tokens: u32,
+    trimmed_messages: u32,
+    history_messages: u32,
+    /// The prompt as text, when the edge asked for it (evaluation).
+    echo: Option<String>,
+    /// The ids the next turn's prompt starts with (this prompt, then the answer), for a stored
+    /// conversation; empty otherwise.
+    context_ids: Vec<u32>,
+}
+
+/// Stage 2: history + new messages → the chat template → ids within the tier's input cap and
+/// the context left after `max_tokens`, oldest turns trimmed first.
+async fn build(core: &Core, g: &Generate, a: &Admitted) -> Result<Built, Refusal> {
+    let fleet = &a.fleet;
+    let refuse = |code, message: String| Refusal::new(&fleet.name, code, message, None);
+    let tier = wire::sched_tier(g.tier);
+    let ctx = fleet.engine.model.cfg.ctx_len;
+    let limit = core.tiers[tier.index()].max_input_tokens.min(ctx.saturating_sub(g.max_tokens as usize));
+    let history = a.thread.history();
+    let history_messages = history.len() as u32;
+    // Rendering and tokenizing a long history is CPU work: off the async threads.
+    let built = {
+        let engine = fleet.engine.clone();
+        let model = fleet.model.clone();
+        let context = a.thread.prior.as_ref().and_then(|c| c.context.clone());
+        let mut messages = history;
+        messages.extend(g.messages.iter().cloned());
+        tokio::task::spawn_blocking(move || prompt::build_after(&engine, &model, context.as_ref(), &messages, limit))
+            .await
+    };
+    let p = match built {
+        Ok(Ok(p)) => p,
+        Ok(Err(e @ PromptError::TooLong { .. })) => return Err(refuse(ErrorCode::PromptTooLong, e.to_string())),
+        Ok(Err(e)) => return Err(refuse(ErrorCode::InvalidRequest, e.to_string())),
+        Err(e) => return Err(refuse(ErrorCode::Internal, format!("prompt builder: {e}"))),
+    };
+    let s = &g.sampling;
+    let params = SamplingParams {
+        temperature: s.temperature,
+        top_k: s.top_k,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+        repetition_penalty: s.repetition_penalty,
+        seed: s.seed,
+        max_tokens: g.max_tokens,
+        stop: g.stop.clone(),
+        top_logprobs: s.logprobs.map_or(0, u32::from),
+        ignore_eos: s.ignore_eos,
+    };
+    let prompt_tokens = p.ids.len() as u32;
+    // Special tokens are kept: the text shows the template's turn markers too.
+    let echo = if g.echo_prompt { fleet.engine.tokenizer.decode(&p.ids, false).ok() } else { None };
+    let context_ids = if a.thread.id.is_some() { p.ids.clone() } else { Vec::new() };
+    // The cache salt is the tenant: tenants never share KV.
+    let seq = fleet
+        .handle
+        .validate(p.ids, params, tier, g.tenant.as_bytes())
+        .map_err(|e| refuse(ErrorCode::InvalidRequest, e.to_string()))?;
+    Ok(Built { seq, prompt_tokens, trimmed_messages: p.trimmed as u32, history_messages, echo, context_ids })
+}
+
+/// A complete answer, ready to commit.
+struct Answer {
+    finish_reason: FinishReason,
+    usage: Usage,
+    /// With `ContentFilter`: the category that matched.
+    filter_category: Option<String>,
+    /// What the next turn's prompt can start from; `None` when the turn is not stored, or
+    /// the answer was cut by the gate (its ids then end mid-thought).
+    context: Option<Context>,
+    text: String,
+}
+
+/// Stage 3: submit, send `Accepted`, then stream tokens until the engine finishes, the gate
+/// stops the answer, or the edge, the deadline or a shutdown ends it.
+async fn answer(
+    core: &Core,
+    stream: &mut RequestStream,
+    g: &Generate,
+    a: &Admitted,
+    built: Built,
+    received: Instant,
+) -> Result<Result<Answer, Refusal>, Gone> {
+    let fleet = &a.fleet;
+    let queue_position = fleet.waiting_tier(g.tier);
+    let guard = fleet.enter(g.tier);
+    let engine = fleet.handle.submit(built.seq);
+    if a.degraded {
+        CoreMetrics::inc(&core.metrics.degraded_total);
+    }
+    if built.trimmed_messages > 0 {
+        CoreMetrics::inc(&core.metrics.trimmed_total);
+    }
+    let accepted = Accepted {
+        model: fleet.model.clone(),
+        fleet: fleet.name.clone(),
+        degraded: a.degraded,
+        queue_position,
+        prompt_tokens: built.prompt_tokens,
+        trimmed_messages: built.trimmed_messages,
+        conversation_id: a.thread.id.clone(),
+        history_messages: built.history_messages,
+        store: a.thread.status,
+        prompt: built.echo,
+    };
+    reply(&mut stream.replies, &Reply::Accepted(accepted)).await?;
+    let mut tokens = Tokens::new(core, g, a, guard, built.prompt_tokens, built.context_ids);
+    let deadline = g.deadline_ms.map(|ms| received + Duration::from_millis(ms.into()));
+    follow(core, stream, engine, deadline, &mut tokens).await
+}
+
+/// The select loop of stage 3: whichever of shutdown, deadline, a frame from the edge or an
+/// engine event comes first.
+async fn follow(
+    core: &Core,
+    stream: &mut RequestStream,
+    mut engine: SeqStream,
+    deadline: Option<Instant>,
+    tokens: &mut Tokens<'_>,
+) -> Result<Result<Answer, Refusal>, Gone> {
+    let fleet = tokens.fleet.name.as_str();
+    let fail = |code, message: String| Ok(Err(Refusal::new(fleet, code, message, None)));
+    let mut phase = core.phases();
+    let mut reading = true;
+    loop {
+        if *phase.borrow_and_update() == Phase::Stopping {
+            let why = "the core shut down before the answer finished";
+            return Ok(Err(Refusal::new(fleet, ErrorCode::ShuttingDown, why, Some(0))));
+        }
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = phase.changed() => continue,
+            _ = until_deadline => {
+                let ms = tokens.g.deadline_ms.unwrap_or(0);
+                return fail(ErrorCode::DeadlineExceeded, format!("deadline of {ms} ms passed"));
+            }
+            r = stream.requests.next::<Request>(), if reading => match r {
+                Ok(Some(Request::Cancel)) => return fail(ErrorCode::Cancelled, "cancelled by the edge".into()),
+                Ok(Some(Request::Generate(_) | Request::Store(_))) => {
+                    return fail(ErrorCode::Protocol, "one request per stream".into());
+                }
+                Ok(None) => reading = false,
+                // Reset: the client went away. Dropping the engine stream cancels the sequence.
+                Err(ReadError::Gone(_)) => return Err(Gone),
+                Err(ReadError::Frame(e)) => return fail(ErrorCode::Protocol, e.to_string()),
+            },
+            ev = engine.next() => match tokens.on_event(ev) {
+                Flow::Send(t) => {
+                    if failpoint_stall(tokens.completion) {
+                        eprintln!("failpoint stall_after_tokens: request {}", tokens.g.request_id);
+                        std::future::pending::<()>().await;
+                    }
+                    reply(&mut stream.replies, &Reply::Token(t)).await?;
+                }
+                Flow::Finish(tail, answer) => {
+                    if let Some(t) = tail {
+                        reply(&mut stream.replies, &Reply::Token(t)).await?;
+                    }
+                    return Ok(Ok(answer));
+                }
+                Flow::Refuse(r) => return Ok(Err(r)),
+                Flow::Wait => {}
+            },
+        }
+    }
+}
+
+/// What an engine event means for the stream.
+enum Flow {
+    /// Nothing to send yet.
+    Wait,
+    /// A token to send.
+    Send(Token),
+    /// The answer is complete, after the held-back text (if any).
+    Finish(Option<Token>, Answer),
+    Refuse(Refusal),
+}
+
+/// One answer's progress: the gate's window, counts, the text so far and the ids the next turn
+/// starts from.
+struct Tokens<'a> {
+    core: &'a Core,
+    g: &'a Generate,
+    fleet: &'a Fleet,
+    thread_stored: bool,
+    guard: FleetGuard,
+    gate: crate::safety::Gate<'a>,
+    prompt_tokens: u32,
+    cached: u32,
+    completion: u32,
+    text: String,
+    context_ids: Vec<u32>,
+    /// Engine instants to wall-clock microseconds (`Token.emitted_us`).
+    anchor: (Instant, SystemTime),
+}
+
+impl<'a> Tokens<'a> {
+    fn new(
+        core: &'a Core,
+        g: &'a Generate,
+        a: &'a Admitted,
+        guard: FleetGuard,
+        prompt_tokens: u32,
+        context_ids: Vec<u32>,
+    ) -> Self {
+        Self {
+            core,
+            g,
+            fleet: &a.fleet,
+            thread_stored: a.thread.id.is_some(),
+            guard,
+            gate: core.policy.gate(),
+            prompt_tokens,
+            cached: 0,
+            completion: 0,
+            text: String::new(),
+            context_ids,
+            anchor: (Instant::now(), SystemTime::now()),
+        }
+    }
+
+    fn unix_us(&self, at: Instant) -> u64 {
+        let (mono, wall) = self.anchor;
+        let t = match at.checked_duration_since(mono) {
+            Some(after) => wall + after,
+            None => wall.checked_sub(mono.duration_since(at)).unwrap_or(wall),
+        };
+        t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    }
+
+    /// The gate stopped the answer: it ends `content_filter`, the matching text unsent.
+    fn filtered(&mut self, category: String) -> Flow {
+        let usage =
+            Usage { prompt_tokens: self.prompt_tokens, completion_tokens: self.completion, cached_tokens: self.cached };
+        let answer = Answer {
+            finish_reason: FinishReason::ContentFilter,
+            usage,
+            filter_category: Some(category),
+            context: None,
+            text: std::mem::take(&mut self.text),
+        };
+        Flow::Finish(None, answer)
+    }
+
+    fn on_event(&mut self, ev: Option<SeqEvent>) -> Flow {
+        let fleet = self.fleet.name.as_str();
+        let Some(ev) = ev else {
+            return Flow::Refuse(Refusal::new(fleet, ErrorCode::EngineFailed, "the engine loop stopped", None));
+        };
+        match ev {
+            SeqEvent::Started { cached_tokens, .. } => {
+                self.guard.started();
+                self.cached = cached_tokens as u32;
+                Flow::Wait
+            }
+            SeqEvent::Token { token, text, sampled, at } => {
+                self.completion += 1;
+                if let Some(v) = self.gate.push(&text) {
+                    info!(fleet, request = %self.g.request_id, rule = %v.rule, "answer stopped by the post-generation safety gate");
+                    return self.filtered(v.category);
+                }
+                self.context_ids.push(token);
+                let logprobs = self.g.sampling.logprobs.is_some().then(|| {
+                    let tok = &self.fleet.engine.tokenizer;
+                    let lp = |id: u32, logprob: f32| Logprob {
+                        id,
+                        text: tok.decode(&[id], false).unwrap_or_default(),
+                        logprob,
+                    };
+                    (lp(sampled.id, sampled.logprob), sampled.top.iter().map(|t| lp(t.id, t.logprob)).collect())
+                });
+                self.text.push_str(&text);
+                Flow::Send(Token { text, ids: vec![token], logprobs, emitted_us: self.unix_us(at) })
+            }
+            SeqEvent::Finished { reason, text, usage } => {
+                if let Some(v) = self.gate.push(&text) {
+                    return self.filtered(v.category);
+                }
+                let tail = (!text.is_empty()).then(|| {
+                    self.text.push_str(&text);
+                    Token { text, ids: vec![], logprobs: None, emitted_us: self.unix_us(Instant::now()) }
+                });
+                let context = self
+                    .thread_stored
+                    .then(|| Context { model: self.fleet.model.clone(), ids: std::mem::take(&mut self.context_ids) });
+                let answer = Answer {
+                    finish_reason: wire::finish_reason(reason),
+                    usage: wire::usage(&usage),
+                    filter_category: None,
+                    context,
+                    text: std::mem::take(&mut self.text),
+                };
+                Flow::Finish(tail, answer)
+            }
+            SeqEvent::Rejected(e) => {
+                let retry = e.retry_after_ms().map(|ms| ms.min(u32::MAX.into()) as u32);
+                Flow::Refuse(Refusal::new(fleet, wire::admit_error_code(&e), e.to_string(), retry))
+            }
+            SeqEvent::Dropped(e) => {
+                let retry = Some(self.core.cfg.router.retry_after_ms);
+                Flow::Refuse(Refusal::new(fleet, ErrorCode::QueueTimeout, e.to_string(), retry))
+            }
+            SeqEvent::Failed(why) => Flow::Refuse(Refusal::new(fleet, ErrorCode::EngineFailed, why, None)),
+        }
+    }
+}
+
+/// Stage 4: store the turn (durable first), then send `Done` saying what became of it.
+async fn commit(core: &Core, send: &mut FramedSend, g: &Generate, a: &Admitted, answer: Answer) -> Result<Ended, Gone> {
+    let stored = history::store_turn(
+        core,
+        g,
+        &a.thread,
+        &a.fleet.model,
+        &answer.text,
+        answer.finish_reason,
+        answer.usage,
+        answer.context,
+    )
+    .await;
+    let last = Reply::Done(Done {
+        finish_reason: answer.finish_reason,
+        usage: answer.usage,
+        filter_category: answer.filter_category,
+        stored,
+    });
+    reply(send, &last).await?;
+    Ok(Ended { fleet: a.fleet.name.clone(), last })
+}
+
+/// Test hook: with `CHORUS_FAILPOINT=stall_after_tokens@N` every answer stops (holding its
+/// stream open, sending nothing more) before its token N + 1, so a test can kill the core
+/// with requests in flight before or after their first token.
+fn failpoint_stall(completion: u32) -> bool {
+    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    AT.get_or_init(|| crate::failpoint("stall_after_tokens")).is_some_and(|n| u64::from(completion) == n + 1)
+}

@@ -1,0 +1,219 @@
+//! The upstream driver: one task per [`Run`] takes the pool's candidate cores in order, opens
+//! a request stream, and turns the core's replies into run events. It retries on the next core
+//! only before the first token reached the client, resets the upstream stream when the run is
+//! cancelled, and on every ending reconciles the filters and records or releases the
+//! idempotency key ([`Finisher`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus_filter_host::{CompletionTicket, Outcome};
+use chorus_proto::{ErrorCode, Generate, Reply, Stored};
+use tracing::warn;
+
+use crate::admission::filter_usage;
+use crate::error::ApiError;
+use crate::openai::TokenLogprob;
+use crate::run::{Run, RunEvent};
+use crate::state::EdgeState;
+
+/// What to do when a run ends: reconcile the filters' reservations, record or release the
+/// idempotency key.
+pub(crate) struct Finisher {
+    pub(crate) st: Arc<EdgeState>,
+    pub(crate) run: Arc<Run>,
+    pub(crate) ticket: Option<CompletionTicket>,
+    /// (scope, key, body fingerprint) of a claimed `Idempotency-Key`.
+    pub(crate) idem: Option<(String, String, String)>,
+}
+
+impl Finisher {
+    /// `transcript`: every event of a completed answer (the driver's own copy, whatever the
+    /// bounded buffer dropped), recorded for idempotent replay.
+    async fn end(self, outcome: Outcome, usage: chorus_proto::Usage, transcript: Vec<RunEvent>) {
+        self.st.complete(self.ticket, outcome, filter_usage(usage));
+        if outcome == Outcome::Completed {
+            self.st.metrics.usage(
+                self.run.tier.as_str(),
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.completion_tokens,
+            );
+        }
+        if let Some((scope, key, fp)) = self.idem {
+            match outcome {
+                Outcome::Completed => {
+                    self.st.idempotency.finish(&scope, &key, &fp, &self.st.cfg.edge_id, &self.run.id, transcript).await
+                }
+                _ => self.st.idempotency.release(&scope, &key).await,
+            }
+        }
+    }
+}
+
+/// Codes another core may answer differently, before any token was sent.
+fn retryable(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::Draining | ErrorCode::ShuttingDown | ErrorCode::OverCapacity | ErrorCode::Internal)
+}
+
+/// Ends the run with an error if its driver stops without doing so (a panic): readers never
+/// wait on an answer nobody drives.
+struct EndGuard(Arc<Run>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if !self.0.is_done() {
+            self.0.push(RunEvent::Error(ApiError::Unavailable("the edge lost this answer; retry".into())));
+        }
+    }
+}
+
+/// Drives one run against the upstream cores to its end: candidates in the pool's order,
+/// the next core tried only before the first token, the upstream stream reset on cancel.
+pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: String, fin: Finisher) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let _guard = EndGuard(run.clone());
+    let open_timeout = Duration::from_millis(st.cfg.upstream.connect_timeout_ms);
+    // The core enforces the deadline; the edge stops waiting a little later in case it cannot.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(st.cfg.upstream.deadline_ms) + 5_000);
+    let candidates = st.pool.candidates(&key);
+    let mut last = ApiError::Unavailable("no core is reachable; retry shortly".into());
+    let mut head_sent = false;
+    let mut transcript = Vec::new();
+    let push = |run: &Run, transcript: &mut Vec<RunEvent>, e: RunEvent| {
+        transcript.push(e.clone());
+        run.push(e);
+    };
+    let cancelled = |st: &EdgeState| {
+        st.metrics.cancelled.fetch_add(1, Relaxed);
+        RunEvent::Error(ApiError::Upstream {
+            code: ErrorCode::Cancelled,
+            message: "the client went away".into(),
+            retry_after_ms: None,
+        })
+    };
+    for (attempt, (slot, client)) in candidates.into_iter().take(st.cfg.upstream.max_attempts).enumerate() {
+        if attempt > 0 {
+            st.metrics.upstream_retries.fetch_add(1, Relaxed);
+        }
+        let sent = Instant::now();
+        let opened = tokio::select! {
+            r = tokio::time::timeout(open_timeout, client.generate(g.clone())) => r,
+            _ = run.cancelled() => {
+                run.push(cancelled(&st));
+                fin.end(Outcome::Cancelled, Default::default(), vec![]).await;
+                return;
+            }
+        };
+        let mut stream = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                warn!(core = %slot.site.name, error = %e, request_id = %g.request_id, "upstream open failed; trying the next core");
+                last = ApiError::Unavailable(format!("core {} is unreachable", slot.site.name));
+                continue;
+            }
+            Err(_) => {
+                warn!(core = %slot.site.name, request_id = %g.request_id, "upstream open timed out; trying the next core");
+                last = ApiError::Unavailable(format!("core {} did not take the request in time", slot.site.name));
+                continue;
+            }
+        };
+        let mut accepted = None;
+        loop {
+            let reply = tokio::select! {
+                r = stream.next() => r,
+                _ = run.cancelled() => {
+                    stream.reset();
+                    run.push(cancelled(&st));
+                    fin.end(Outcome::Cancelled, Default::default(), vec![]).await;
+                    return;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    stream.reset();
+                    let message = format!("no answer within {} ms", st.cfg.upstream.deadline_ms);
+                    run.push(RunEvent::Error(ApiError::Upstream { code: ErrorCode::DeadlineExceeded, message, retry_after_ms: None }));
+                    fin.end(Outcome::Failed, Default::default(), vec![]).await;
+                    return;
+                }
+            };
+            match reply {
+                Ok(Some(Reply::Accepted(a))) => accepted = Some(a),
+                Ok(Some(Reply::Token(t))) => {
+                    if !head_sent {
+                        head_sent = true;
+                        st.metrics.upstream_ttft.observe(sent.elapsed());
+                        push(&run, &mut transcript, head(accepted.as_ref()));
+                    }
+                    let logprobs =
+                        t.logprobs.as_ref().map(|(c, top)| vec![TokenLogprob::from_proto(c, top)]).unwrap_or_default();
+                    if !t.text.is_empty() || !logprobs.is_empty() {
+                        push(&run, &mut transcript, RunEvent::Delta { text: t.text, logprobs });
+                    }
+                }
+                Ok(Some(Reply::Done(d))) => {
+                    if !head_sent {
+                        push(&run, &mut transcript, head(accepted.as_ref()));
+                    }
+                    let usage = d.usage;
+                    push(&run, &mut transcript, finish(d));
+                    fin.end(Outcome::Completed, usage, transcript).await;
+                    return;
+                }
+                Ok(Some(Reply::Error(e))) => {
+                    if !head_sent && retryable(e.code) {
+                        last = e.into();
+                        break;
+                    }
+                    run.push(RunEvent::Error(e.into()));
+                    fin.end(Outcome::Failed, Default::default(), vec![]).await;
+                    return;
+                }
+                Ok(Some(Reply::Store(_))) | Ok(None) | Err(_) => {
+                    if !head_sent {
+                        warn!(core = %slot.site.name, request_id = %g.request_id, "upstream stream ended before the first token; trying the next core");
+                        last = ApiError::Unavailable(format!("core {} failed before answering", slot.site.name));
+                        break;
+                    }
+                    warn!(core = %slot.site.name, request_id = %g.request_id, "upstream failed mid-answer");
+                    run.push(RunEvent::Error(ApiError::Upstream {
+                        code: ErrorCode::EngineFailed,
+                        message: "the core serving this answer failed mid-answer; retry the request (with the same Idempotency-Key, nothing is billed twice)".into(),
+                        retry_after_ms: Some(1000),
+                    }));
+                    fin.end(Outcome::Failed, Default::default(), vec![]).await;
+                    return;
+                }
+            }
+        }
+    }
+    run.push(RunEvent::Error(last));
+    fin.end(Outcome::Failed, Default::default(), vec![]).await;
+}
+
+/// The run's last event for the core's `Done`.
+fn finish(d: chorus_proto::Done) -> RunEvent {
+    let (conversation_id, turn_version, store_error) = match d.stored {
+        Stored::NotRequested => (None, None, None),
+        Stored::Committed { conversation_id, version } => (Some(conversation_id), Some(version), None),
+        Stored::Failed { code, message } => (None, None, Some(format!("{code}: {message}"))),
+    };
+    RunEvent::Finish {
+        finish_reason: d.finish_reason.as_str().into(),
+        usage: d.usage.into(),
+        conversation_id,
+        turn_version,
+        store_error,
+    }
+}
+
+/// The run's first event, from the core's `Accepted` (when it came).
+fn head(a: Option<&chorus_proto::Accepted>) -> RunEvent {
+    RunEvent::Head {
+        model: a.map(|a| a.model.clone()).unwrap_or_default(),
+        fleet: a.map(|a| a.fleet.clone()).unwrap_or_default(),
+        prompt: a.and_then(|a| a.prompt.clone()),
+        degraded_model: a.is_some_and(|a| a.degraded),
+        degraded_store: a.is_some_and(|a| a.store.degraded()),
+        conversation_id: a.and_then(|a| a.conversation_id.clone()),
+    }
+}

@@ -1,0 +1,108 @@
+//! Rendering a run's events for the client, in OpenAI's shapes: [`render`] turns one event into
+//! the `chat.completion.chunk` messages a stream carries (SSE `data:` or WebSocket text),
+//! [`head_headers`] sets the `x-chorus-*` response headers; [`completion`] assembles the whole
+//! `chat.completion` body and [`sse`] the event stream.
+
+pub mod completion;
+pub mod sse;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+
+use crate::run::{Reader, Run, RunEvent};
+
+/// A run to answer from, and how the caller wants it.
+#[derive(Debug)]
+pub struct Started {
+    pub run: Arc<Run>,
+    pub reader: Reader,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub request_id: String,
+}
+
+/// Where a stream starts: an event index and how many of that event's frames to skip.
+pub type Position = (usize, usize);
+
+/// Response headers from the head event.
+pub fn head_headers(headers: &mut HeaderMap, head: &RunEvent, run: &Run, request_id: &str) {
+    let mut set = |name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            headers.insert(name, v);
+        }
+    };
+    set("x-chorus-request-id", request_id);
+    set("x-chorus-tier", run.tier.as_str());
+    if let RunEvent::Head { model, fleet, degraded_model, degraded_store, conversation_id, .. } = head {
+        set("x-chorus-model", model);
+        if !fleet.is_empty() {
+            set("x-chorus-fleet", fleet);
+        }
+        if let Some(c) = conversation_id {
+            set("x-chorus-conversation-id", c);
+        }
+        let degraded: Vec<&str> =
+            [(*degraded_model, "model"), (*degraded_store, "store")].iter().filter(|d| d.0).map(|d| d.1).collect();
+        if !degraded.is_empty() {
+            set("x-chorus-degraded", &degraded.join(","));
+        }
+    }
+}
+
+/// The JSON messages one event becomes on a stream (SSE `data:` or WebSocket text).
+pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec<Value> {
+    let chunk = |delta: Value, logprobs: Value, finish: Value| {
+        let mut c = json!({
+            "id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    match ev {
+        RunEvent::Head { fleet, prompt, .. } => {
+            let mut first = chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null);
+            first["chorus"] = head_extension(fleet, prompt.as_deref());
+            vec![first]
+        }
+        RunEvent::Delta { text, logprobs } => {
+            let lp = if logprobs.is_empty() { Value::Null } else { json!({ "content": logprobs }) };
+            vec![chunk(json!({ "content": text }), lp, Value::Null)]
+        }
+        RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error } => {
+            let mut last = chunk(json!({}), Value::Null, json!(finish_reason));
+            last["chorus"] =
+                json!({"conversation_id": conversation_id, "turn_version": turn_version, "store_error": store_error});
+            let mut out = vec![last];
+            if include_usage {
+                out.push(json!({
+                    "id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": model,
+                    "system_fingerprint": null, "choices": [], "usage": usage,
+                }));
+            }
+            out
+        }
+        RunEvent::Error(e) => vec![e.body()],
+    }
+}
+
+/// Chorus's own fields about who answered: the fleet, and the built prompt when echoed.
+pub(crate) fn head_extension(fleet: &str, prompt: Option<&str>) -> Value {
+    let mut v = json!({ "fleet": fleet });
+    if let Some(p) = prompt {
+        v["prompt"] = json!(p);
+    }
+    v
+}
+
+pub(crate) fn model_of(head: &Option<RunEvent>) -> String {
+    match head {
+        Some(RunEvent::Head { model, .. }) => model.clone(),
+        _ => String::new(),
+    }
+}
