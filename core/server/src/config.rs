@@ -9,7 +9,7 @@ use chorus_proto::Tier;
 use chorus_sched::TierConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::tls::TlsFiles;
+use chorus_proto::tls::TlsFiles;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

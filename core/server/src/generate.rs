@@ -20,8 +20,8 @@ use crate::fleet::{Fleet, FleetGuard, Route};
 use crate::history::{self, Resolved, Thread};
 use crate::metrics::CoreMetrics;
 use crate::prompt::{self, PromptError};
-use crate::request::{Gone, error, reply};
-use crate::server::{Core, Phase};
+use crate::replies::{Gone, error, reply};
+use crate::state::{Core, Phase};
 use crate::store::Context;
 use crate::wire;
 
@@ -462,5 +462,5 @@ async fn commit(core: &Core, send: &mut FramedSend, g: &Generate, a: &Admitted, 
 /// with requests in flight before or after their first token.
 fn failpoint_stall(completion: u32) -> bool {
     static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    AT.get_or_init(|| crate::failpoint("stall_after_tokens")).is_some_and(|n| u64::from(completion) == n + 1)
+    AT.get_or_init(|| crate::failpoint::named("stall_after_tokens")).is_some_and(|n| u64::from(completion) == n + 1)
 }

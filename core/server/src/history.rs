@@ -8,8 +8,8 @@ use chorus_proto::{
 };
 use tracing::warn;
 
-use crate::request::{Gone, error, reply};
-use crate::server::Core;
+use crate::replies::{Gone, error, reply};
+use crate::state::Core;
 use crate::store::{Commit, Context, Conversation, HotRead, Owner, StoreError};
 
 /// Where a request's history comes from and where its turn goes.

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::server::Core;
+use crate::state::Core;
 
 /// The operations router.
 pub fn app(core: Arc<Core>) -> Router {

@@ -9,15 +9,18 @@
 //! engine loop does).
 
 pub mod config;
+mod failpoint;
 pub mod fleet;
 mod generate;
 mod history;
 pub mod http;
 pub mod metrics;
 pub mod prompt;
+mod replies;
 mod request;
 pub mod safety;
 pub mod server;
+pub mod state;
 pub mod store;
 mod store_requests;
 pub mod watchdog;
@@ -29,16 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use config::CoreConfig;
-pub use server::{Core, Phase};
+pub use state::{Core, Phase};
 use tracing::{info, warn};
-
-/// Test hooks: `CHORUS_FAILPOINT=<name>[@N]` names one failpoint for the whole process (N
-/// defaults to 1); `None` when it names another or none. Read once by each hook.
-pub(crate) fn failpoint(name: &str) -> Option<u64> {
-    let v = std::env::var("CHORUS_FAILPOINT").ok()?;
-    let n = v.strip_prefix(name)?;
-    if n.is_empty() { Some(1) } else { n.strip_prefix('@')?.parse().ok() }
-}
 
 /// Why the core could not start.
 #[derive(Debug, thiserror::Error)]

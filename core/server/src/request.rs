@@ -6,24 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_proto::quic::{FramedSend, ReadError, RequestStream};
-use chorus_proto::{ErrorCode, ErrorReply, Reply, Request};
+use chorus_proto::quic::{ReadError, RequestStream};
+use chorus_proto::{ErrorCode, Reply, Request};
 
-use crate::server::Core;
-
-/// The stream went away (reset, stopped, connection lost); nothing more can be sent.
-#[derive(Debug)]
-pub(crate) struct Gone;
-
-/// Sends one reply; a failed write means the edge stopped reading (cancel).
-pub(crate) async fn reply(send: &mut FramedSend, r: &Reply) -> Result<(), Gone> {
-    send.send(r).await.map_err(|_| Gone)
-}
-
-/// An error reply.
-pub(crate) fn error(code: ErrorCode, message: impl Into<String>, retry_after_ms: Option<u32>) -> Reply {
-    Reply::Error(ErrorReply { code, message: message.into(), retry_after_ms })
-}
+use crate::replies::{error, reply};
+use crate::state::Core;
 
 /// The outcome label of a final reply, for metrics.
 fn outcome(r: &Reply) -> String {

@@ -4,8 +4,8 @@
 use chorus_proto::quic::FramedSend;
 use chorus_proto::{ErrorCode, Reply, StoreOp, StoreReply, StoreRequest};
 
-use crate::request::{Gone, error, reply};
-use crate::server::{Core, Phase};
+use crate::replies::{Gone, error, reply};
+use crate::state::{Core, Phase};
 use crate::store::{Owner, StoreError};
 
 /// The operation's metric label.

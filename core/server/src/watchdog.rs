@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::server::Core;
+use crate::state::Core;
 
 /// One fleet's progress as the watchdog sees it.
 #[derive(Debug, Clone, Copy)]

@@ -397,7 +397,7 @@ pub struct ConversationStore {
 fn failpoint_after_durable() -> bool {
     static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let Some(at) = *AT.get_or_init(|| crate::failpoint("after_durable_commit")) else {
+    let Some(at) = *AT.get_or_init(|| crate::failpoint::named("after_durable_commit")) else {
         return false;
     };
     COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == at
