@@ -5,9 +5,10 @@
 //! its segments ran on one thread or were spread over several: few rows with long contexts
 //! (decode) spread their segments, many rows (prefill, large batches) spread rows.
 
-use crate::kernels::{self, Isa, RowsMut, SharedMut};
+use crate::kernels::{self, Isa};
 use crate::kv::KvCache;
-use crate::model::{LlamaConfig, SeqStep};
+use crate::row_writers::{RowsMut, SharedMut};
+use crate::step::{LlamaConfig, SeqStep};
 use crate::threadpool::ThreadPool;
 
 /// One layer's attention inputs for a step; both paths read the same geometry from here.

@@ -9,8 +9,9 @@ use crate::device::{DeviceError, DeviceSpec};
 use crate::gguf::{Gguf, GgufError};
 use crate::kernels::Isa;
 use crate::kv::{BlockAllocator, KvCache, KvSizeError};
-use crate::model::{LogitsFor, Model, ModelError, Scratch, SeqStep, StepError};
+use crate::model::{Model, ModelError, Scratch};
 use crate::sampler::{Sampled, Sampler, SamplingError, SamplingParams, StopMatcher};
+use crate::step::{LogitsFor, SeqStep, StepError};
 use crate::threadpool::ThreadPool;
 use crate::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerSpec};
 

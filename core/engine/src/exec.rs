@@ -8,7 +8,8 @@
 use crate::device::DeviceError;
 use crate::engine::{Backend, Engine};
 use crate::kv::{KvCache, KvSizeError};
-use crate::model::{CacheShape, Scratch, SeqStep, StepError};
+use crate::model::Scratch;
+use crate::step::{CacheShape, SeqStep, StepError};
 
 /// Why an executor could not be created.
 #[derive(Debug, thiserror::Error)]

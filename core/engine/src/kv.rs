@@ -9,6 +9,8 @@
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
+use crate::step::CacheShape;
+
 /// KV storage for every layer: `[layer][block][k|v][slot][kv_head][head_dim]`, f16 bits.
 #[derive(Debug)]
 pub struct KvCache {
@@ -71,8 +73,8 @@ impl KvCache {
     }
 
     /// The cache's geometry.
-    pub fn shape(&self) -> crate::model::CacheShape {
-        crate::model::CacheShape {
+    pub fn shape(&self) -> CacheShape {
+        CacheShape {
             layers: self.layers,
             kv_dim: self.kv_dim,
             head_dim: self.head_dim,

@@ -8,10 +8,16 @@
 
 use crate::attention;
 use crate::gguf::{Gguf, GgufError, GgufHeader};
-use crate::kernels::{self, Isa, RowsMut, par_rows};
+use crate::kernels::{self, Isa, par_rows};
 use crate::kv::KvCache;
-use crate::quant::{self, PackedMatrix, QK, QuantError, QuantizedActs};
+use crate::quant::{PackedMatrix, QK, QuantError, QuantizedActs};
+use crate::row_writers::RowsMut;
+use crate::step::logit_rows;
 use crate::threadpool::ThreadPool;
+
+// The step types live in the leaf `step`, so that the modules this one builds on (kernels,
+// attention, the KV cache) need not import it; these re-exports are their public paths.
+pub use crate::step::{CacheShape, LlamaConfig, LogitsFor, MAX_STEP_TOKENS, SeqStep, StepError};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -40,141 +46,8 @@ pub enum ModelError {
     MissingTensor(String),
 }
 
-/// Why a step was rejected. Nothing is written to the KV cache when a step is rejected.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum StepError {
-    /// A token id outside the vocabulary.
-    #[error("batch[{seq}].tokens[{index}] = {id} is outside the vocabulary of {vocab}")]
-    BadToken {
-        /// Sequence index in the batch.
-        seq: usize,
-        /// Position in its tokens.
-        index: usize,
-        /// The id.
-        id: u32,
-        /// Vocabulary size.
-        vocab: usize,
-    },
-    /// Positions past the model's context length.
-    #[error("batch[{seq}]: positions up to {end} exceed the context length {limit}")]
-    ContextOverflow {
-        /// Sequence index.
-        seq: usize,
-        /// One past the last position.
-        end: usize,
-        /// The model's context length.
-        limit: usize,
-    },
-    /// The block table does not cover the positions.
-    #[error("batch[{seq}]: block table has {have} blocks, positions up to {end} need {need}")]
-    BlockTableShort {
-        /// Sequence index.
-        seq: usize,
-        /// Blocks given.
-        have: usize,
-        /// Blocks needed.
-        need: usize,
-        /// One past the last position.
-        end: usize,
-    },
-    /// A block id outside the cache.
-    #[error("batch[{seq}].blocks contains {block}, the cache has {num_blocks} blocks")]
-    BadBlock {
-        /// Sequence index.
-        seq: usize,
-        /// The id.
-        block: u32,
-        /// Blocks in the cache.
-        num_blocks: usize,
-    },
-    /// A sequence with no tokens.
-    #[error("batch[{seq}].tokens is empty")]
-    EmptySequence {
-        /// Sequence index.
-        seq: usize,
-    },
-    /// The KV cache was built for another model shape.
-    #[error(
-        "KV cache has {layers} layers of {kv_dim} (head {head_dim}); the model needs {want_layers} of {want_kv_dim} (head {want_head_dim})"
-    )]
-    CacheMismatch {
-        /// Cache layers.
-        layers: usize,
-        /// Cache row width.
-        kv_dim: usize,
-        /// Cache head width.
-        head_dim: usize,
-        /// Model layers.
-        want_layers: usize,
-        /// Model KV width.
-        want_kv_dim: usize,
-        /// Model head width.
-        want_head_dim: usize,
-    },
-    /// The device failed during the step (its sequences fail; the engine keeps running).
-    #[error(transparent)]
-    Device(#[from] crate::device::DeviceError),
-    /// More tokens in one step than the scratch sizing allows.
-    #[error("step has {tokens} tokens, above the limit of {limit}")]
-    TooManyTokens {
-        /// Tokens given.
-        tokens: usize,
-        /// The limit.
-        limit: usize,
-    },
-}
-
-/// Which positions of a sequence need logits this step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogitsFor {
-    /// None (a prefill chunk that is not the last).
-    None,
-    /// Only the last token (the usual case).
-    Last,
-    /// Every token (teacher forcing, prompt logprobs).
-    All,
-}
-
-/// One sequence's part of a step.
-#[derive(Debug, Clone, Copy)]
-pub struct SeqStep<'a> {
-    /// Tokens to run, at positions `pos..pos + tokens.len()`.
-    pub tokens: &'a [u32],
-    /// Position of `tokens[0]`; positions before it are already in the KV cache.
-    pub pos: usize,
-    /// KV block ids covering positions `0..pos + tokens.len()`.
-    pub blocks: &'a [u32],
-    /// Which logits to return.
-    pub logits: LogitsFor,
-}
-
-/// Hyperparameters, all read from GGUF metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlamaConfig {
-    /// Transformer blocks.
-    pub n_layers: usize,
-    /// Hidden size.
-    pub dim: usize,
-    /// Query heads.
-    pub n_heads: usize,
-    /// Key/value heads (grouped-query attention).
-    pub n_kv_heads: usize,
-    /// Size of one head.
-    pub head_dim: usize,
-    /// Feed-forward inner size.
-    pub ffn_dim: usize,
-    /// Vocabulary size.
-    pub vocab: usize,
-    /// Trained context length.
-    pub ctx_len: usize,
-    /// RoPE base frequency.
-    pub rope_theta: f32,
-    /// Dimensions rotated by RoPE (from the start of each head).
-    pub rope_dim: usize,
-    /// RMSNorm epsilon.
-    pub rms_eps: f32,
-}
-
+// Defined here rather than beside the struct in `step`: reading GGUF metadata, and failing with a
+// `ModelError`, is part of loading a model.
 impl LlamaConfig {
     /// Reads the hyperparameters of a `llama` GGUF.
     pub fn from_gguf(h: &GgufHeader) -> Result<Self, ModelError> {
@@ -267,11 +140,6 @@ impl LlamaConfig {
             rms_eps,
         })
     }
-
-    /// Width of the K (or V) projection.
-    pub fn kv_dim(&self) -> usize {
-        self.n_kv_heads * self.head_dim
-    }
 }
 
 /// A linear layer: one packed matrix, or several written side by side when the fused parts
@@ -345,21 +213,6 @@ pub struct Model {
     pub(crate) inv_freq: Vec<f64>,
 }
 
-/// The geometry of a paged KV cache, wherever it lives (host or device).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheShape {
-    /// Layers stored.
-    pub layers: usize,
-    /// Width of one key (or value) row.
-    pub kv_dim: usize,
-    /// Width of one head.
-    pub head_dim: usize,
-    /// Tokens per block.
-    pub block_size: usize,
-    /// Blocks in the cache.
-    pub num_blocks: usize,
-}
-
 fn norm_weights(g: &Gguf, name: &str, dim: usize) -> Result<Vec<f32>, ModelError> {
     let info = g.header().tensor(name).ok_or_else(|| ModelError::MissingTensor(name.into()))?;
     let m = PackedMatrix::from_tensor(info, g.data(info), dim, 1).or_else(|_| {
@@ -389,9 +242,6 @@ pub struct Scratch {
     xq: QuantizedActs,
     rope: Vec<(f32, f32)>,
 }
-
-/// Largest number of tokens in one step (bounds scratch memory).
-pub const MAX_STEP_TOKENS: usize = 8192;
 
 impl Model {
     /// Loads and packs every weight of a `llama` GGUF.
@@ -598,7 +448,7 @@ impl Model {
                     for ((o, &g), &u) in a.iter_mut().zip(&gu[..f]).zip(&gu[f..]) {
                         *o = g / (1.0 + (-g).exp()) * u;
                     }
-                    quant::quantize_row(isa, a, q, d, sm);
+                    kernels::quantize_row(isa, a, q, d, sm);
                 });
             }
             layer.w_down.forward(pool, isa, &s.act, &s.xq, &mut s.proj);
@@ -626,22 +476,6 @@ impl Model {
         }
         Ok(())
     }
-}
-
-/// The flattened token rows of a step that need logits, in batch order.
-pub(crate) fn logit_rows(batch: &[SeqStep<'_>]) -> Vec<usize> {
-    let mut rows = Vec::new();
-    let mut r = 0;
-    for sq in batch {
-        let n = sq.tokens.len();
-        match sq.logits {
-            LogitsFor::None => {}
-            LogitsFor::Last => rows.push(r + n - 1),
-            LogitsFor::All => rows.extend(r..r + n),
-        }
-        r += n;
-    }
-    rows
 }
 
 /// `x += residual` (if any), then `xn = rms_norm(x)` and its quantized form, row by row in parallel.
@@ -673,7 +507,7 @@ fn residual_norm_quantize(
             }
         }
         rms_norm(x, w, eps, n);
-        quant::quantize_row(isa, n, q, d, s);
+        kernels::quantize_row(isa, n, q, d, s);
     });
 }
 
@@ -687,7 +521,7 @@ fn quantize_rows(pool: &ThreadPool, isa: Isa, x: &[f32], xq: &mut QuantizedActs,
         // SAFETY: one row per call.
         #[allow(unsafe_code)]
         let (q, d, s) = unsafe { (qr.get(r), dr.get(r), sr.get(r)) };
-        quant::quantize_row(isa, &x[r * k..][..k], q, d, s);
+        kernels::quantize_row(isa, &x[r * k..][..k], q, d, s);
     });
 }
 

@@ -6,12 +6,14 @@
 //! rows, with no horizontal sums. Every quantized format becomes `w = d·q + m` with unsigned `q`
 //! (Q4_0: `m = -8d`; Q8_0: `q + 128`, `m = -128d`), so one kernel serves them all. Activations
 //! are quantized per 32-element block to i8 with an f16-rounded scale, as ggml's q8 formats do.
-//! This module owns the layouts and the scalar reference; `kernels` owns the SIMD paths.
+//! This module owns the layouts and the scalar reference; `kernels` owns the SIMD paths and
+//! activation quantization (`QuantizedActs::quantize`, `kernels::quantize_row`), whose every
+//! block goes through the instruction-set dispatch.
 
 use half::{bf16, f16};
 
 use crate::gguf::{GgmlType, TensorInfo};
-use crate::kernels::OutRows;
+use crate::row_writers::OutRows;
 
 /// Elements per quantization block.
 pub const QK: usize = 32;
@@ -277,26 +279,6 @@ pub struct QuantizedActs {
 }
 
 impl QuantizedActs {
-    /// Quantizes `x` (`t` rows of `k`), reusing this buffer's allocations.
-    pub fn quantize(&mut self, x: &[f32], t: usize, k: usize) {
-        self.quantize_with(crate::kernels::Isa::best(), x, t, k);
-    }
-
-    /// [`Self::quantize`] on a given instruction set (tests compare them).
-    pub fn quantize_with(&mut self, isa: crate::kernels::Isa, x: &[f32], t: usize, k: usize) {
-        self.set_shape(t, k);
-        let nb = k / QK;
-        for r in 0..t {
-            quantize_row(
-                isa,
-                &x[r * k..][..k],
-                &mut self.q[r * k..][..k],
-                &mut self.d[r * nb..][..nb],
-                &mut self.s[r * nb..][..nb],
-            );
-        }
-    }
-
     /// Sizes the buffers for `t` rows of `k` (contents unspecified until rows are quantized).
     pub fn set_shape(&mut self, t: usize, k: usize) {
         let nb = k / QK;
@@ -310,18 +292,6 @@ impl QuantizedActs {
     /// Split borrows of the three buffers, for filling rows in parallel.
     pub fn parts_mut(&mut self) -> (&mut [i8], &mut [f32], &mut [f32]) {
         (&mut self.q, &mut self.d, &mut self.s)
-    }
-}
-
-/// Quantizes one row `x` into `q` (same length) and its per-block `d` and `s`.
-pub fn quantize_row(isa: crate::kernels::Isa, x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
-    isa.assert_supported();
-    for (((blk, q), d), s) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).zip(d.iter_mut()).zip(s.iter_mut()) {
-        let (blk, q): (&[f32; QK], &mut [i8; QK]) = (blk.try_into().expect("QK"), q.try_into().expect("QK"));
-        let (amax, sum) = crate::kernels::quantize_block(isa, blk, q);
-        let d16 = f16::from_f32(amax / 127.0).to_f32();
-        *d = d16;
-        *s = d16 * sum as f32;
     }
 }
 
@@ -493,19 +463,5 @@ pub(crate) mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn activation_quantization_is_ggml_like() {
-        let x: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect();
-        let mut qa = QuantizedActs::default();
-        qa.quantize(&x, 1, 32);
-        assert_eq!(qa.q[0], -127);
-        assert!((qa.d[0] - 16.0 / 127.0).abs() < 1e-4);
-        let sum: i32 = qa.q.iter().map(|&q| i32::from(q)).sum();
-        assert!((qa.s[0] - qa.d[0] * sum as f32).abs() < 1e-6);
-        let zeros = vec![0f32; 32];
-        qa.quantize(&zeros, 1, 32);
-        assert!(qa.q.iter().all(|&q| q == 0) && qa.d[0] == 0.0);
     }
 }

@@ -543,12 +543,9 @@ impl StopMatcher {
             self.stopped = true;
             return StopOutput { emit, stopped: true };
         }
-        let mut cut = self.held.len().saturating_sub(self.partial_suffix_len());
-        // A stop prefix starts with a UTF-8 lead byte, so `cut` is already a boundary; the loop
+        // A stop prefix starts with a UTF-8 lead byte, so the cut is already a boundary; flooring
         // only guards that invariant (holding back more is always safe).
-        while cut > 0 && !self.held.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let cut = self.held.floor_char_boundary(self.held.len().saturating_sub(self.partial_suffix_len()));
         let rest = self.held.split_off(cut);
         StopOutput { emit: std::mem::replace(&mut self.held, rest), stopped: false }
     }

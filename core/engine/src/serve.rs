@@ -19,8 +19,8 @@ use tokio::sync::mpsc as async_mpsc;
 
 use crate::engine::{BLOCK_SIZE, Engine, FinishReason};
 use crate::exec::{ExecError, Executor, KvPlan, RowOut};
-use crate::model::{LogitsFor, MAX_STEP_TOKENS, SeqStep};
 use crate::sampler::{Sampled, Sampler, SamplingError, SamplingParams, StopMatcher};
+use crate::step::{LogitsFor, MAX_STEP_TOKENS, SeqStep};
 use crate::tokenizer::StreamDecoder;
 
 /// How the engine loop runs.

@@ -5,7 +5,8 @@
 //! pool by groups of eight output rows; within a group the token dimension is tiled so that the
 //! unpacked weights are reused from registers.
 
-use crate::quant::{self, PackedKind, PackedMatrix, QuantizedActs};
+use crate::quant::{self, PackedKind, PackedMatrix, QK, QuantizedActs};
+use crate::row_writers::OutRows;
 use crate::threadpool::ThreadPool;
 
 #[cfg(target_arch = "x86_64")]
@@ -85,107 +86,6 @@ impl Isa {
             Self::Avx2 => "avx2",
             Self::Avx512Vnni => "avx512vnni",
         }
-    }
-}
-
-/// A raw pointer that threads may share because they write disjoint elements through it.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut<T>(pub *mut T);
-
-impl<T> SharedMut<T> {
-    /// The pointer; a method so that closures capture the whole (Sync) wrapper, not the field.
-    pub(crate) fn get(&self) -> *mut T {
-        self.0
-    }
-}
-// SAFETY: users guarantee disjoint writes (each thread owns distinct rows/groups), and only
-// `Send` data crosses threads.
-#[allow(unsafe_code)]
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-#[allow(unsafe_code)]
-unsafe impl<T: Send> Send for SharedMut<T> {}
-
-/// A row-major buffer whose rows (or parts of rows) threads fill in parallel. It never hands
-/// out a reference wider than the part a thread owns.
-pub(crate) struct RowsMut<'a, T> {
-    ptr: SharedMut<T>,
-    row: usize,
-    rows: usize,
-    _buf: std::marker::PhantomData<&'a mut [T]>,
-}
-
-impl<'a, T: Send> RowsMut<'a, T> {
-    /// Views `buf` as rows of `row` elements.
-    pub(crate) fn new(buf: &'a mut [T], row: usize) -> Self {
-        Self { ptr: SharedMut(buf.as_mut_ptr()), row, rows: buf.len() / row.max(1), _buf: std::marker::PhantomData }
-    }
-
-    /// Row `r`.
-    ///
-    /// # Safety
-    /// No two threads may hold overlapping parts of one row at once.
-    #[allow(unsafe_code)]
-    #[allow(clippy::mut_from_ref)] // the point of the type: disjoint rows from shared threads
-    pub(crate) unsafe fn get(&self, r: usize) -> &mut [T] {
-        // SAFETY: forwarded contract.
-        unsafe { self.get_range(r, 0, self.row) }
-    }
-
-    /// Elements `start..start + len` of row `r`.
-    ///
-    /// # Safety
-    /// As [`Self::get`].
-    #[allow(unsafe_code)]
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn get_range(&self, r: usize, start: usize, len: usize) -> &mut [T] {
-        assert!(
-            r < self.rows && start.checked_add(len).is_some_and(|e| e <= self.row),
-            "row {r}[{start}..+{len}] of {}x{}",
-            self.rows,
-            self.row
-        );
-        // SAFETY: in bounds (above); exclusivity is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.get().add(r * self.row + start), len) }
-    }
-}
-
-/// An output matrix written element- or tile-wise by several threads through a raw pointer,
-/// so no thread ever holds a `&mut` to parts another thread writes.
-pub(crate) struct OutRows {
-    ptr: SharedMut<f32>,
-    len: usize,
-    /// Row stride.
-    pub(crate) ld: usize,
-}
-
-impl OutRows {
-    /// Views `y` with row stride `ld`.
-    pub(crate) fn new(y: &mut [f32], ld: usize) -> Self {
-        Self { ptr: SharedMut(y.as_mut_ptr()), len: y.len(), ld }
-    }
-
-    /// A pointer to `n` consecutive elements starting at row `t`, column `col`.
-    pub(crate) fn span(&self, t: usize, col: usize, n: usize) -> *mut f32 {
-        let start = t.checked_mul(self.ld).and_then(|o| o.checked_add(col));
-        assert!(
-            start.and_then(|s| s.checked_add(n)).is_some_and(|e| e <= self.len),
-            "output [{t}][{col}..+{n}] out of bounds"
-        );
-        // SAFETY: in bounds (above).
-        #[allow(unsafe_code)]
-        unsafe {
-            self.ptr.get().add(t * self.ld + col)
-        }
-    }
-
-    /// Writes one element.
-    ///
-    /// # Safety
-    /// No other thread may write the same element concurrently.
-    #[allow(unsafe_code)]
-    pub(crate) unsafe fn set(&self, t: usize, col: usize, v: f32) {
-        // SAFETY: `span` checked the bounds; exclusivity is the caller's contract.
-        unsafe { *self.span(t, col, 1) = v }
     }
 }
 
@@ -352,10 +252,47 @@ pub fn combine_partials(parts: &[AttnPartial], group: usize, hd: usize, out: &mu
     }
 }
 
+// Activation quantization is defined here rather than in `quant`, beside the `QuantizedActs`
+// layout, because every block goes through the instruction-set dispatch of `quantize_block`;
+// `quant` keeps only the scalar reference and so needs nothing from this module.
+impl QuantizedActs {
+    /// Quantizes `x` (`t` rows of `k`), reusing this buffer's allocations.
+    pub fn quantize(&mut self, x: &[f32], t: usize, k: usize) {
+        self.quantize_with(Isa::best(), x, t, k);
+    }
+
+    /// [`Self::quantize`] on a given instruction set (tests compare them).
+    pub fn quantize_with(&mut self, isa: Isa, x: &[f32], t: usize, k: usize) {
+        self.set_shape(t, k);
+        let nb = k / QK;
+        for r in 0..t {
+            quantize_row(
+                isa,
+                &x[r * k..][..k],
+                &mut self.q[r * k..][..k],
+                &mut self.d[r * nb..][..nb],
+                &mut self.s[r * nb..][..nb],
+            );
+        }
+    }
+}
+
+/// Quantizes one row `x` into `q` (same length) and its per-block `d` and `s`.
+pub fn quantize_row(isa: Isa, x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    isa.assert_supported();
+    for (((blk, q), d), s) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).zip(d.iter_mut()).zip(s.iter_mut()) {
+        let (blk, q): (&[f32; QK], &mut [i8; QK]) = (blk.try_into().expect("QK"), q.try_into().expect("QK"));
+        let (amax, sum) = quantize_block(isa, blk, q);
+        let d16 = half::f16::from_f32(amax / 127.0).to_f32();
+        *d = d16;
+        *s = d16 * sum as f32;
+    }
+}
+
 /// Quantizes one block of activations; see [`quant::quantize_block_scalar`]. Callers have
 /// checked `isa` (per row, not per block).
 #[inline]
-pub(crate) fn quantize_block(isa: Isa, x: &[f32; quant::QK], q: &mut [i8; quant::QK]) -> (f32, i32) {
+pub(crate) fn quantize_block(isa: Isa, x: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32) {
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar {
         return x86::quantize_block(x, q);
@@ -393,6 +330,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn activation_quantization_is_ggml_like() {
+        let x: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect();
+        let mut qa = QuantizedActs::default();
+        qa.quantize(&x, 1, 32);
+        assert_eq!(qa.q[0], -127);
+        assert!((qa.d[0] - 16.0 / 127.0).abs() < 1e-4);
+        let sum: i32 = qa.q.iter().map(|&q| i32::from(q)).sum();
+        assert!((qa.s[0] - qa.d[0] * sum as f32).abs() < 1e-6);
+        let zeros = vec![0f32; 32];
+        qa.quantize(&zeros, 1, 32);
+        assert!(qa.q.iter().all(|&q| q == 0) && qa.d[0] == 0.0);
     }
 
     #[test]

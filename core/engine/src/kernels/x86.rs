@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use super::Isa;
 use crate::quant::{PackedKind, PackedMatrix, QK, QuantizedActs, ROWS};
+use crate::row_writers::OutRows;
 
 /// Token rows processed together, sharing the unpacked weights held in registers. Eight spills
 /// accumulators even with AVX-512VL's 32 registers; four does not.
@@ -43,7 +44,7 @@ macro_rules! dispatch {
     };
 }
 
-pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Range<usize>, y: &super::OutRows) {
+pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Range<usize>, y: &OutRows) {
     let nb = w.blocks();
     let gbb = w.group_block_bytes();
     assert!(groups.end <= w.groups());
