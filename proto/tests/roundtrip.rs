@@ -415,3 +415,29 @@ fn store_codes_map_to_http() {
     assert!(!Reply::Store(StoreReply::Export { data: String::new(), last: false }).is_final());
     assert!(Reply::Store(StoreReply::Export { data: String::new(), last: true }).is_final());
 }
+
+#[test]
+fn max_tokens_is_bounded_by_the_protocol_limit_and_named() {
+    let l = Limits::default();
+    let mut g = Generate {
+        request_id: "r".into(),
+        tenant: "t".into(),
+        user: "u".into(),
+        tier: Tier::Free,
+        conversation: ConversationRef::Stateless,
+        messages: vec![Message { role: Role::User, content: "hi".into() }],
+        sampling: Sampling::default(),
+        max_tokens: l.max_tokens,
+        stop: vec![],
+        deadline_ms: None,
+        trace: None,
+        echo_prompt: false,
+    };
+    g.check(&l).unwrap();
+    for bad in [0, l.max_tokens + 1, u32::MAX] {
+        g.max_tokens = bad;
+        let e = g.check(&l).unwrap_err();
+        assert_eq!(e.field, "max_tokens");
+        assert!(e.to_string().contains(&l.max_tokens.to_string()), "{e}");
+    }
+}

@@ -1,13 +1,12 @@
 //! The HTTP handlers: chat completions (through [`crate::pipeline`]), models, the caller's
 //! identity, conversations (list, get, delete, export, erase) and feedback, operations.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,10 +17,10 @@ use serde_json::{Value, json};
 use crate::admission::Caller;
 use crate::error::ApiError;
 use crate::pipeline;
-use crate::state::{EdgeState, RequestInfo};
+use crate::state::{ClientIp, EdgeState, RequestInfo};
 
 fn client_ip(parts: &Parts) -> String {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
+    ClientIp::of(parts).0
 }
 
 /// The body within `limit` bytes and the client timeout.

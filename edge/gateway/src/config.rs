@@ -352,4 +352,13 @@ mod tests {
         let e = EdgeConfig::parse("[limits]\ndefault_max_tokens = 0").unwrap_err().to_string();
         assert!(e.contains("limits.default_max_tokens"), "{e}");
     }
+
+    /// The edge may not admit more tokens than the protocol lets a core accept.
+    #[test]
+    fn max_tokens_above_the_protocol_bound_is_refused_by_name() {
+        let bound = chorus_proto::Limits::default().max_tokens;
+        let e = EdgeConfig::parse(&format!("[limits]\nmax_tokens = {}", bound + 1)).unwrap_err().to_string();
+        assert!(e.contains("limits.max_tokens") && e.contains(&bound.to_string()), "{e}");
+        EdgeConfig::parse(&format!("[limits]\nmax_tokens = {bound}")).unwrap();
+    }
 }

@@ -1,5 +1,5 @@
-//! Idempotency records, in-process (the default) or in Redis (shared by
-//! every edge of a deployment). A record is claimed when a request with an `Idempotency-Key`
+//! Idempotency records, in-process (the default) or in Redis (shared by every edge of a
+//! deployment). A record is claimed when a request with an `Idempotency-Key`
 //! starts (`running`, naming the edge and the answer), replaced by the finished answer's events
 //! (`done`, kept `idempotency_ttl_secs`), or removed when the answer failed so a retry can
 //! generate again. Keys are scoped by the caller's tenant and user (hashed), so one user's key

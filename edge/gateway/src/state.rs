@@ -52,17 +52,24 @@ pub struct RequestInfo {
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub String);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
+impl ClientIp {
+    /// The peer address the server recorded for this request.
+    pub fn of(parts: &axum::http::request::Parts) -> Self {
+        ClientIp(
             parts
                 .extensions
                 .get::<axum::extract::ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip().to_string())
                 .unwrap_or_default(),
-        ))
+        )
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts))
     }
 }
 

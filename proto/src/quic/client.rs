@@ -3,7 +3,6 @@
 //! core; the core's tests and `chorus bench quic` use it directly.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use quinn::{Connection, Endpoint};
 use tokio::sync::watch;
@@ -211,6 +210,3 @@ impl ReplyStream {
         self.recv.stop(RESET_CANCEL);
     }
 }
-
-/// A shared client for many tasks.
-pub type SharedClient = Arc<CoreClient>;

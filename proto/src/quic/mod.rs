@@ -116,9 +116,4 @@ impl FramedSend {
     pub fn reset(&mut self, code: u32) {
         let _ = self.send.reset(VarInt::from_u32(code));
     }
-
-    /// The frame limit this side writes under.
-    pub fn max_frame(&self) -> u32 {
-        self.max_frame
-    }
 }
