@@ -224,11 +224,12 @@ impl Engine {
         }
     }
 
-    /// Renders messages with the chat template and tokenizes the result (special tokens parsed).
+    /// Renders messages with the chat template and tokenizes the result: control tokens come
+    /// only from the template, and every message's content is tokenized as text.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, GenerateError> {
         let t = self.template.as_ref().ok_or(GenerateError::NoTemplate)?;
-        let text = t.render(messages, true)?;
-        Ok(self.tokenizer.encode(&text, true)?)
+        let r = t.render_spans(messages, true)?;
+        Ok(self.tokenizer.encode_chat(&r.text, &r.content)?)
     }
 
     /// A single-sequence session with room for `ctx` tokens (capped at the model's context).

@@ -344,6 +344,34 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Token ids for a rendered chat prompt: control-token text is parsed only in the template's
+    /// own text, never inside `content` spans (sorted, disjoint byte ranges of `text`), so a
+    /// message cannot forge a turn. BOS is prepended once, as [`encode`](Self::encode) does.
+    pub fn encode_chat(&self, text: &str, content: &[std::ops::Range<usize>]) -> Result<Vec<u32>, TokenizerError> {
+        if text.len() > self.max_input_bytes {
+            return Err(TokenizerError::InputTooLong { len: text.len(), limit: self.max_input_bytes });
+        }
+        let mut ids = self.encode("", false)?;
+        let mut piece = |s: &str, tk: &tokenizers::Tokenizer| -> Result<(), TokenizerError> {
+            if !s.is_empty() {
+                ids.extend_from_slice(tk.encode_fast(s, false).map_err(|e| backend("encode", e))?.get_ids());
+            }
+            Ok(())
+        };
+        let mut at = 0;
+        for span in content {
+            let (start, end) = (span.start.clamp(at, text.len()), span.end.clamp(at, text.len()));
+            let (Some(before), Some(inside)) = (text.get(at..start), text.get(start..end)) else {
+                return Err(backend("encode", "a content span is not on a character boundary"));
+            };
+            piece(before, &self.with_special)?;
+            piece(inside, &self.plain)?;
+            at = end;
+        }
+        piece(text.get(at..).unwrap_or_default(), &self.with_special)?;
+        Ok(ids)
+    }
+
     /// Text for `ids`. Invalid UTF-8 becomes U+FFFD, exactly as [`StreamDecoder`] would emit it.
     /// `skip_special` drops control and unknown tokens (llama.cpp's `special = false`);
     /// user-defined tokens are ordinary text and always rendered.

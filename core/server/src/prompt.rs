@@ -53,13 +53,17 @@ fn splice(engine: &Engine, context: &[u32], messages: &[Message]) -> Option<Vec<
         .iter()
         .map(|m| ChatMessage { role: m.role.as_str().to_string(), content: m.content.clone() })
         .collect();
-    let text = template.render(&chat, true).ok()?;
+    let rendered = template.render_spans(&chat, true).ok()?;
     // A BOS the tokenizer adds by itself is not in the rendered text.
     let lead = engine.tokenizer.encode("", true).ok()?;
     let body = context.strip_prefix(lead.as_slice()).unwrap_or(context);
     let before = engine.tokenizer.decode(body, false).ok()?;
-    let rest = text.strip_prefix(before.as_str())?;
-    let tail = engine.tokenizer.encode(rest, true).ok()?;
+    let rest = rendered.text.strip_prefix(before.as_str())?;
+    // The new messages' contents, relative to `rest`: still text, never control tokens.
+    let at = before.len();
+    let content: Vec<_> =
+        rendered.content.iter().filter(|s| s.end > at).map(|s| s.start.max(at) - at..s.end - at).collect();
+    let tail = engine.tokenizer.encode_chat(rest, &content).ok()?;
     let mut ids = context.to_vec();
     ids.extend_from_slice(tail.strip_prefix(lead.as_slice()).unwrap_or(&tail));
     Some(ids)

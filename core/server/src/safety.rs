@@ -1,6 +1,6 @@
 //! The post-generation safety gate: the answer's text, as it streams, is checked over a sliding
-//! window with the same rule engine and Unicode normalisation as the edge's presafety filter
-//! (`chorus-presafety-rules`), restricted to the categories that matter for output, plus
+//! window with the rule engine and Unicode normalisation of the edge's presafety filter
+//! (`chorus-presafety-rules`; its classifier is trained on requests, not answers), restricted to the categories that matter for output, plus
 //! operator phrases. A match ends the answer with finish reason `content_filter`; the text that
 //! matched is never sent.
 
@@ -65,7 +65,7 @@ impl Gate<'_> {
             let cut = self.text.ceil_char_boundary(self.text.len() - p.window);
             self.text.drain(..cut);
         }
-        if let Some(f) = chorus_presafety_rules::scan_with(&self.text, &Limits { max_scan_bytes: p.window })
+        if let Some(f) = chorus_presafety_rules::scan_rules(&self.text, &Limits { max_scan_bytes: p.window })
             && p.categories.contains(&f.category)
         {
             return Some(Violation { category: f.category.as_str().to_string(), rule: f.rule.to_string() });

@@ -13,11 +13,13 @@ pub enum Category {
     Violence,
     Hate,
     SexualMinors,
+    Harassment,
+    Disinformation,
 }
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 10] = [
+    pub const ALL: [Category; 12] = [
         Category::PromptInjection,
         Category::Jailbreak,
         Category::Weapons,
@@ -28,6 +30,8 @@ impl Category {
         Category::Violence,
         Category::Hate,
         Category::SexualMinors,
+        Category::Harassment,
+        Category::Disinformation,
     ];
 
     /// Stable snake_case name.
@@ -43,6 +47,8 @@ impl Category {
             Category::Violence => "violence",
             Category::Hate => "hate",
             Category::SexualMinors => "sexual_minors",
+            Category::Harassment => "harassment",
+            Category::Disinformation => "disinformation",
         }
     }
 }
