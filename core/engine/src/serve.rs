@@ -4,21 +4,30 @@
 //!
 //! Scheduling decisions are the [`chorus_sched::Scheduler`]'s; this module owns the KV cache
 //! storage, per-sequence sampling and detokenization, and the metrics.
+//!
+//! The loop runs under a supervisor on the same thread. A panic inside the loop, or a step the
+//! backend fails, ends that loop: every sequence it held gets [`SeqEvent::Failed`], its
+//! scheduler and KV cache are dropped and built again, and a new loop takes the commands that
+//! were waiting. [`EngineHandle::health`] says which state the loop is in, how many steps it
+//! has completed and how often it restarted.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use chorus_sched::config::ConfigError;
-use chorus_sched::metrics::{REJECT_REASONS, SchedCounters, TierHistograms};
-use chorus_sched::{
-    AdmitError, DropError, Event, Sample, SchedConfig, Scheduler, SeqId, SeqRequest, StepPlan, Tier, TierConfig,
-};
+use chorus_sched::metrics::SchedCounters;
+use chorus_sched::{AdmitError, DropError, Event, Sample, SchedConfig, Scheduler, SeqId, SeqRequest, Tier, TierConfig};
 use tokio::sync::mpsc as async_mpsc;
 
 use crate::engine::{BLOCK_SIZE, Engine, FinishReason};
 use crate::exec::{ExecError, Executor, KvPlan, RowOut};
+use crate::health::Pulse;
+pub use crate::health::{EngineFailure, EngineHealth, Failpoints, LastFailure, LoopState};
+pub use crate::metrics::EngineMetrics;
 use crate::sampler::{Sampled, Sampler, SamplingError, SamplingParams, StopMatcher};
 use crate::step::{LogitsFor, MAX_STEP_TOKENS, SeqStep};
 use crate::tokenizer::StreamDecoder;
@@ -136,8 +145,9 @@ pub enum SeqEvent {
     Finished { reason: FinishReason, text: String, usage: Usage },
     /// Waited past the tier's queue deadline before starting.
     Dropped(DropError),
-    /// The engine failed on this step (a bug, reported rather than hidden).
-    Failed(String),
+    /// The engine failed while the sequence was in it (a panic or a failed step: the loop
+    /// restarts), or could not take it (restarting, stopped).
+    Failed(EngineFailure),
 }
 
 impl SeqEvent {
@@ -151,99 +161,6 @@ enum Cmd {
     Cancel(SeqId),
 }
 
-/// What the engine loop has measured, per tier where it matters.
-#[derive(Debug, Clone, Default)]
-pub struct EngineMetrics {
-    /// Submission to first token.
-    pub ttft: TierHistograms,
-    /// Between consecutive tokens of one sequence.
-    pub inter_token: TierHistograms,
-    /// Submission to start of prefill.
-    pub queue: TierHistograms,
-    /// The scheduler's counters (prefix cache, preemptions, rejections, tokens by tier).
-    pub sched: SchedCounters,
-    pub kv_blocks_used: usize,
-    pub kv_blocks_total: usize,
-    pub running: usize,
-    pub waiting: [usize; 4],
-    /// Steps the model rejected (each fails the sequences in it).
-    pub failed_steps: u64,
-    /// Steps run (a watchdog's sign of progress).
-    pub steps: u64,
-}
-
-impl EngineMetrics {
-    /// Prometheus text exposition, every series labelled with `model`.
-    pub fn render(&self, model: &str) -> String {
-        self.render_labelled(&[("model", model)])
-    }
-
-    /// Prometheus text exposition, every series carrying `labels`.
-    pub fn render_labelled(&self, labels: &[(&str, &str)]) -> String {
-        use std::fmt::Write as _;
-        let m = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace(['"', '\\', '\n'], "_")))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut o = String::new();
-        self.ttft.render("chorus_ttft_seconds", "Time to first token.", &m, &mut o);
-        self.inter_token.render("chorus_inter_token_seconds", "Time between output tokens.", &m, &mut o);
-        self.queue.render("chorus_queue_seconds", "Time from submission to start of prefill.", &m, &mut o);
-        let mut gauge = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in lines {
-                let sep = if labels.is_empty() { "" } else { "," };
-                let _ = writeln!(o, "{name}{{{m}{sep}{labels}}} {v}");
-            }
-        };
-        let one = |v: u64| vec![(String::new(), v)];
-        gauge(
-            "chorus_kv_blocks_used",
-            "KV blocks held by running sequences.",
-            "gauge",
-            one(self.kv_blocks_used as u64),
-        );
-        gauge("chorus_kv_blocks_total", "KV blocks in the cache.", "gauge", one(self.kv_blocks_total as u64));
-        gauge("chorus_running_sequences", "Sequences in the running batch.", "gauge", one(self.running as u64));
-        let per_tier = |f: &dyn Fn(Tier) -> u64| Tier::ALL.iter().map(|&t| (format!("tier=\"{t}\""), f(t))).collect();
-        gauge(
-            "chorus_queue_depth",
-            "Requests waiting, per tier.",
-            "gauge",
-            per_tier(&|t| self.waiting[t.index()] as u64),
-        );
-        gauge(
-            "chorus_prefix_cache_query_tokens_total",
-            "Prompt tokens looked up in the prefix cache.",
-            "counter",
-            one(self.sched.prefix_query_tokens),
-        );
-        gauge(
-            "chorus_prefix_cache_hit_tokens_total",
-            "Prompt tokens found in the prefix cache.",
-            "counter",
-            one(self.sched.prefix_hit_tokens),
-        );
-        gauge("chorus_preemptions_total", "Sequences preempted for recompute.", "counter", one(self.sched.preemptions));
-        gauge(
-            "chorus_rejections_total",
-            "Requests refused or dropped by the scheduler, by reason.",
-            "counter",
-            REJECT_REASONS.iter().zip(self.sched.rejections).map(|(r, v)| (format!("reason=\"{r}\""), v)).collect(),
-        );
-        let mut tokens = Vec::new();
-        for t in Tier::ALL {
-            tokens.push((format!("tier=\"{t}\",kind=\"prompt\""), self.sched.prefill_tokens[t.index()]));
-            tokens.push((format!("tier=\"{t}\",kind=\"output\""), self.sched.decode_tokens[t.index()]));
-        }
-        gauge("chorus_tokens_total", "Tokens computed, by tier and kind.", "counter", tokens);
-        gauge("chorus_engine_failed_steps_total", "Steps the model rejected.", "counter", one(self.failed_steps));
-        gauge("chorus_engine_steps_total", "Steps the engine loop ran.", "counter", one(self.steps));
-        o
-    }
-}
-
 /// A handle to a running engine loop; cheap to clone. The loop ends when every handle and
 /// stream is dropped.
 #[derive(Debug, Clone)]
@@ -253,6 +170,8 @@ pub struct EngineHandle {
     vocab: usize,
     metrics: Arc<Mutex<EngineMetrics>>,
     model_id: Arc<str>,
+    pulse: Arc<Pulse>,
+    failpoints: Arc<Failpoints>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -266,37 +185,35 @@ impl std::fmt::Debug for Cmd {
 
 impl EngineHandle {
     /// Starts the engine loop on its own thread.
+    /// Starts the engine loop, under its supervisor, on its own thread. The first scheduler
+    /// and KV cache are built here, so a configuration or device that cannot work is an error
+    /// now rather than a loop that keeps restarting.
     pub fn start(engine: Arc<Engine>, opts: ServeOptions) -> Result<Self, StartError> {
         if opts.max_step_tokens > MAX_STEP_TOKENS {
             return Err(StartError::StepTokens(opts.max_step_tokens));
         }
-        let c = &engine.model.cfg;
-        // The KV cache first: on a GPU free memory may hold fewer blocks than asked for, and the
-        // scheduler must hand out only blocks that exist.
-        let exec = Executor::new(
-            &engine,
-            KvPlan {
-                block_size: BLOCK_SIZE,
-                max_blocks: opts.kv_tokens.div_ceil(BLOCK_SIZE).max(1),
-                max_step_tokens: opts.max_step_tokens,
-                gpu_memory_fraction: opts.gpu_memory_fraction,
-            },
-        )?;
-        let num_blocks = exec.num_blocks();
-        let mut cfg = SchedConfig::new(opts.model_id.clone(), BLOCK_SIZE, num_blocks, c.ctx_len);
-        cfg.max_step_tokens = opts.max_step_tokens;
-        cfg.max_running = opts.max_running;
-        cfg.prefix_cache = opts.prefix_cache;
-        cfg.tiers = opts.tiers.clone();
-        let sched = Scheduler::new(cfg)?;
+        let first = build(&engine, &opts)?;
         let (tx, rx) = mpsc::channel();
-        let metrics = Arc::new(Mutex::new(EngineMetrics { kv_blocks_total: num_blocks, ..Default::default() }));
-        let vocab = c.vocab;
-        let m = metrics.clone();
-        std::thread::Builder::new()
-            .name("chorus-engine".into())
-            .spawn(move || Loop::new(engine, sched, exec, m).run(&rx))?;
-        Ok(Self { tx, next_id: Arc::new(AtomicU64::new(1)), vocab, metrics, model_id: opts.model_id.into() })
+        let metrics =
+            Arc::new(Mutex::new(EngineMetrics { kv_blocks_total: first.1.num_blocks(), ..Default::default() }));
+        let pulse = Arc::new(Pulse::default());
+        let failpoints = Arc::new(Failpoints::default());
+        let vocab = engine.model.cfg.vocab;
+        let model_id: Arc<str> = opts.model_id.clone().into();
+        let sup =
+            Supervisor { engine, opts, metrics: metrics.clone(), pulse: pulse.clone(), failpoints: failpoints.clone() };
+        std::thread::Builder::new().name("chorus-engine".into()).spawn(move || sup.run(&rx, first))?;
+        Ok(Self { tx, next_id: Arc::new(AtomicU64::new(1)), vocab, metrics, model_id, pulse, failpoints })
+    }
+
+    /// The loop's state, progress and restarts.
+    pub fn health(&self) -> EngineHealth {
+        self.pulse.health()
+    }
+
+    /// The loop's test hooks.
+    pub fn failpoints(&self) -> &Failpoints {
+        &self.failpoints
     }
 
     /// Checks a sequence against the model.
@@ -322,7 +239,7 @@ impl EngineHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = async_mpsc::unbounded_channel();
         let finished = if self.tx.send(Cmd::Submit { id, seq, tx: tx.clone(), at: Instant::now() }).is_err() {
-            let _ = tx.send(SeqEvent::Failed("the engine loop has stopped".into()));
+            let _ = tx.send(SeqEvent::Failed(EngineFailure::Stopped));
             true
         } else {
             false
@@ -335,9 +252,13 @@ impl EngineHandle {
         let _ = self.tx.send(Cmd::Cancel(id));
     }
 
-    /// A snapshot of the metrics (updated once per step).
+    /// A snapshot of the metrics (updated once per step; restarts and state at once).
     pub fn metrics(&self) -> EngineMetrics {
-        self.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let h = self.pulse.health();
+        m.restarts = h.restarts;
+        m.up = h.state == LoopState::Running;
+        m
     }
 
     /// The metrics as Prometheus text.
@@ -408,6 +329,145 @@ struct Live {
 
 const PENALTY_WINDOW: usize = 64;
 
+/// Restarts closer together than this wait [`BACKOFF_MIN`]..[`BACKOFF_MAX`] (doubling)
+/// before the rebuild, so an engine that fails at once every time does not spin.
+const RESTART_WINDOW: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The KV cache and the scheduler over its blocks: what a restart builds again. The cache
+/// comes first: on a GPU free memory may hold fewer blocks than asked for, and the scheduler
+/// must hand out only blocks that exist.
+fn build(engine: &Engine, opts: &ServeOptions) -> Result<(Scheduler, Executor), StartError> {
+    let exec = Executor::new(
+        engine,
+        KvPlan {
+            block_size: BLOCK_SIZE,
+            max_blocks: opts.kv_tokens.div_ceil(BLOCK_SIZE).max(1),
+            max_step_tokens: opts.max_step_tokens,
+            gpu_memory_fraction: opts.gpu_memory_fraction,
+        },
+    )?;
+    let mut cfg = SchedConfig::new(opts.model_id.clone(), BLOCK_SIZE, exec.num_blocks(), engine.model.cfg.ctx_len);
+    cfg.max_step_tokens = opts.max_step_tokens;
+    cfg.max_running = opts.max_running;
+    cfg.prefix_cache = opts.prefix_cache;
+    cfg.tiers = opts.tiers.clone();
+    Ok((Scheduler::new(cfg)?, exec))
+}
+
+/// Why a loop returned.
+enum Exit {
+    /// Every handle and stream is gone: nobody can receive output.
+    Disconnected,
+    /// A failure that leaves the loop's state suspect: restart.
+    Failed(EngineFailure),
+}
+
+/// Runs loops on the engine thread, one after another: a loop that panics or fails a step is
+/// wound down (its sequences failed, its KV cache dropped) and replaced by a fresh one.
+///
+/// The loop runs inside `catch_unwind` on the same thread rather than on a thread that gets
+/// respawned: the command channel and the failed loop's sequence table stay in hand, so every
+/// sequence it held is told, and commands that were waiting go to the next loop.
+struct Supervisor {
+    engine: Arc<Engine>,
+    opts: ServeOptions,
+    metrics: Arc<Mutex<EngineMetrics>>,
+    pulse: Arc<Pulse>,
+    failpoints: Arc<Failpoints>,
+}
+
+/// Marks the loop down when the engine thread ends, however it ends.
+struct DownOnExit(Arc<Pulse>);
+
+impl Drop for DownOnExit {
+    fn drop(&mut self) {
+        self.0.set_state(LoopState::Down);
+    }
+}
+
+impl Supervisor {
+    fn run(self, rx: &mpsc::Receiver<Cmd>, first: (Scheduler, Executor)) {
+        let _down = DownOnExit(self.pulse.clone());
+        let mut parts = Some(first);
+        let mut backoff = BACKOFF_MIN;
+        let mut last_failure: Option<Instant> = None;
+        loop {
+            let (sched, exec) = match parts.take().map_or_else(|| build(&self.engine, &self.opts), Ok) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.pulse.set_state(LoopState::Down);
+                    let why = EngineFailure::Restarting(format!("rebuilding the engine state failed: {e}"));
+                    if !refuse_for(rx, backoff, &why) {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let mut lp = Loop::new(
+                self.engine.clone(),
+                sched,
+                exec,
+                self.metrics.clone(),
+                self.pulse.clone(),
+                self.failpoints.clone(),
+            );
+            self.pulse.set_state(LoopState::Running);
+            let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| lp.run(rx))) {
+                Ok(Exit::Disconnected) => return,
+                Ok(Exit::Failed(f)) => f,
+                Err(payload) => EngineFailure::Panicked(panic_message(payload.as_ref())),
+            };
+            // Recorded before any sequence is told, so a client that sees its request fail
+            // already finds the engine not running.
+            self.pulse.failed(failure.clone());
+            lp.wind_down(&failure);
+            // The old KV cache goes before its replacement is allocated.
+            drop(lp);
+            let now = Instant::now();
+            if last_failure.is_some_and(|t| now.duration_since(t) < RESTART_WINDOW) {
+                if !refuse_for(rx, backoff, &EngineFailure::Restarting(failure.to_string())) {
+                    return;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            } else {
+                backoff = BACKOFF_MIN;
+            }
+            last_failure = Some(now);
+        }
+    }
+}
+
+/// Answers commands for `d` with no loop running: a submission fails at once with `why`
+/// (nothing waits on an engine that is not there). `false` when every handle is gone.
+fn refuse_for(rx: &mpsc::Receiver<Cmd>, d: Duration, why: &EngineFailure) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        match rx.recv_timeout(left) {
+            Ok(Cmd::Submit { tx, .. }) => {
+                let _ = tx.send(SeqEvent::Failed(why.clone()));
+            }
+            Ok(Cmd::Cancel(_)) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => return true,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "a panic with no message".to_string(),
+    }
+}
+
 struct Loop {
     engine: Arc<Engine>,
     sched: Scheduler,
@@ -415,45 +475,91 @@ struct Loop {
     live: HashMap<SeqId, Live>,
     metrics: Arc<Mutex<EngineMetrics>>,
     local: EngineMetrics,
+    /// The scheduler counters of the loops before this one (a restart keeps the totals).
+    sched_base: SchedCounters,
+    pulse: Arc<Pulse>,
+    failpoints: Arc<Failpoints>,
     t0: Instant,
 }
 
 impl Loop {
-    fn new(engine: Arc<Engine>, sched: Scheduler, exec: Executor, metrics: Arc<Mutex<EngineMetrics>>) -> Self {
-        let local = metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Self { engine, sched, exec, live: HashMap::new(), metrics, local, t0: Instant::now() }
+    fn new(
+        engine: Arc<Engine>,
+        sched: Scheduler,
+        exec: Executor,
+        metrics: Arc<Mutex<EngineMetrics>>,
+        pulse: Arc<Pulse>,
+        failpoints: Arc<Failpoints>,
+    ) -> Self {
+        let mut local = metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        local.kv_blocks_total = exec.num_blocks();
+        let sched_base = local.sched.clone();
+        Self {
+            engine,
+            sched,
+            exec,
+            live: HashMap::new(),
+            metrics,
+            local,
+            sched_base,
+            pulse,
+            failpoints,
+            t0: Instant::now(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
         self.t0.elapsed().as_millis() as u64
     }
 
-    fn run(mut self, rx: &mpsc::Receiver<Cmd>) {
+    fn run(&mut self, rx: &mpsc::Receiver<Cmd>) -> Exit {
         loop {
             if self.sched.is_idle() {
                 self.publish();
+                self.pulse.set_busy(false);
                 match rx.recv() {
-                    Ok(cmd) => self.command(cmd),
-                    Err(_) => return,
+                    Ok(cmd) => {
+                        self.pulse.set_busy(true);
+                        self.command(cmd);
+                    }
+                    Err(_) => return Exit::Disconnected,
                 }
             }
             loop {
                 match rx.try_recv() {
                     Ok(cmd) => self.command(cmd),
                     Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => {
-                        // Every handle and stream is gone: nobody can receive output.
-                        return;
+                    Err(mpsc::TryRecvError::Disconnected) => return Exit::Disconnected,
+                }
+            }
+            match self.step() {
+                Ok(true) => {}
+                Ok(false) => {
+                    if !self.sched.is_idle() {
+                        // Nothing runnable yet (cannot happen with a valid config; never spin).
+                        if let Ok(cmd) = rx.recv_timeout(Duration::from_millis(1)) {
+                            self.command(cmd);
+                        }
                     }
                 }
-            }
-            if !self.step() && !self.sched.is_idle() {
-                // Nothing runnable yet (cannot happen with a valid config; never spin).
-                if let Ok(cmd) = rx.recv_timeout(Duration::from_millis(1)) {
-                    self.command(cmd);
-                }
+                Err(f) => return Exit::Failed(f),
             }
         }
+    }
+
+    /// After a failure: every sequence the loop held is told, and the metrics show the
+    /// scheduler's totals so far with nothing running (its blocks die with it).
+    fn wind_down(&mut self, failure: &EngineFailure) {
+        for (_, l) in self.live.drain() {
+            let _ = l.tx.send(SeqEvent::Failed(failure.clone()));
+        }
+        let mut sched = self.sched_base.clone();
+        sched.add(self.sched.counters());
+        self.local.sched = sched;
+        self.local.kv_blocks_used = 0;
+        self.local.running = 0;
+        self.local.waiting = [0; 4];
+        *self.metrics.lock().unwrap_or_else(|e| e.into_inner()) = self.local.clone();
     }
 
     fn command(&mut self, cmd: Cmd) {
@@ -476,7 +582,7 @@ impl Loop {
                     Err(e) => {
                         // Validated already; kept as a typed failure rather than a panic.
                         self.sched.cancel(id);
-                        let _ = tx.send(SeqEvent::Failed(e.to_string()));
+                        let _ = tx.send(SeqEvent::Failed(EngineFailure::Internal(e.to_string())));
                         return;
                     }
                 };
@@ -504,13 +610,15 @@ impl Loop {
         }
     }
 
-    /// Runs one step; `false` if there was nothing to run.
-    fn step(&mut self) -> bool {
+    /// Runs one step; `Ok(false)` if there was nothing to run, `Err` when the loop must
+    /// restart (the backend failed the step, or the scheduler refused its own plan).
+    fn step(&mut self) -> Result<bool, EngineFailure> {
         let plan = self.sched.schedule(self.now_ms());
         self.deliver(&plan.events);
         if plan.is_empty() {
-            return false;
+            return Ok(false);
         }
+        self.failpoints.on_step();
         let steps: Vec<SeqStep<'_>> = plan
             .seqs
             .iter()
@@ -528,11 +636,14 @@ impl Loop {
         let rows = match self.exec.forward(e, &steps, &|i| needs_host.get(i).copied().unwrap_or(true)) {
             Ok(rows) => rows,
             Err(err) => {
-                self.fail_plan(&plan, &err.to_string());
-                return true;
+                // A device error can leave the KV cache or the device context half-written:
+                // nothing of this loop is trusted after it.
+                self.local.failed_steps += 1;
+                return Err(EngineFailure::Step(err.to_string()));
             }
         };
         self.local.steps += 1;
+        self.pulse.stepped();
         let mut samples = Vec::with_capacity(plan.seqs.len());
         for (i, p) in plan.samples().enumerate().take(rows) {
             let out = self.exec.row(i);
@@ -547,21 +658,10 @@ impl Loop {
                 // Publish first, so a client that sees its sequence finish sees its blocks freed.
                 self.publish();
                 self.deliver(&events);
+                Ok(true)
             }
-            // Cannot happen: the plan is the one just made. Fail its sequences loudly.
-            Err(err) => self.fail_plan(&plan, &err.to_string()),
-        }
-        true
-    }
-
-    /// Ends every sequence of a step that could not be completed, releasing its blocks.
-    fn fail_plan(&mut self, plan: &StepPlan, why: &str) {
-        self.local.failed_steps += 1;
-        for p in &plan.seqs {
-            self.sched.cancel(p.id);
-            if let Some(l) = self.live.remove(&p.id) {
-                let _ = l.tx.send(SeqEvent::Failed(why.to_string()));
-            }
+            // Cannot happen: the plan is the one just made. The scheduler is not trusted after it.
+            Err(err) => Err(EngineFailure::Internal(format!("the scheduler refused its own step: {err}"))),
         }
     }
 
@@ -662,7 +762,9 @@ impl Loop {
 
     fn publish(&mut self) {
         let s = &self.sched;
-        self.local.sched = s.counters().clone();
+        let mut sched = self.sched_base.clone();
+        sched.add(s.counters());
+        self.local.sched = sched;
         (self.local.kv_blocks_used, self.local.kv_blocks_total) = s.blocks_used();
         self.local.running = s.running();
         self.local.waiting = Tier::ALL.map(|t| s.waiting(t));

@@ -25,6 +25,34 @@ pub struct SchedCounters {
     pub decode_tokens: [u64; 4],
 }
 
+impl SchedCounters {
+    /// Adds `other`'s counts to these (a restarted engine loop keeps its predecessors' totals).
+    pub fn add(&mut self, other: &SchedCounters) {
+        let SchedCounters {
+            steps,
+            prefix_query_tokens,
+            prefix_hit_tokens,
+            preemptions,
+            rejections,
+            prefill_tokens,
+            decode_tokens,
+        } = other;
+        self.steps += steps;
+        self.prefix_query_tokens += prefix_query_tokens;
+        self.prefix_hit_tokens += prefix_hit_tokens;
+        self.preemptions += preemptions;
+        for (a, b) in self.rejections.iter_mut().zip(rejections) {
+            *a += b;
+        }
+        for (a, b) in self.prefill_tokens.iter_mut().zip(prefill_tokens) {
+            *a += b;
+        }
+        for (a, b) in self.decode_tokens.iter_mut().zip(decode_tokens) {
+            *a += b;
+        }
+    }
+}
+
 /// Labels of [`SchedCounters::rejections`], in order.
 pub const REJECT_REASONS: [&str; 6] =
     ["invalid", "never_fits", "input_too_long", "queue_full", "queue_tokens_full", "queue_timeout"];
@@ -113,6 +141,16 @@ impl TierHistograms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_add_field_by_field() {
+        let mut a = SchedCounters { steps: 1, preemptions: 2, ..Default::default() };
+        a.rejections[3] = 4;
+        a.decode_tokens[1] = 5;
+        let b = a.clone();
+        a.add(&b);
+        assert_eq!((a.steps, a.preemptions, a.rejections[3], a.decode_tokens[1]), (2, 4, 8, 10));
+    }
 
     #[test]
     fn histogram_buckets_and_quantiles() {

@@ -29,8 +29,12 @@ pub struct CoreConfig {
     pub max_frame: u32,
     /// Milliseconds between load reports on each connection's control stream.
     pub load_report_ms: u64,
-    /// `/readyz` turns false when work is in flight and no engine step completed for this long.
-    pub stall_secs: u64,
+    /// Milliseconds an engine may have work waiting and complete no step before the core is
+    /// not ready (a hung engine answers nothing, but looks alive); ready again at its next step.
+    pub engine_stall_ms: u64,
+    /// Milliseconds `/readyz` stays false after an engine loop restarted (a panic or a failed
+    /// step), so edges route new work elsewhere while the fleet proves itself again.
+    pub engine_restart_holddown_ms: u64,
     /// On SIGTERM: how long in-flight requests may run before they are ended.
     pub drain_secs: u64,
     /// How long an edge has to send its `Hello` or a request stream its `Generate`.
@@ -63,7 +67,8 @@ impl Default for CoreConfig {
             tls: None,
             max_frame: chorus_proto::DEFAULT_MAX_FRAME,
             load_report_ms: 250,
-            stall_secs: 10,
+            engine_stall_ms: 10_000,
+            engine_restart_holddown_ms: 2_000,
             drain_secs: 30,
             handshake_timeout_ms: 10_000,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -395,8 +400,17 @@ impl CoreConfig {
         if self.max_frame < 1024 || self.max_frame > chorus_proto::MAX_FRAME_CEILING {
             return Err(invalid("max_frame", format!("must be in 1024..={}", chorus_proto::MAX_FRAME_CEILING)));
         }
-        if self.load_report_ms == 0 || self.stall_secs == 0 || self.handshake_timeout_ms == 0 {
-            return Err(invalid("load_report_ms / stall_secs / handshake_timeout_ms", "must be positive"));
+        if self.load_report_ms == 0 || self.handshake_timeout_ms == 0 {
+            return Err(invalid("load_report_ms / handshake_timeout_ms", "must be positive"));
+        }
+        if !(100..=3_600_000).contains(&self.engine_stall_ms) {
+            return Err(invalid("engine_stall_ms", format!("{} is outside 100..=3600000", self.engine_stall_ms)));
+        }
+        if self.engine_restart_holddown_ms > 600_000 {
+            return Err(invalid(
+                "engine_restart_holddown_ms",
+                format!("{} is outside 0..=600000", self.engine_restart_holddown_ms),
+            ));
         }
         if self.threads == 0 || self.threads > 256 {
             return Err(invalid("threads", "must be in 1..=256"));
@@ -529,6 +543,13 @@ mod tests {
         let c: CoreConfig = toml::from_str("[fleets.mini]\ngpu_memory_fraction = 1.5\n[fleets.flagship]").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("fleets.mini.gpu_memory_fraction") && e.contains("0.05..=0.98"), "{e}");
+        for (field, v) in
+            [("engine_stall_ms", 50), ("engine_stall_ms", 3_600_001), ("engine_restart_holddown_ms", 600_001)]
+        {
+            let c: CoreConfig = toml::from_str(&format!("{field} = {v}")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(field) && e.contains(&v.to_string()), "{e}");
+        }
         let c: CoreConfig = toml::from_str("device = \"cuda:1\"").unwrap();
         assert_eq!(c.device, chorus_engine::device::DeviceSpec::Cuda(1));
         let e = toml::from_str::<CoreConfig>("device = \"tpu:0\"").unwrap_err().to_string();

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chorus_engine::device::DeviceSpec;
 use chorus_engine::engine::{Engine, EngineOptions};
-use chorus_engine::serve::{EngineHandle, ServeOptions};
+use chorus_engine::serve::{EngineHandle, LoopState, ServeOptions};
 use chorus_proto::Tier;
 
 use crate::config::{CoreConfig, FleetConfig};
@@ -27,6 +28,11 @@ pub struct Fleet {
     waiting: [AtomicU32; 4],
     /// Accepted and not yet finished.
     in_flight: AtomicU32,
+    /// How long the engine has had work and completed no step, past the stall window, as of
+    /// the watchdog's last look (0: not stalled).
+    stall_ms: AtomicU64,
+    /// Stalls the watchdog has seen begin.
+    stalls_total: AtomicU64,
 }
 
 impl Fleet {
@@ -43,6 +49,49 @@ impl Fleet {
     /// Requests accepted and not finished.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The engine's stall as the watchdog last saw it.
+    pub fn stalled_for(&self) -> Option<Duration> {
+        let ms = self.stall_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
+    /// Stalls seen so far.
+    pub fn stalls(&self) -> u64 {
+        self.stalls_total.load(Ordering::Relaxed)
+    }
+
+    /// Records the watchdog's finding; `true` when a stall begins.
+    pub(crate) fn set_stall(&self, d: Option<Duration>) -> bool {
+        let ms = d.map_or(0, |d| (d.as_millis() as u64).max(1));
+        let began = self.stall_ms.swap(ms, Ordering::Relaxed) == 0 && ms > 0;
+        if began {
+            self.stalls_total.fetch_add(1, Ordering::Relaxed);
+        }
+        began
+    }
+
+    /// Why this fleet keeps the core from being ready, if it does: its engine loop is
+    /// restarting or down, restarted less than `holddown` ago, or stalled.
+    pub fn unready(&self, holddown: Duration) -> Option<String> {
+        let h = self.handle.health();
+        let name = &self.name;
+        let failure = h.last_failure.as_ref();
+        let cause = failure.map_or_else(String::new, |f| format!(" after a {}: {}", f.failure.kind(), f.failure));
+        match h.state {
+            LoopState::Restarting => return Some(format!("fleet {name}: engine restarting{cause}")),
+            LoopState::Down => return Some(format!("fleet {name}: engine down{cause}")),
+            LoopState::Running => {}
+        }
+        if let Some(f) = failure {
+            let ago = Instant::now().saturating_duration_since(f.at);
+            if ago < holddown {
+                return Some(format!("fleet {name}: engine restarted {:.1} s ago{cause}", ago.as_secs_f64()));
+            }
+        }
+        self.stalled_for()
+            .map(|d| format!("fleet {name}: engine has work and completed no step for {:.1} s", d.as_secs_f64()))
     }
 
     /// Counts a request in; the guard counts it out when dropped.
@@ -127,6 +176,7 @@ pub fn start_fleets(cfg: &CoreConfig, load: &mut EngineLoader<'_>) -> Result<Vec
         };
         let handle = EngineHandle::start(engine.clone(), opts)
             .map_err(|e| FleetError::Start { fleet: name.clone(), why: e.to_string() })?;
+        crate::failpoint::arm_engine(handle.failpoints());
         out.push(Arc::new(Fleet {
             name: name.clone(),
             model,
@@ -134,6 +184,8 @@ pub fn start_fleets(cfg: &CoreConfig, load: &mut EngineLoader<'_>) -> Result<Vec
             handle,
             waiting: Default::default(),
             in_flight: AtomicU32::new(0),
+            stall_ms: AtomicU64::new(0),
+            stalls_total: AtomicU64::new(0),
         }));
     }
     Ok(out)

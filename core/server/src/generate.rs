@@ -429,7 +429,7 @@ impl<'a> Tokens<'a> {
                 let retry = Some(self.core.cfg.router.retry_after_ms);
                 Flow::Refuse(Refusal::new(fleet, ErrorCode::QueueTimeout, e.to_string(), retry))
             }
-            SeqEvent::Failed(why) => Flow::Refuse(Refusal::new(fleet, ErrorCode::EngineFailed, why, None)),
+            SeqEvent::Failed(why) => Flow::Refuse(Refusal::new(fleet, ErrorCode::EngineFailed, why.to_string(), None)),
         }
     }
 }

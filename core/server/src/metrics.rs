@@ -102,6 +102,16 @@ impl CoreMetrics {
         let in_flight: Vec<_> =
             fleets.iter().map(|f| (format!("fleet=\"{}\"", f.name), u64::from(f.in_flight()))).collect();
         family("chorus_core_in_flight", "Requests accepted and not finished, per fleet.", "gauge", &in_flight);
+        let per_fleet = |v: &dyn Fn(&Fleet) -> u64| -> Vec<(String, u64)> {
+            fleets.iter().map(|f| (format!("fleet=\"{}\"", f.name), v(f))).collect()
+        };
+        family(
+            "chorus_engine_stalled",
+            "1 while the fleet's engine has work and has completed no step for engine_stall_ms.",
+            "gauge",
+            &per_fleet(&|f| u64::from(f.stalled_for().is_some())),
+        );
+        family("chorus_engine_stalls_total", "Engine stalls seen, per fleet.", "counter", &per_fleet(&|f| f.stalls()));
         o
     }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use chorus_proto::{FleetLoad, LoadReport};
 use tokio::sync::watch;
@@ -37,8 +38,6 @@ pub struct Core {
     /// Per-tier scheduling limits (the config's, resolved once).
     pub tiers: [chorus_sched::TierConfig; 4],
     phase: watch::Sender<Phase>,
-    /// `None` when ready, else why not.
-    unready: std::sync::Mutex<Option<String>>,
 }
 
 impl Core {
@@ -56,7 +55,6 @@ impl Core {
             metrics: CoreMetrics::default(),
             limits: chorus_proto::Limits::default(),
             phase: watch::channel(Phase::Serving).0,
-            unready: std::sync::Mutex::new(None),
         })
     }
 
@@ -73,19 +71,16 @@ impl Core {
         self.phase.send_replace(p);
     }
 
-    /// `Ok` when ready; else the reason.
+    /// `Ok` when ready; else the reason: draining, or a fleet whose engine loop is restarting,
+    /// down, restarted within the hold-down, or stalled (read at once, not at the watchdog's
+    /// next look, except the stall, which takes a window to see).
     pub fn readiness(&self) -> Result<(), String> {
         if self.phase() != Phase::Serving {
             return Err("draining".into());
         }
-        match &*self.unready.lock().unwrap_or_else(|e| e.into_inner()) {
-            None => Ok(()),
-            Some(why) => Err(why.clone()),
-        }
-    }
-
-    pub(crate) fn set_unready(&self, why: Option<String>) {
-        *self.unready.lock().unwrap_or_else(|e| e.into_inner()) = why;
+        let holddown = Duration::from_millis(self.cfg.engine_restart_holddown_ms);
+        let why: Vec<String> = self.fleets.iter().filter_map(|f| f.unready(holddown)).collect();
+        if why.is_empty() { Ok(()) } else { Err(why.join("; ")) }
     }
 
     /// Requests accepted and not finished, all fleets.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chorus_engine::chat_template::ChatMessage;
 use chorus_engine::engine::FinishReason;
 use chorus_engine::sampler::SamplingParams;
-use chorus_engine::serve::{EngineHandle, SeqEvent, SeqStream, ServeOptions, Usage};
+use chorus_engine::serve::{EngineFailure, EngineHandle, LoopState, SeqEvent, SeqStream, ServeOptions, Usage};
 use chorus_sched::{AdmitError, Tier};
 
 use crate::common::{engine, shared_engine};
@@ -177,4 +177,75 @@ fn rejections_and_cancellation() {
         }
     }
     assert!(freed, "a cancelled sequence's blocks are released");
+}
+
+/// Reads a stream to its final event.
+fn final_event(s: &mut SeqStream) -> SeqEvent {
+    loop {
+        match s.blocking_next().expect("a final event arrives") {
+            SeqEvent::Started { .. } | SeqEvent::Token { .. } => {}
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn a_panic_in_a_step_fails_every_sequence_and_a_fresh_loop_serves_the_same_output() {
+    let _serial = serial();
+    let h = start(ServeOptions { kv_tokens: 1024, ..ServeOptions::default() });
+    let p = chat("Be brief.", QUESTIONS[0]);
+    let before = collect(h.submit(h.validate(p.clone(), greedy(24), Tier::Free, "t").unwrap())).0;
+    // One sequence decoding, one waiting behind it (max_running 1 keeps it queued).
+    let h2 = start(ServeOptions { kv_tokens: 1024, max_running: 1, ..ServeOptions::default() });
+    let mut running = h2.submit(h2.validate(p.clone(), greedy(200), Tier::Free, "t").unwrap());
+    while !matches!(running.blocking_next(), Some(SeqEvent::Token { .. })) {}
+    let mut waiting = h2.submit(h2.validate(p.clone(), greedy(8), Tier::Free, "t").unwrap());
+    // Armed only once the loop holds both, so the panic finds them in its tables.
+    for _ in 0..500 {
+        if h2.metrics().waiting[Tier::Free.index()] == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(h2.metrics().waiting[Tier::Free.index()], 1);
+    h2.failpoints().panic_in_step(1);
+    for s in [&mut running, &mut waiting] {
+        match final_event(s) {
+            SeqEvent::Failed(EngineFailure::Panicked(why)) => assert!(why.contains("failpoint engine_panic"), "{why}"),
+            other => panic!("expected the panic to fail the sequence, got {other:?}"),
+        }
+        assert!(s.blocking_next().is_none(), "nothing follows the final event");
+    }
+    let health = h2.health();
+    assert_eq!(health.restarts, 1);
+    assert_eq!(health.last_failure.map(|f| f.failure.kind()), Some("panic"));
+    // The restarted loop has a fresh cache (nothing held) and the same output as before.
+    let after = collect(h2.submit(h2.validate(p, greedy(24), Tier::Free, "t").unwrap()));
+    assert_eq!(after.0, before);
+    assert_eq!(after.2.cached_tokens, 0, "the prefix cache went with the old loop");
+    let m = h2.metrics();
+    assert_eq!((m.restarts, m.up, m.kv_blocks_used, m.running), (1, true, 0, 0));
+    assert_eq!(h2.health().state, LoopState::Running);
+}
+
+#[test]
+fn a_stalled_step_is_busy_with_no_progress_then_carries_on() {
+    let _serial = serial();
+    let h = start(ServeOptions { kv_tokens: 1024, ..ServeOptions::default() });
+    assert!(!h.health().busy, "an idle loop is not busy");
+    h.failpoints().stall_next_step(Duration::from_millis(600));
+    let steps = h.health().steps;
+    let s = h.submit(h.validate(chat("Be brief.", QUESTIONS[2]), greedy(4), Tier::Free, "t").unwrap());
+    for _ in 0..500 {
+        if h.health().busy {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mid = h.health();
+    assert!(mid.busy && mid.steps == steps, "stalled: busy and no step completed ({mid:?})");
+    let (ids, ..) = collect(s);
+    assert_eq!(ids.len(), 4);
+    let end = h.health();
+    assert!(end.steps > steps && end.restarts == 0, "{end:?}");
 }

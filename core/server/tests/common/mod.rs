@@ -1,7 +1,10 @@
-//! Helpers shared by the core's integration tests: scratch paths, a private Redis server that
-//! a test can stop and start again, and the CI machine's PostgreSQL when it answers.
+//! Helpers shared by the core's integration tests: a core in this process and its clients
+//! ([`serving`]), scratch paths, a private Redis server that a test can stop and start again,
+//! and the CI machine's PostgreSQL when it answers.
 
 #![allow(dead_code)]
+
+pub mod serving;
 
 use std::net::TcpStream;
 use std::path::PathBuf;
