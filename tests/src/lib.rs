@@ -24,6 +24,8 @@ pub mod browser;
 pub const KEY: &str = "sk-test-enterprise-0123456789abcdef";
 /// A second user of the same tenant.
 pub const OTHER_KEY: &str = "sk-test-enterprise-other-0123456789";
+/// An enterprise-tier user of another tenant (`globex`; every other key is `acme`'s).
+pub const OTHER_TENANT_KEY: &str = "sk-test-globex-enterprise-0123456789";
 /// A free-tier key with the default limits (2 requests a second).
 pub const FREE_KEY: &str = "sk-test-free-0123456789abcdef";
 
@@ -98,19 +100,20 @@ pub fn edge_config(cores: Vec<CoreSite>) -> EdgeConfig {
     let mut cfg = EdgeConfig { listen: "127.0.0.1:0".parse().expect("addr"), cores, ..EdgeConfig::default() };
     cfg.upstream.health_interval_ms = 100;
     cfg.upstream.reconnect_ms = 50;
-    let key = |k: &str, user: &str, tier: &str| ApiKey {
+    let key = |k: &str, tenant: &str, user: &str, tier: &str| ApiKey {
         sha256: None,
         key: Some(k.into()),
-        tenant: "acme".into(),
+        tenant: tenant.into(),
         user: user.into(),
         tier: tier.into(),
     };
     cfg.filters.api_keys = vec![
-        key(KEY, "alice", "enterprise"),
-        key(OTHER_KEY, "bob", "enterprise"),
-        key(FREE_KEY, "carol", "free"),
-        key(TEAM_KEY, "dave", "team"),
-        key(PLUS_KEY, "erin", "plus"),
+        key(KEY, "acme", "alice", "enterprise"),
+        key(OTHER_KEY, "acme", "bob", "enterprise"),
+        key(FREE_KEY, "acme", "carol", "free"),
+        key(TEAM_KEY, "acme", "dave", "team"),
+        key(PLUS_KEY, "acme", "erin", "plus"),
+        key(OTHER_TENANT_KEY, "globex", "zoe", "enterprise"),
     ];
     cfg.filters.config.insert("ratelimit".into(), [("burst.enterprise".to_string(), "unlimited".to_string())].into());
     cfg

@@ -551,3 +551,78 @@ async fn a_degraded_store_is_flagged_in_the_headers() {
     let stateless = http(edge.addr, "POST", "/v1/chat/completions", &headers, &chat_body("Hi", 4, false)).await;
     assert_eq!(stateless.header("x-chorus-degraded"), None, "a stateless answer is not degraded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_never_share_the_prefix_cache() {
+    let sys = System::up("tenants").await;
+    let addr = sys.edge.addr;
+    let block = chorus_engine::engine::BLOCK_SIZE as u64;
+    // One prompt several KV blocks long, sent word for word by two tenants.
+    let prompt = format!(
+        "Here is a list to remember: {}. Which word came first?",
+        (1..=60).map(|i| format!("item{i}")).collect::<Vec<_>>().join(", ")
+    );
+    let body = chat_body(&prompt, 1, false);
+    let ask = |key: &'static str| {
+        let body = body.clone();
+        async move {
+            let a = auth(key);
+            let headers = [("Authorization", a.as_str()), ("Content-Type", "application/json")];
+            let r = http(addr, "POST", "/v1/chat/completions", &headers, &body).await;
+            assert_eq!(r.status, 200, "{r:?}");
+            let usage = r.json()["usage"].clone();
+            (
+                usage["prompt_tokens"].as_u64().unwrap(),
+                usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap(),
+            )
+        }
+    };
+    let (prompt_tokens, first) = ask(KEY).await;
+    assert!(prompt_tokens >= 4 * block, "the prompt fills several blocks: {prompt_tokens} tokens");
+    assert_eq!(first, 0, "a fresh core has nothing cached");
+    let (_, other_tenant) = ask(OTHER_TENANT_KEY).await;
+    assert_eq!(other_tenant, 0, "tenant globex never reads tenant acme's KV blocks");
+    let (_, again) = ask(KEY).await;
+    assert!(
+        again >= (prompt_tokens / block - 1) * block,
+        "tenant acme's repeat reuses its own blocks: {again} of {prompt_tokens} prompt tokens cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_completed_or_that_the_caller_cancelled_stay_charged() {
+    let core = start_core(core_config("charged")).await;
+    let mut cfg = edge_config(vec![site("core-1", &core)]);
+    // A client that goes away cancels its answer at once.
+    cfg.resume.window_secs = 0;
+    cfg.filters.config.entry("ratelimit".into()).or_default().insert("messages.team".into(), "2/3h".into());
+    let edge = start_edge(cfg).await;
+    let a = auth(TEAM_KEY);
+    let headers = [("Authorization", a.as_str()), ("Content-Type", "application/json")];
+    let done = http(edge.addr, "POST", "/v1/chat/completions", &headers, &chat_body("Hi", 4, false)).await;
+    assert_eq!(done.status, 200, "{done:?}");
+
+    // A long answer, dropped after its first tokens.
+    let mut long: Value =
+        serde_json::from_str(&chat_body("Count from one to five hundred in words.", 512, true)).unwrap();
+    long["ignore_eos"] = json!(true);
+    let mut s = send_request(edge.addr, "POST", "/v1/chat/completions", &headers, long.to_string().as_bytes()).await;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while raw.windows(7).filter(|w| w == b"\ndata: ").count() < 3 {
+        let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the stream ended early");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    let cancelled = || edge.state.metrics.cancelled.load(Ordering::Relaxed);
+    let start = std::time::Instant::now();
+    while cancelled() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the edge cancels the dropped answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Both were charged: the window of two is spent.
+    let r = http(edge.addr, "POST", "/v1/chat/completions", &headers, &chat_body("Hi", 4, false)).await;
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (429, Some("rate_limited")), "{r:?}");
+}

@@ -122,15 +122,24 @@ impl ChainOutcome {
     }
 }
 
-/// How a request that passed the chain ended.
+/// How a request that passed the chain ended (the WIT `outcome`, which documents each case).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The model answered.
     Completed,
+    /// The caller's own failure, or any failure after the first token.
     Failed,
+    /// The client went away.
     Cancelled,
+    /// A later filter (or the edge, for want of an identity) refused it.
     Denied,
+    /// Failed before its first token for a reason that is not the caller's.
+    Unavailable,
+    /// An idempotent repeat answered from (or waiting on) an earlier request.
+    Replayed,
 }
 
+/// What a request consumed, as far as the edge knows (see the WIT `usage`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub prompt_tokens: u32,
@@ -502,6 +511,8 @@ impl Chain {
                 Outcome::Failed => wit::Outcome::Failed,
                 Outcome::Cancelled => wit::Outcome::Cancelled,
                 Outcome::Denied => wit::Outcome::Denied,
+                Outcome::Unavailable => wit::Outcome::Unavailable,
+                Outcome::Replayed => wit::Outcome::Replayed,
             },
             usage: wit::Usage {
                 prompt_tokens: usage.prompt_tokens,

@@ -1,5 +1,5 @@
 //! `chorus-filter-host` runs the edge's policy filters: WebAssembly components implementing
-//! `chorus:filter@0.1.0`, signed with ed25519, each call in a fresh instance from a pooling
+//! `chorus:filter@0.2.0`, signed with ed25519, each call in a fresh instance from a pooling
 //! allocator with a deadline, a memory cap and bounded inputs and outputs. It owns the filter
 //! engine, module verification and the precompiled-artifact cache, the host imports (windowed
 //! counters in-process or in Redis, operator key-value data, a frozen clock, logs, metrics),

@@ -89,7 +89,7 @@ pub enum CompileError {
     Invalid(String),
     #[error("imports `{0}`, which filters may not use (no sockets, HTTP or foreign interfaces)")]
     ForbiddenImport(String),
-    #[error("does not implement chorus:filter@0.1.0: {0}")]
+    #[error("does not implement chorus:filter@0.2.0: {0}")]
     WrongWorld(String),
 }
 
@@ -203,8 +203,14 @@ impl FilterRuntime {
         };
         let mut linker = self.linker.clone();
         for (name, _) in component.component_type().imports(&self.engine) {
-            if !import_allowed(name) {
-                return Err(CompileError::ForbiddenImport(name.to_owned()));
+            match import_kind(name) {
+                Import::Allowed => {}
+                Import::OtherAbi => {
+                    return Err(CompileError::WrongWorld(format!(
+                        "it imports `{name}`; rebuild it with the current chorus-filter-sdk"
+                    )));
+                }
+                Import::Forbidden => return Err(CompileError::ForbiddenImport(name.to_owned())),
             }
         }
         // What std links in for a wasip2 guest (stdio, clocks, random, environment) traps if
@@ -270,12 +276,22 @@ impl FilterRuntime {
     }
 }
 
-fn import_allowed(name: &str) -> bool {
+enum Import {
+    Allowed,
+    /// The filter ABI, but a version this host does not implement.
+    OtherAbi,
+    Forbidden,
+}
+
+fn import_kind(name: &str) -> Import {
     if let Some(rest) = name.strip_prefix("chorus:filter/") {
-        return rest.starts_with("host@0.1.") || rest.starts_with("types@0.1.");
+        // Semver-compatible versions of this ABI: 0.2.x.
+        let compatible = ["host@0.2.", "types@0.2."].iter().any(|p| rest.starts_with(p));
+        return if compatible { Import::Allowed } else { Import::OtherAbi };
     }
     // Interfaces a Rust std guest links by default; they are trap-linked, never implemented.
-    ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"].iter().any(|p| name.starts_with(p))
+    let std = ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+    if std.iter().any(|p| name.starts_with(p)) { Import::Allowed } else { Import::Forbidden }
 }
 
 /// Per-filter data every call of that filter shares.
@@ -351,6 +367,12 @@ impl wit_host::Host for CallState {
         let key = self.key(&key)?;
         let hit = self.services.counters.window_hit(&key, limit, window_ms, self.now_ms).map_err(|e| e.to_string())?;
         Ok(wit_host::WindowStatus { allowed: hit.allowed, count: hit.count, retry_after_ms: hit.retry_after_ms })
+    }
+
+    fn window_release(&mut self, key: String, at_ms: u64) -> Result<bool, String> {
+        self.spend_call()?;
+        let key = self.key(&key)?;
+        self.services.counters.window_release(&key, at_ms).map_err(|e| e.to_string())
     }
 
     fn counter_add(&mut self, key: String, delta: i64, window_ms: u64) -> Result<i64, String> {
@@ -437,4 +459,18 @@ pub fn estimate_tokens(text: &str) -> u32 {
     }
     tokens += run.div_ceil(6);
     u32::try_from(tokens).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_of_another_abi_version_are_told_apart_from_forbidden_ones() {
+        assert!(matches!(import_kind("chorus:filter/host@0.2.0"), Import::Allowed));
+        assert!(matches!(import_kind("chorus:filter/types@0.2.3"), Import::Allowed));
+        assert!(matches!(import_kind("wasi:cli/environment@0.2.0"), Import::Allowed));
+        assert!(matches!(import_kind("chorus:filter/host@0.1.0"), Import::OtherAbi));
+        assert!(matches!(import_kind("wasi:sockets/tcp@0.2.0"), Import::Forbidden));
+    }
 }

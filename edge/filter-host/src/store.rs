@@ -1,7 +1,7 @@
-//! Windowed counters and budgets behind the `window-hit`, `counter-add` and `budget-reserve`
-//! host imports: in-process by default, Redis when configured. Both give the same answers for
-//! the same calls (tested side by side); every operation is atomic, and all time arithmetic
-//! uses the caller's (frozen) clock, never the store's.
+//! Windowed counters and budgets behind the `window-hit`, `window-release`, `counter-add` and
+//! `budget-reserve` host imports: in-process by default, Redis when configured. Both give the
+//! same answers for the same calls (tested side by side); every operation is atomic, and all
+//! time arithmetic uses the caller's (frozen) clock, never the store's.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -81,6 +81,15 @@ impl CounterStore {
         match self {
             CounterStore::InProcess(s) => s.window_hit(key, limit, window_ms, now_ms),
             CounterStore::Redis(s) => s.window_hit(key, limit, window_ms, now_ms),
+        }
+    }
+
+    /// Remove one event recorded under `key` at `at_ms` (a refund of a `window_hit` made at
+    /// that time); whether there was one to remove.
+    pub fn window_release(&self, key: &str, at_ms: u64) -> Result<bool, StoreError> {
+        match self {
+            CounterStore::InProcess(s) => Ok(s.window_release(key, at_ms)),
+            CounterStore::Redis(s) => s.window_release(key, at_ms),
         }
     }
 
@@ -188,6 +197,18 @@ impl InProcessStore {
         })
     }
 
+    fn window_release(&self, key: &str, at_ms: u64) -> bool {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(Entry::Window { events, .. }) = map.get_mut(&format!("w:{key}")) else { return false };
+        // Events are sorted: the first one at `at_ms`, if any, is where `at_ms` would go.
+        let at = events.partition_point(|&t| t < at_ms);
+        if events.get(at) != Some(&at_ms) {
+            return false;
+        }
+        events.remove(at);
+        true
+    }
+
     fn counter_entry(entry: &mut Entry, window_ms: u64, now_ms: u64) -> &mut i64 {
         let idx = now_ms / window_ms;
         let fresh = match entry {
@@ -251,6 +272,16 @@ if retry < 0 then retry = 0 end
 return {0, n, retry}
 "#;
 
+const WINDOW_RELEASE: &str = r#"
+local at = ARGV[1]
+local hit = redis.call('ZRANGEBYSCORE', KEYS[1], at, at, 'LIMIT', 0, 1)
+if hit[1] then
+  redis.call('ZREM', KEYS[1], hit[1])
+  return 1
+end
+return 0
+"#;
+
 const COUNTER_ADD: &str = r#"
 local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
@@ -275,6 +306,7 @@ pub struct RedisStore {
     namespace: String,
     idle: Mutex<Vec<redis::Connection>>,
     window_hit: redis::Script,
+    window_release: redis::Script,
     counter_add: redis::Script,
     budget_reserve: redis::Script,
 }
@@ -301,6 +333,7 @@ impl RedisStore {
             namespace: namespace.to_owned(),
             idle: Mutex::new(Vec::new()),
             window_hit: redis::Script::new(WINDOW_HIT),
+            window_release: redis::Script::new(WINDOW_RELEASE),
             counter_add: redis::Script::new(COUNTER_ADD),
             budget_reserve: redis::Script::new(BUDGET_RESERVE),
         })
@@ -339,6 +372,12 @@ impl RedisStore {
             count: u32::try_from(count).unwrap_or(u32::MAX),
             retry_after_ms: u64::try_from(retry).unwrap_or(0),
         })
+    }
+
+    fn window_release(&self, key: &str, at_ms: u64) -> Result<bool, StoreError> {
+        let key = self.key(&format!("w:{key}"));
+        let removed: i64 = self.with_conn(|c| self.window_release.key(&key).arg(at_ms).invoke(c))?;
+        Ok(removed == 1)
     }
 
     fn counter_key(&self, key: &str, window_ms: u64, now_ms: u64) -> (String, u64) {

@@ -113,7 +113,7 @@ impl Admission {
         }
         let id = outcome.identity;
         let (Some(tenant), Some(user)) = (id.tenant, id.user) else {
-            self.complete(outcome.ticket, Outcome::Denied, Default::default());
+            self.complete(outcome.ticket, Outcome::Denied, Default::default()).await;
             return Err(ApiError::Denied {
                 status: 401,
                 code: "unauthenticated".into(),
@@ -128,11 +128,14 @@ impl Admission {
         Ok(Caller { tenant, user, tier, ticket: outcome.ticket })
     }
 
-    /// Tells the filters how an admitted request ended.
-    pub fn complete(&self, ticket: Option<CompletionTicket>, outcome: Outcome, usage: chorus_filter_host::Usage) {
+    /// Tells the filters how an admitted request ended, and returns once they have settled
+    /// it: a caller who reads the answer's end and asks again sees what was given back.
+    pub async fn complete(&self, ticket: Option<CompletionTicket>, outcome: Outcome, usage: chorus_filter_host::Usage) {
         let Some(t) = ticket else { return };
         if self.blocking {
-            tokio::task::spawn_blocking(move || t.complete(outcome, usage, now_ms()));
+            if let Err(e) = tokio::task::spawn_blocking(move || t.complete(outcome, usage, now_ms())).await {
+                tracing::warn!(error = %e, "the filters' on-complete did not finish");
+            }
         } else {
             t.complete(outcome, usage, now_ms());
         }

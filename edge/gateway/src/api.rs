@@ -78,7 +78,7 @@ where
     let tier = c.tier;
     let r = f(st.clone(), c).await;
     let outcome = if r.is_ok() { chorus_filter_host::Outcome::Completed } else { chorus_filter_host::Outcome::Failed };
-    st.complete(ticket, outcome, Default::default());
+    st.complete(ticket, outcome, Default::default()).await;
     let mut resp = r.unwrap_or_else(IntoResponse::into_response);
     resp.extensions_mut().insert(RequestInfo { tier, request_id: String::new() });
     resp

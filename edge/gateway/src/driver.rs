@@ -31,7 +31,7 @@ impl Finisher {
     /// `transcript`: every event of a completed answer (the driver's own copy, whatever the
     /// bounded buffer dropped), recorded for idempotent replay.
     async fn end(self, outcome: Outcome, usage: chorus_proto::Usage, transcript: Vec<RunEvent>) {
-        self.st.complete(self.ticket, outcome, filter_usage(usage));
+        self.st.complete(self.ticket, outcome, filter_usage(usage)).await;
         if outcome == Outcome::Completed {
             self.st.metrics.usage(
                 self.run.tier.as_str(),
@@ -49,6 +49,28 @@ impl Finisher {
             }
         }
     }
+
+    /// Ends a run that did not complete: settles the filters and frees the key first, then
+    /// publishes `error`, so a caller who retries as soon as they see it finds what was given
+    /// back and the key free.
+    async fn fail(self, outcome: Outcome, usage: chorus_proto::Usage, error: ApiError) {
+        let run = self.run.clone();
+        self.end(outcome, usage, vec![]).await;
+        run.push(RunEvent::Error(error));
+    }
+}
+
+/// How a run that ended with `error` went, for the filters: a failure that was not the
+/// caller's, before any token reached them, is `Unavailable` (they are not charged for it);
+/// anything else is `Failed`.
+pub(crate) fn failure(error: &ApiError, first_token_sent: bool) -> Outcome {
+    if first_token_sent || error.is_callers_fault() { Outcome::Failed } else { Outcome::Unavailable }
+}
+
+/// What an answer that ends early consumed, as far as the edge saw it: the prompt tokens the
+/// core reported on accepting it and the tokens streamed since.
+fn usage_so_far(accepted: Option<&chorus_proto::Accepted>, completion_tokens: u32) -> chorus_proto::Usage {
+    chorus_proto::Usage { prompt_tokens: accepted.map_or(0, |a| a.prompt_tokens), completion_tokens, cached_tokens: 0 }
 }
 
 /// Codes another core may answer differently, before any token was sent.
@@ -86,11 +108,7 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
     };
     let cancelled = |st: &EdgeState| {
         st.metrics.cancelled.fetch_add(1, Relaxed);
-        RunEvent::Error(ApiError::Upstream {
-            code: ErrorCode::Cancelled,
-            message: "the client went away".into(),
-            retry_after_ms: None,
-        })
+        ApiError::Upstream { code: ErrorCode::Cancelled, message: "the client went away".into(), retry_after_ms: None }
     };
     for (attempt, (slot, client)) in candidates.into_iter().take(st.cfg.upstream.max_attempts).enumerate() {
         if attempt > 0 {
@@ -100,8 +118,8 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
         let opened = tokio::select! {
             r = tokio::time::timeout(open_timeout, client.generate(g.clone())) => r,
             _ = run.cancelled() => {
-                run.push(cancelled(&st));
-                fin.end(Outcome::Cancelled, Default::default(), vec![]).await;
+                // The caller's choice: charged, for what it consumed (nothing yet).
+                fin.fail(Outcome::Cancelled, Default::default(), cancelled(&st)).await;
                 return;
             }
         };
@@ -119,26 +137,27 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
             }
         };
         let mut accepted = None;
+        let mut streamed: u32 = 0;
         loop {
             let reply = tokio::select! {
                 r = stream.next() => r,
                 _ = run.cancelled() => {
                     stream.reset();
-                    run.push(cancelled(&st));
-                    fin.end(Outcome::Cancelled, Default::default(), vec![]).await;
+                    fin.fail(Outcome::Cancelled, usage_so_far(accepted.as_ref(), streamed), cancelled(&st)).await;
                     return;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     stream.reset();
                     let message = format!("no answer within {} ms", st.cfg.upstream.deadline_ms);
-                    run.push(RunEvent::Error(ApiError::Upstream { code: ErrorCode::DeadlineExceeded, message, retry_after_ms: None }));
-                    fin.end(Outcome::Failed, Default::default(), vec![]).await;
+                    let e = ApiError::Upstream { code: ErrorCode::DeadlineExceeded, message, retry_after_ms: None };
+                    fin.fail(failure(&e, head_sent), usage_so_far(accepted.as_ref(), streamed), e).await;
                     return;
                 }
             };
             match reply {
                 Ok(Some(Reply::Accepted(a))) => accepted = Some(a),
                 Ok(Some(Reply::Token(t))) => {
+                    streamed = streamed.saturating_add(u32::try_from(t.ids.len()).unwrap_or(u32::MAX));
                     if !head_sent {
                         head_sent = true;
                         st.metrics.upstream_ttft.observe(sent.elapsed());
@@ -164,8 +183,8 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
                         last = e.into();
                         break;
                     }
-                    run.push(RunEvent::Error(e.into()));
-                    fin.end(Outcome::Failed, Default::default(), vec![]).await;
+                    let e = ApiError::from(e);
+                    fin.fail(failure(&e, head_sent), usage_so_far(accepted.as_ref(), streamed), e).await;
                     return;
                 }
                 Ok(Some(Reply::Store(_))) | Ok(None) | Err(_) => {
@@ -175,19 +194,19 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
                         break;
                     }
                     warn!(core = %slot.site.name, request_id = %g.request_id, "upstream failed mid-answer");
-                    run.push(RunEvent::Error(ApiError::Upstream {
+                    let e = ApiError::Upstream {
                         code: ErrorCode::EngineFailed,
                         message: "the core serving this answer failed mid-answer; retry the request (with the same Idempotency-Key, nothing is billed twice)".into(),
                         retry_after_ms: Some(1000),
-                    }));
-                    fin.end(Outcome::Failed, Default::default(), vec![]).await;
+                    };
+                    fin.fail(Outcome::Failed, usage_so_far(accepted.as_ref(), streamed), e).await;
                     return;
                 }
             }
         }
     }
-    run.push(RunEvent::Error(last));
-    fin.end(Outcome::Failed, Default::default(), vec![]).await;
+    // No core took it: nothing reached the caller.
+    fin.fail(failure(&last, false), Default::default(), last).await;
 }
 
 /// The run's last event for the core's `Done`.
@@ -215,5 +234,23 @@ fn head(a: Option<&chorus_proto::Accepted>) -> RunEvent {
         degraded_model: a.is_some_and(|a| a.degraded),
         degraded_store: a.is_some_and(|a| a.store.degraded()),
         conversation_id: a.and_then(|a| a.conversation_id.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_before_the_first_token_that_are_not_the_callers_go_unbilled() {
+        let upstream = |code| ApiError::Upstream { code, message: String::new(), retry_after_ms: None };
+        let no_core = ApiError::Unavailable("no core".into());
+        for e in [&no_core, &upstream(ErrorCode::OverCapacity), &upstream(ErrorCode::EngineFailed)] {
+            assert_eq!(failure(e, false), Outcome::Unavailable, "{e:?}");
+            assert_eq!(failure(e, true), Outcome::Failed, "after a token: {e:?}");
+        }
+        for e in [upstream(ErrorCode::PromptTooLong), upstream(ErrorCode::InvalidRequest), ApiError::KeyReused] {
+            assert_eq!(failure(&e, false), Outcome::Failed, "the caller's: {e:?}");
+        }
     }
 }

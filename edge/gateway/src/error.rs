@@ -104,6 +104,24 @@ impl ApiError {
         }
     }
 
+    /// Whether the caller brought this error on themselves (a bad request, a refusal, a key
+    /// misused, an unknown conversation) rather than the edge or a core failing them. A request
+    /// that fails before its first token for a reason that is not the caller's is not charged
+    /// to their limits (the filters hear `Outcome::Unavailable`).
+    pub fn is_callers_fault(&self) -> bool {
+        match self {
+            ApiError::Invalid { .. }
+            | ApiError::TooLarge { .. }
+            | ApiError::UnknownModel(_)
+            | ApiError::NotFound(_)
+            | ApiError::Denied { .. }
+            | ApiError::KeyReused
+            | ApiError::ResumeGone(_) => true,
+            ApiError::Upstream { code, .. } => upstream_callers_fault(*code),
+            ApiError::InProgress | ApiError::Unavailable(_) | ApiError::State(_) => false,
+        }
+    }
+
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             ApiError::Denied { retry_after_ms, .. } => *retry_after_ms,
@@ -125,6 +143,29 @@ impl ApiError {
             code: String,
         }
         serde_json::json!({ "error": Inner { message: self.to_string(), kind: self.kind(), param: self.param(), code: self.code() } })
+    }
+}
+
+/// Whether a core's error code blames the request rather than the core or its fleet.
+fn upstream_callers_fault(code: ErrorCode) -> bool {
+    match code {
+        ErrorCode::InvalidRequest
+        | ErrorCode::PromptTooLong
+        | ErrorCode::NotFound
+        | ErrorCode::Conflict
+        | ErrorCode::Cancelled => true,
+        // The deadline is the edge's (`upstream.deadline_ms`), not one the caller chose.
+        ErrorCode::OverCapacity
+        | ErrorCode::QueueTimeout
+        | ErrorCode::Draining
+        | ErrorCode::ShuttingDown
+        | ErrorCode::DeadlineExceeded
+        | ErrorCode::Protocol
+        | ErrorCode::StoreUnavailable
+        | ErrorCode::EngineFailed
+        | ErrorCode::Internal => false,
+        // A code this build does not know is not assumed to be the core's failure.
+        ErrorCode::Other(_) => true,
     }
 }
 

@@ -90,17 +90,27 @@ pub async fn start(
     let run_id = format!("chatcmpl-{}", random_hex(12));
     let mut idem_record = None;
     let Caller { tenant, user, tier, ticket } = caller;
+    // The key is claimed after the filter chain, and a repeat is not charged because the
+    // filters hear it ended `Replayed` (the rate limiter gives the message and the token
+    // reservation back). It cannot be looked up before the chain: records are scoped to the
+    // caller the chain authenticates — a lookup before it would hand a stored answer to a
+    // revoked key, which `resume` refuses too — and the chain is the operator's ordered list
+    // of modules, so the edge cannot run only the part that authenticates. What that costs: a
+    // repeat passes the limits like any attempt (it counts in the burst window, and a caller
+    // at a limit waits for a free slot as for a new request), but it never keeps a charge.
     if let Some(key) = idem {
         let fp = idempotency::fingerprint(body);
         match st.idempotency.claim(&scope, &key, &fp, &st.cfg.edge_id, &run_id).await {
             Ok(Claim::Fresh) => idem_record = Some((scope.clone(), key, fp)),
             Ok(other) => {
-                // Not generating: give back what the filters reserved.
-                st.complete(ticket, Outcome::Cancelled, Default::default());
+                // A key reused with another body is the caller's error; any other repeat is
+                // answered by (or waits on) the request that was charged.
+                let outcome = if matches!(other, Claim::Mismatch) { Outcome::Failed } else { Outcome::Replayed };
+                st.complete(ticket, outcome, Default::default()).await;
                 return answer_claim(st, other, &owner, &chat, tier, request_id);
             }
             Err(e) => {
-                st.complete(ticket, Outcome::Failed, Default::default());
+                st.complete(ticket, driver::failure(&e, false), Default::default()).await;
                 return Err(e);
             }
         }
@@ -140,7 +150,7 @@ pub async fn start(
         (None, false) => Ok(()),
     };
     if let Err(e) = held {
-        st.complete(ticket, Outcome::Failed, Default::default());
+        st.complete(ticket, driver::failure(&e, false), Default::default()).await;
         if let Some((scope, key, _)) = &idem_record {
             st.idempotency.release(scope, key).await;
         }
@@ -220,7 +230,7 @@ pub async fn resume(
         None => 0,
     };
     let mut caller = st.admit(headers, client_ip, "POST", "/v1/chat/completions", None).await?;
-    st.complete(caller.ticket.take(), Outcome::Completed, Default::default());
+    st.complete(caller.ticket.take(), Outcome::Completed, Default::default()).await;
     let owner = owner_of(&caller.tenant, &caller.user);
     let run = st.runs.get(id).filter(|r| r.owned_by(&owner)).ok_or_else(gone)?;
     // Continue after the frame the client saw: the next frame of the same event, and the

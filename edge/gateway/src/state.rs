@@ -118,7 +118,7 @@ impl EdgeState {
     }
 
     /// Tells the filters how an admitted request ended.
-    pub fn complete(&self, ticket: Option<CompletionTicket>, outcome: Outcome, usage: chorus_filter_host::Usage) {
-        self.admission.complete(ticket, outcome, usage);
+    pub async fn complete(&self, ticket: Option<CompletionTicket>, outcome: Outcome, usage: chorus_filter_host::Usage) {
+        self.admission.complete(ticket, outcome, usage).await;
     }
 }

@@ -44,7 +44,7 @@ pub async fn realtime(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    st.complete(caller.ticket.take(), chorus_filter_host::Outcome::Completed, Default::default());
+    st.complete(caller.ticket.take(), chorus_filter_host::Outcome::Completed, Default::default()).await;
     // Per-request headers of the upgrade do not apply to the messages that follow.
     let mut headers = headers;
     for h in ["idempotency-key", "last-event-id", "content-length", "content-type"] {

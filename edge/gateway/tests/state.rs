@@ -1,13 +1,22 @@
 //! Idempotency records behave the same in-process and in Redis: claim, running, finished,
-//! mismatch, release, erase — and one user's records never answer another's.
+//! mismatch, release, erase — and one user's records never answer another's. What the rate
+//! limiter charges through the edge is the same on both too: nothing for a request no core
+//! could take, nothing for a replayed answer.
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chorus_edge::config::StateConfig;
-use chorus_edge::idempotency::{Claim, IdempotencyStore, scope};
+use axum::body::Body;
+use axum::http::Request;
+use chorus_edge::config::{ApiKey, StateConfig};
+use chorus_edge::idempotency::{Claim, IdempotencyStore, fingerprint, scope};
+use chorus_edge::regions::CoreSite;
 use chorus_edge::run::RunEvent;
+use chorus_edge::{EdgeConfig, EdgeState};
+use serde_json::{Value, json};
+use tower::ServiceExt;
 
 /// The CI machine's Redis, or a private `redis-server` on a free port.
 struct Redis {
@@ -93,4 +102,104 @@ async fn idempotency_records_in_redis() {
         ..StateConfig::default()
     };
     exercise(IdempotencyStore::open(&cfg, Duration::from_secs(60)).unwrap()).await;
+}
+
+/// An edge whose only core is nowhere, with a free-tier caller allowed two messages per three
+/// hours (and no burst limit), its state and counters in Redis when `redis` is given.
+fn edge(redis: Option<&str>, user: &str) -> Arc<EdgeState> {
+    let mut cfg = EdgeConfig {
+        cores: vec![CoreSite {
+            name: "nowhere".into(),
+            quic: "127.0.0.1:9".parse().unwrap(),
+            ops: None,
+            server_name: "localhost".into(),
+        }],
+        ..EdgeConfig::default()
+    };
+    cfg.upstream.connect_timeout_ms = 100;
+    cfg.state.redis = redis.map(str::to_owned);
+    cfg.state.prefix = format!("test:{}", chorus_edge::random_hex(4));
+    cfg.filters.api_keys = vec![ApiKey {
+        sha256: None,
+        key: Some(FREE.into()),
+        tenant: "t".into(),
+        user: user.into(),
+        tier: "free".into(),
+    }];
+    let limits = [("burst.free", "unlimited"), ("messages.free", "2/3h")];
+    cfg.filters.config.insert("ratelimit".into(), limits.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let pki = chorus_proto::tls::mint_dev("state test CA", &["localhost".into()]).unwrap();
+    EdgeState::new(cfg, pki.edge_identity().unwrap()).unwrap()
+}
+
+const FREE: &str = "sk-free-0123456789abcdef";
+const BODY: &str = r#"{"model": "chorus", "messages": [{"role": "user", "content": "hello"}]}"#;
+
+/// Status and error code (empty on success) of one chat request.
+async fn chat(st: &Arc<EdgeState>, body: &str, idempotency_key: Option<&str>) -> (u16, String) {
+    let mut req = Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {FREE}"))
+        .header("content-type", "application/json");
+    if let Some(k) = idempotency_key {
+        req = req.header("idempotency-key", k);
+    }
+    let resp = chorus_edge::app(st.clone()).oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status >= 400 {
+        eprintln!("{status}: {v}");
+    }
+    (status, v["error"]["code"].as_str().unwrap_or("").to_owned())
+}
+
+async fn charges(redis: Option<&str>) {
+    let user = format!("u-{}", chorus_edge::random_hex(6));
+    let st = edge(redis, &user);
+    // No core takes them: more requests than the window holds, none charged.
+    for i in 0..4 {
+        assert_eq!(chat(&st, BODY, None).await, (503, "no_upstream".into()), "request {i}");
+    }
+    // An answer recorded for an Idempotency-Key is replayed, as often as asked, for free.
+    let answer = vec![
+        RunEvent::Head {
+            model: "m".into(),
+            fleet: "mini".into(),
+            prompt: None,
+            degraded_model: false,
+            degraded_store: false,
+            conversation_id: None,
+        },
+        RunEvent::Delta { text: "hi".into(), logprobs: vec![] },
+        RunEvent::Finish {
+            finish_reason: "stop".into(),
+            usage: chorus_proto::Usage { prompt_tokens: 9, completion_tokens: 1, cached_tokens: 0 }.into(),
+            conversation_id: None,
+            turn_version: None,
+            store_error: None,
+        },
+    ];
+    let (sc, fp) = (scope("t", &user), fingerprint(BODY.as_bytes()));
+    st.idempotency.finish(&sc, "order-1", &fp, &st.cfg.edge_id, "chatcmpl-recorded", answer).await;
+    for i in 0..4 {
+        assert_eq!(chat(&st, BODY, Some("order-1")).await, (200, String::new()), "replay {i}");
+    }
+    // The window is still whole: the key reused with another body is the caller's error and
+    // is charged, twice; then the window is spent.
+    let other = json!({"model": "chorus", "messages": [{"role": "user", "content": "bye"}]}).to_string();
+    for i in 0..2 {
+        assert_eq!(chat(&st, &other, Some("order-1")).await, (422, "idempotency_key_reused".into()), "misuse {i}");
+    }
+    assert_eq!(chat(&st, BODY, None).await, (429, "rate_limited".into()));
+}
+
+#[tokio::test]
+async fn nothing_is_charged_for_no_core_or_a_replay_in_process() {
+    charges(None).await;
+}
+
+#[tokio::test]
+async fn nothing_is_charged_for_no_core_or_a_replay_in_redis() {
+    let r = redis();
+    charges(Some(&r.url)).await;
 }

@@ -1,4 +1,4 @@
-//! The SDK for Chorus edge filters: the one `wit_bindgen::generate!` of `chorus:filter@0.1.0`,
+//! The SDK for Chorus edge filters: the one `wit_bindgen::generate!` of `chorus:filter@0.2.0`,
 //! ergonomic constructors for verdicts, typed wrappers over the host imports, and
 //! [`export_filter!`] to export a type implementing [`Filter`].
 //!
@@ -132,6 +132,12 @@ pub mod host {
     /// Sliding window: admit and record one event if fewer than `limit` in the last `window_ms`.
     pub fn window_hit(key: &str, limit: u32, window_ms: u64) -> Result<WindowStatus, String> {
         raw::window_hit(key, limit, window_ms)
+    }
+
+    /// Sliding window: give back one event recorded under `key` at `at_ms` (the `now_ms` of the
+    /// request that recorded it); false when none is left to give back.
+    pub fn window_release(key: &str, at_ms: u64) -> Result<bool, String> {
+        raw::window_release(key, at_ms)
     }
 
     /// Fixed window: add `delta` and return the new total.

@@ -128,7 +128,7 @@ pub fn message_window_script(host: &FilterHost) -> Vec<(bool, Option<u64>)> {
     answers
 }
 
-fn ratelimit_host(counters: CounterStore, config: &[(&str, &str)]) -> Arc<FilterHost> {
+pub fn ratelimit_host(counters: CounterStore, config: &[(&str, &str)]) -> Arc<FilterHost> {
     let host = Arc::new(
         FilterHost::new(HostConfig {
             counters,

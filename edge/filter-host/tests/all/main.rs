@@ -4,4 +4,5 @@ mod common;
 mod containment;
 mod filters;
 mod loading;
+mod refunds;
 mod store;

@@ -23,6 +23,11 @@ fn script(store: &CounterStore) -> Vec<String> {
     for (amount, dt) in [(60, 0), (30, 1), (20, 2), (40, 3), (-1, 4), (10, 86_400_000)] {
         log(store.budget_reserve("b", amount, 100, 86_400_000, t + dt).map(|r| format!("{r:?}")));
     }
+    // Giving back the event at t + 100 frees a place; there is only one to give back.
+    for (key, at) in [("w", t + 100), ("w", t + 100), ("w", t + 7), ("nothing", t)] {
+        log(store.window_release(key, at).map(|r| r.to_string()));
+    }
+    log(store.window_hit("w", 3, 1000, t + 1002).map(|h| format!("{h:?}")));
     out
 }
 
@@ -37,6 +42,8 @@ fn in_process_and_redis_agree() {
     assert_eq!(local, redis);
     assert!(local[3].contains("allowed: false") && local[3].contains("retry_after_ms: 700"), "{local:?}");
     assert!(local[8].starts_with("error:"), "{local:?}");
+    assert_eq!(local[18..22], ["true", "false", "false", "false"], "{local:?}");
+    assert!(local[22].contains("allowed: true") && local[22].contains("count: 3"), "{local:?}");
 }
 
 #[test]
