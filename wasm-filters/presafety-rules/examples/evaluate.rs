@@ -36,6 +36,17 @@ fn load(path: &Path) -> Vec<Case> {
         .collect()
 }
 
+/// (blocked, total) per key.
+fn tally<'a>(keys: impl Iterator<Item = &'a str>, blocked: &[bool]) -> BTreeMap<&'a str, (usize, usize)> {
+    let mut out: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (k, b) in keys.zip(blocked) {
+        let e = out.entry(k).or_default();
+        e.0 += usize::from(*b);
+        e.1 += 1;
+    }
+    out
+}
+
 fn pct(a: usize, b: usize) -> f64 {
     100.0 * a as f64 / b.max(1) as f64
 }
@@ -79,22 +90,12 @@ fn main() {
         pct(rules_adv, adv.len()),
         pct(rules_ben, ben.len())
     );
-    let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for (c, b) in adversarial.iter().zip(&blocked_adv) {
-        let e = per.entry(c.label.as_str()).or_default();
-        e.0 += usize::from(*b);
-        e.1 += 1;
-    }
+    let per = tally(adversarial.iter().map(|c| c.label.as_str()), &blocked_adv);
     let _ = writeln!(r, "| category | blocked | of | rate |\n|---|---|---|---|");
     for (l, (b, n)) in &per {
         let _ = writeln!(r, "| {l} | {b} | {n} | {:.1}% |", pct(*b, *n));
     }
-    let mut groups: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for (c, b) in benign.iter().zip(&blocked_ben) {
-        let e = groups.entry(c.group.as_str()).or_default();
-        e.0 += usize::from(*b);
-        e.1 += 1;
-    }
+    let groups = tally(benign.iter().map(|c| c.group.as_str()), &blocked_ben);
     let _ = writeln!(r, "\n| benign group | blocked | of |\n|---|---|---|");
     for (g, (b, n)) in &groups {
         let _ = writeln!(r, "| {g} | {b} | {n} |");
