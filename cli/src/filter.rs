@@ -531,15 +531,14 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Ordinary prose of about `bytes` bytes.
+/// Ordinary prose of about `bytes` bytes: a real 4 KB support request (no repeated
+/// sentences, which the safety gate counts once), repeated only beyond that.
 fn prose(bytes: usize) -> String {
-    const TEXT: &str = "Could you help me plan a week of vegetarian dinners for a family of four? We like \
-        Italian and Indian food, one of the kids does not eat mushrooms, and on weekdays we have about \
-        forty minutes to cook. Please include a shopping list grouped by aisle and note what can be \
-        prepared ahead on Sunday. ";
+    const TEXT: &str = include_str!("../../wasm-filters/presafety-rules/tests/data/benign_4k.txt");
     let mut s = String::with_capacity(bytes + TEXT.len());
     while s.len() < bytes {
         s.push_str(TEXT);
+        s.push('\n');
     }
     chorus_filter_host::limits::truncate(&s, bytes).to_owned()
 }

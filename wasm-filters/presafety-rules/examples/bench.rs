@@ -1,4 +1,4 @@
-//! `cargo run --release --example bench` — timing of scan() / normalize() on the 4 KB benign prompt.
+//! `cargo run --release --example bench` — timing of scan() and its parts on the 4 KB benign prompt.
 use std::time::Instant;
 
 fn measure(name: &str, iters: usize, mut f: impl FnMut()) {
@@ -27,7 +27,18 @@ fn main() {
     measure("normalize", iters, || {
         std::hint::black_box(chorus_presafety_rules::normalize(std::hint::black_box(text)));
     });
+    parts(text);
     measure("scan", iters, || {
         std::hint::black_box(chorus_presafety_rules::scan(std::hint::black_box(text)));
+    });
+}
+/// The scan's parts: the rules alone, and normalisation plus feature hashing.
+fn parts(text: &str) {
+    use chorus_presafety_rules::*;
+    measure("rules", 2000, || {
+        std::hint::black_box(scan_rules(std::hint::black_box(text), &Limits::default()));
+    });
+    measure("features", 2000, || {
+        std::hint::black_box(hashed_features(std::hint::black_box(text), 16));
     });
 }

@@ -12,29 +12,9 @@ use std::path::Path;
 
 use chorus_presafety_rules::{Assessment, Category, Limits, Model, Policy, assess, decide, scan_rules};
 
-struct Case {
-    label: String,
-    group: String,
-    text: String,
-}
-
-fn load(path: &Path) -> Vec<Case> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let body = match (&v["text"], &v["turns"]) {
-                (serde_json::Value::String(t), _) => t.clone(),
-                (_, serde_json::Value::Array(t)) => t.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("\n"),
-                _ => panic!("{}: a line without text or turns", path.display()),
-            };
-            let label = v["label"].as_str().unwrap_or_default().to_string();
-            let group = v["group"].as_str().unwrap_or(&label).to_string();
-            Case { label, group, text: body }
-        })
-        .collect()
-}
+#[path = "../train/dataset.rs"]
+mod dataset;
+use dataset::{Case, load_dir};
 
 /// (blocked, total) per key.
 fn tally<'a>(keys: impl Iterator<Item = &'a str>, blocked: &[bool]) -> BTreeMap<&'a str, (usize, usize)> {
@@ -54,8 +34,8 @@ fn pct(a: usize, b: usize) -> f64 {
 fn main() {
     let misses = std::env::args().any(|a| a == "--misses");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("train/heldout");
-    let adversarial = load(&root.join("adversarial.jsonl"));
-    let benign = load(&root.join("benign.jsonl"));
+    let adversarial = load_dir(&root, "adversarial");
+    let benign = load_dir(&root, "benign");
     let model = Model::builtin();
     let policy = Policy::builtin();
     let limits = Limits::default();

@@ -14,7 +14,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+#[path = "../train/dataset.rs"]
+mod dataset;
 
 use chorus_presafety_rules::{
     Assessment, CLASSES, Category, Limits, Model, Parts, Policy, assess, decide, hashed_features, scan_rules,
@@ -91,44 +94,13 @@ impl Rng {
 }
 
 fn load(dir: &Path) -> Vec<Example> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("jsonl" | "tsv")))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for path in files {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let at = || format!("{name}:{}", n + 1);
-            let (label, body, source) = if name.ends_with(".tsv") {
-                let (l, t) = line.split_once('\t').unwrap_or_else(|| panic!("{}: no tab", at()));
-                // The legacy sets name a topic on benign lines ("medical"), a category otherwise.
-                let l = if name.contains("benign") { "benign" } else { l };
-                (l.to_string(), t.to_string(), format!("file:{name}"))
-            } else {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}", at()));
-                let label = v["label"].as_str().unwrap_or_else(|| panic!("{}: no label", at())).to_string();
-                let body = match (&v["text"], &v["turns"]) {
-                    (serde_json::Value::String(t), _) => t.clone(),
-                    (_, serde_json::Value::Array(turns)) => {
-                        turns.iter().filter_map(|t| t.as_str()).collect::<Vec<_>>().join("\n")
-                    }
-                    _ => panic!("{}: no text or turns", at()),
-                };
-                let source = v["source"].as_str().unwrap_or("unknown").to_string();
-                (label, body, source)
-            };
-            let class = class_of(&label).unwrap_or_else(|| panic!("{}: unknown label {label:?}", at()));
-            out.push(Example { class, text: body, source });
-        }
-    }
-    out
+    dataset::load_dir(dir, "")
+        .into_iter()
+        .map(|c| {
+            let class = class_of(&c.label).unwrap_or_else(|| panic!("{}: unknown label {:?}", c.at, c.label));
+            Example { class, text: c.text, source: c.source }
+        })
+        .collect()
 }
 
 /// Wrappers that say nothing about harm: applied to both classes, so the model cannot learn
@@ -284,11 +256,12 @@ fn windows(text: &str) -> Vec<(Vec<(u32, f32)>, f32)> {
     let mut start = 0;
     loop {
         let end = (start + WINDOW).min(tokens);
-        let f: Vec<(u32, f32)> = feats
-            .iter()
-            .filter(|(t, _, _)| (start..end).contains(&(*t as usize)))
-            .map(|&(_, b, neg)| (b, if neg { -1.0 } else { 1.0 }))
-            .collect();
+        // Distinct features only, as the scorer counts them.
+        let mut f: Vec<(u32, bool)> =
+            feats.iter().filter(|(t, _, _)| (start..end).contains(&(*t as usize))).map(|&(_, b, neg)| (b, neg)).collect();
+        f.sort_unstable();
+        f.dedup();
+        let f: Vec<(u32, f32)> = f.into_iter().map(|(b, neg)| (b, if neg { -1.0 } else { 1.0 })).collect();
         if !f.is_empty() {
             let norm = 1.0 / (f.len() as f32).sqrt();
             out.push((f, norm));

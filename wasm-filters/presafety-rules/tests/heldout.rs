@@ -4,16 +4,12 @@
 //! blocked, ≤ 2 % benign blocked) are not reached yet.
 use std::path::Path;
 
-fn load(name: &str) -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("train/heldout").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            (v["label"].as_str().unwrap_or_default().to_string(), v["text"].as_str().unwrap_or_default().to_string())
-        })
-        .collect()
+#[path = "../train/dataset.rs"]
+mod dataset;
+
+fn load(prefix: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("train/heldout");
+    dataset::load_dir(&dir, prefix).into_iter().map(|c| (c.label, c.text)).collect()
 }
 
 fn blocked(set: &[(String, String)]) -> f64 {
@@ -23,7 +19,7 @@ fn blocked(set: &[(String, String)]) -> f64 {
 
 #[test]
 fn heldout_adversarial_block_rate() {
-    let set = load("adversarial.jsonl");
+    let set = load("adversarial");
     assert!(set.len() >= 300);
     let rate = blocked(&set);
     println!("held-out adversarial: blocked {:.1}% of {}", rate * 100.0, set.len());
@@ -32,7 +28,7 @@ fn heldout_adversarial_block_rate() {
 
 #[test]
 fn heldout_benign_block_rate() {
-    let set = load("benign.jsonl");
+    let set = load("benign");
     assert!(set.len() >= 400);
     let rate = blocked(&set);
     println!("held-out benign: blocked {:.1}% of {}", rate * 100.0, set.len());

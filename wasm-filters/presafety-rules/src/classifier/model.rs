@@ -2,7 +2,8 @@
 //!
 //! The model is an embedding bag with one hidden layer (fastText's shape, plus a ReLU): each
 //! hashed feature has an `H`-wide embedding; a window's hidden layer is
-//! `relu(b1 + scale · Σ(±embedding) / sqrt(features in window))`, its logits are
+//! `relu(b1 + scale · Σ(±embedding) / sqrt(features in window))` over the window's distinct
+//! features, its logits are
 //! `b2 + W2 · hidden`, and its harm is `1 − p(benign)` under the softmax. A text's score is its
 //! most harmful window, so a harmful ask inside a long document is not diluted by the rest,
 //! and turns joined into one text are read together.
@@ -10,7 +11,7 @@
 //! File layout (little-endian), written by the trainer and compiled into the filter:
 //!
 //! ```text
-//! magic "CPSG"  version u32 = 2
+//! magic "CPSG"  version u32 = 3
 //! bits u32  classes u32  hidden u32  window u32  stride u32
 //! scale f32  b1[hidden] f32  w2[hidden][classes] f32  b2[classes] f32
 //! threshold[classes] f32 (threshold[0]: the rule floor)
@@ -26,7 +27,7 @@ pub const CLASSES: usize = 1 + Category::ALL.len();
 /// Widest hidden layer the scorer supports.
 pub const MAX_HIDDEN: usize = 64;
 const MAGIC: &[u8; 4] = b"CPSG";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 const HEADER: usize = 4 + 4 * 6;
 
 /// Why a model file was refused.
@@ -203,69 +204,195 @@ impl Scores {
     pub const NONE: Scores = Scores { harm: 0.0, category: Category::ALL[0], window: (0, 0) };
 }
 
-/// Per-token embedding sums, turned into prefix sums for the windows.
+/// Per-window embedding sums, kept as differences between consecutive windows.
+///
+/// A window counts each distinct feature once (presence, not frequency), so repeating a
+/// sentence does not make it more harmful: a feature occurrence at token `t` contributes to
+/// the windows that contain `t` but not the feature's previous occurrence. Those windows
+/// are a contiguous run of window indices, so each occurrence is two row updates at most.
 pub(crate) struct Sums {
     hidden: usize,
-    /// `sums[t * hidden + j]`: total of tokens `< t` (after [`Sums::score`]'s prefix pass).
-    sums: Vec<i32>,
-    counts: Vec<u32>,
+    window: usize,
+    stride: usize,
+    tokens: usize,
+    /// `diff[k * hidden + j]`: window `k`'s sum minus window `k − 1`'s.
+    diff: Vec<i32>,
+    counts: Vec<i32>,
+    last_window: usize,
+    /// For each feature key: the first window after those holding its last occurrence.
+    last: LastSeen,
+    at: At,
+    /// The current token's features that are new to all of its windows.
+    token_sum: [i32; MAX_HIDDEN],
+    token_count: i32,
+}
+
+/// `acc ±= row`, widening the i8 weights.
+#[inline]
+fn add_row(acc: &mut [i32], row: &[u8], negative: bool) {
+    if negative {
+        for (a, &w) in acc.iter_mut().zip(row) {
+            *a -= i32::from(w as i8);
+        }
+    } else {
+        for (a, &w) in acc.iter_mut().zip(row) {
+            *a += i32::from(w as i8);
+        }
+    }
+}
+
+/// The windows of the current token.
+#[derive(Clone, Copy)]
+struct At {
+    token: usize,
+    /// The first and last windows that hold the token.
+    first: usize,
+    end: usize,
+    /// The first window that starts after the token.
+    after: u32,
+}
+
+impl At {
+    fn new(token: usize, window: usize, stride: usize, last_window: usize) -> At {
+        let first = if token < window { 0 } else { (token - window) / stride + 1 };
+        let end = (token / stride).min(last_window);
+        At { token, first, end, after: (token / stride + 1) as u32 }
+    }
 }
 
 impl Sums {
     pub(crate) fn new(model: &Model<'_>, tokens: usize) -> Sums {
-        Sums { hidden: model.hidden, sums: vec![0; (tokens + 1) * model.hidden], counts: vec![0; tokens + 1] }
+        let windows = window_count(tokens, model.window, model.stride);
+        Sums {
+            hidden: model.hidden,
+            window: model.window,
+            stride: model.stride,
+            tokens,
+            diff: vec![0; (windows + 1) * model.hidden],
+            counts: vec![0; windows + 1],
+            last_window: windows - 1,
+            last: LastSeen::with_capacity(tokens * 8),
+            at: At::new(0, model.window, model.stride, windows - 1),
+            token_sum: [0; MAX_HIDDEN],
+            token_count: 0,
+        }
     }
 
+    /// Count feature `f` at `token` (tokens in non-decreasing order).
     #[inline]
     pub(crate) fn add(&mut self, model: &Model<'_>, token: usize, f: super::features::Feature) {
-        let row = model.row(f.bucket);
-        let at = (token + 1) * self.hidden;
-        let acc = &mut self.sums[at..at + self.hidden];
-        if f.negative {
-            for (a, &w) in acc.iter_mut().zip(row) {
-                *a -= i32::from(w as i8);
-            }
-        } else {
-            for (a, &w) in acc.iter_mut().zip(row) {
-                *a += i32::from(w as i8);
-            }
+        if token != self.at.token {
+            self.flush();
+            self.at = At::new(token, self.window, self.stride, self.last_window);
         }
-        self.counts[token + 1] += 1;
+        let At { first, end, after, .. } = self.at;
+        // Windows up to the one holding the feature's previous occurrence already count it.
+        let seen = self.last.replace(f.bucket << 1 | u32::from(f.negative), after).map_or(0, |s| s as usize);
+        let row = model.row(f.bucket);
+        if seen <= first {
+            // New to every window holding this token: summed with the token's other such
+            // features and added to those windows once, in `flush`.
+            self.token_count += 1;
+            add_row(&mut self.token_sum[..self.hidden], row, f.negative);
+        } else if seen <= end {
+            let h = self.hidden;
+            add_row(&mut self.diff[seen * h..(seen + 1) * h], row, f.negative);
+            add_row(&mut self.diff[(end + 1) * h..(end + 2) * h], row, !f.negative);
+            self.counts[seen] += 1;
+            self.counts[end + 1] -= 1;
+        }
     }
 
-    /// Turn per-token totals into prefix sums and score every window.
-    pub(crate) fn score(mut self, model: &Model<'_>) -> Scores {
-        let h = self.hidden;
-        let n = self.counts.len() - 1;
-        for t in 1..=n {
-            let (before, here) = self.sums.split_at_mut(t * h);
-            for (a, p) in here[..h].iter_mut().zip(&before[(t - 1) * h..]) {
-                *a += p;
-            }
-            self.counts[t] += self.counts[t - 1];
+    /// Add the current token's sum to the windows that hold the token.
+    fn flush(&mut self) {
+        if self.token_count == 0 {
+            return;
         }
+        let (h, At { first, end, .. }) = (self.hidden, self.at);
+        for (k, sign) in [(first, 1), (end + 1, -1)] {
+            for (d, &t) in self.diff[k * h..(k + 1) * h].iter_mut().zip(&self.token_sum[..h]) {
+                *d += sign * t;
+            }
+            self.counts[k] += sign * self.token_count;
+        }
+        self.token_sum = [0; MAX_HIDDEN];
+        self.token_count = 0;
+    }
+
+    /// Score every window from the running sum of the differences.
+    pub(crate) fn score(mut self, model: &Model<'_>) -> Scores {
+        self.flush();
+        let h = self.hidden;
         let mut best = Scores::NONE;
         let mut window = [0i32; MAX_HIDDEN];
-        let mut start = 0;
-        loop {
-            let end = (start + model.window).min(n);
-            let count = self.counts[end] - self.counts[start];
+        let mut count = 0i32;
+        for k in 0..self.counts.len() - 1 {
+            for (w, d) in window.iter_mut().zip(&self.diff[k * h..(k + 1) * h]) {
+                *w += d;
+            }
+            count += self.counts[k];
             if count > 0 {
-                let (hi, lo) = (&self.sums[end * h..(end + 1) * h], &self.sums[start * h..(start + 1) * h]);
-                for ((w, a), b) in window.iter_mut().zip(hi).zip(lo) {
-                    *w = a - b;
-                }
-                let (harm, category) = harm_of(&model.logits(&window[..h], count));
+                let (harm, category) = harm_of(&model.logits(&window[..h], count as u32));
                 if harm > best.harm {
-                    best = Scores { harm, category, window: (start, end) };
+                    let start = k * self.stride;
+                    best = Scores { harm, category, window: (start, (start + self.window).min(self.tokens)) };
                 }
             }
-            if end >= n {
-                break;
-            }
-            start += model.stride;
         }
         best
+    }
+}
+
+/// Windows of `window` tokens every `stride` tokens over `tokens` tokens: the last one
+/// reaches the end (one window for a text shorter than a window, or an empty one).
+pub fn window_count(tokens: usize, window: usize, stride: usize) -> usize {
+    if tokens <= window { 1 } else { (tokens - window).div_ceil(stride) + 1 }
+}
+
+/// A value per feature key: an open-addressing table (linear probing,
+/// at most half full), so the scan allocates in proportion to its text.
+struct LastSeen {
+    /// `key + 1` in the high half (0: empty), the value in the low half.
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl LastSeen {
+    fn with_capacity(n: usize) -> LastSeen {
+        LastSeen { slots: vec![0; (2 * n).next_power_of_two().max(64)], len: 0 }
+    }
+
+    /// Store `value` for `key`; returns the value it had.
+    fn replace(&mut self, key: u32, value: u32) -> Option<u32> {
+        if 2 * (self.len + 1) > self.slots.len() {
+            let grown = vec![0; 2 * self.slots.len()];
+            let old = std::mem::replace(&mut self.slots, grown);
+            for e in old.into_iter().filter(|&e| e != 0) {
+                let at = self.find((e >> 32) as u32 - 1);
+                self.slots[at] = e;
+            }
+        }
+        let at = self.find(key);
+        let old = self.slots[at];
+        self.slots[at] = (u64::from(key) + 1) << 32 | u64::from(value);
+        if old == 0 {
+            self.len += 1;
+            None
+        } else {
+            Some(old as u32)
+        }
+    }
+
+    fn find(&self, key: u32) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut at = (u64::from(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask;
+        loop {
+            let e = self.slots[at];
+            if e == 0 || (e >> 32) as u32 == key + 1 {
+                return at;
+            }
+            at = (at + 1) & mask;
+        }
     }
 }
 
@@ -353,5 +480,70 @@ mod tests {
         let bytes = tiny(&vec![0; 2 << 8], 3);
         let m = Model::parse(&bytes).unwrap();
         assert_eq!(Sums::new(&m, 0).score(&m).harm, 0.0);
+    }
+
+    #[test]
+    fn windows_count_distinct_features() {
+        // Every bucket lights unit 0 a little, by bucket, so any miscount changes the harm.
+        let e: Vec<i8> = (0..2 << 8).map(|i| if i % 2 == 0 { (i / 2 % 7) as i8 * 9 - 20 } else { 0 }).collect();
+        let bytes = tiny(&e, 3);
+        let m = Model::parse(&bytes).unwrap();
+        let mut seed = 7u64;
+        for n in 0..40usize {
+            let mut feats = Vec::new();
+            for t in 0..n {
+                for _ in 0..3 {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    feats.push((t, Feature { bucket: (seed >> 40) as u32 % 6, negative: seed >> 20 & 1 == 1 }));
+                }
+            }
+            let mut sums = Sums::new(&m, n);
+            for &(t, f) in &feats {
+                sums.add(&m, t, f);
+            }
+            let got = sums.score(&m);
+            // The same by brute force: each window's distinct features, summed.
+            let mut want = Scores::NONE;
+            for k in 0..window_count(n, m.window, m.stride) {
+                let (start, end) = (k * m.stride, (k * m.stride + m.window).min(n));
+                let mut distinct: Vec<(u32, bool)> =
+                    feats.iter().filter(|(t, _)| (start..end).contains(t)).map(|(_, f)| (f.bucket, f.negative)).collect();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if distinct.is_empty() {
+                    continue;
+                }
+                let mut sum = [0i32; 2];
+                for &(b, neg) in &distinct {
+                    for (s, &x) in sum.iter_mut().zip(m.row(b)) {
+                        *s += if neg { -1 } else { 1 } * i32::from(x as i8);
+                    }
+                }
+                let (harm, category) = harm_of(&m.logits(&sum, distinct.len() as u32));
+                if harm > want.harm {
+                    want = Scores { harm, category, window: (start, end) };
+                }
+            }
+            assert_eq!(got, want, "{n} tokens");
+        }
+    }
+
+    #[test]
+    fn repeating_a_text_is_no_evidence() {
+        let mut e = vec![0i8; 2 << 8];
+        e[2] = 60;
+        let bytes = tiny(&e, 3);
+        let m = Model::parse(&bytes).unwrap();
+        let harm = |reps: usize| {
+            let mut sums = Sums::new(&m, 2 * reps);
+            for r in 0..reps {
+                sums.add(&m, 2 * r, Feature { bucket: 1, negative: false });
+                sums.add(&m, 2 * r + 1, Feature { bucket: 2, negative: false });
+            }
+            sums.score(&m).harm
+        };
+        assert!(harm(1) > 0.0);
+        assert_eq!(harm(1), harm(2));
+        assert_eq!(harm(1), harm(50));
     }
 }
