@@ -87,3 +87,37 @@ async fn a_core_with_a_stalled_engine_gets_no_new_requests_and_its_sibling_serve
     until("core A ready again", 10, || a.core.readiness().is_ok()).await;
     until("the edge to take core A back", 10, || healthy(&edge) == 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_fails_before_the_first_token_is_retried_on_its_sibling() {
+    let mut cfg_a = core_config("panic-a");
+    cfg_a.core_id = "core-a".into();
+    let a = start_core(cfg_a).await;
+    let mut cfg_b = core_config("panic-b");
+    cfg_b.core_id = "core-b".into();
+    let b = start_core(cfg_b).await;
+    let edge = start_edge(edge_config(vec![site("core-a", &a), site("core-b", &b)])).await;
+    let healthy = |edge: &chorus_edge::RunningEdge| edge.state.pool.health().iter().map(|h| h.1).sum::<usize>();
+    until("the edge connects to both cores", 20, || healthy(&edge) == 2).await;
+
+    // A's flagship engine (enterprise requests go there) panics in its next step, once.
+    let flagship = a.core.fleets.iter().find(|f| f.name == "flagship").expect("a flagship fleet").clone();
+    flagship.handle.failpoints().panic_in_step(1);
+    let k = auth(KEY);
+    let headers = [("Authorization", k.as_str()), ("Content-Type", "application/json")];
+    let body = json!({"model": "chorus", "temperature": 0, "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]})
+        .to_string();
+    let served_by_a = || a.core.metrics.streams_total.load(Ordering::Relaxed);
+    let mut sent = 0;
+    // Requests land on A or B by their id; every one succeeds, including the one A failed.
+    while served_by_a() == 0 && sent < 24 {
+        let r = http(edge.addr, "POST", "/v1/chat/completions", &headers, &body).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(!r.json()["choices"][0]["message"]["content"].as_str().unwrap_or("").is_empty(), "{}", r.body);
+        sent += 1;
+    }
+    assert_eq!(served_by_a(), 1, "{sent} requests, none reached core A");
+    assert_eq!(b.core.metrics.streams_total.load(Ordering::Relaxed), sent, "B answered every one, A's too");
+    let m = http(edge.addr, "GET", "/metrics", &[], "").await.body;
+    assert!(m.contains("chorus_edge_upstream_retries_total 1"), "the failed answer was retried once: {m}");
+}

@@ -73,9 +73,17 @@ fn usage_so_far(accepted: Option<&chorus_proto::Accepted>, completion_tokens: u3
     chorus_proto::Usage { prompt_tokens: accepted.map_or(0, |a| a.prompt_tokens), completion_tokens, cached_tokens: 0 }
 }
 
-/// Codes another core may answer differently, before any token was sent.
+/// Codes another core may answer differently, before any token was sent: a core that is
+/// leaving, full, or whose engine failed (it restarts; a sibling can answer now).
 fn retryable(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::Draining | ErrorCode::ShuttingDown | ErrorCode::OverCapacity | ErrorCode::Internal)
+    matches!(
+        code,
+        ErrorCode::Draining
+            | ErrorCode::ShuttingDown
+            | ErrorCode::OverCapacity
+            | ErrorCode::EngineFailed
+            | ErrorCode::Internal
+    )
 }
 
 /// Ends the run with an error if its driver stops without doing so (a panic): readers never
@@ -240,6 +248,18 @@ fn head(a: Option<&chorus_proto::Accepted>) -> RunEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_engine_or_a_full_core_is_retried_elsewhere_but_the_callers_errors_are_not() {
+        for code in [ErrorCode::EngineFailed, ErrorCode::OverCapacity, ErrorCode::Draining, ErrorCode::Internal] {
+            assert!(retryable(code), "{code:?}");
+        }
+        for code in
+            [ErrorCode::PromptTooLong, ErrorCode::InvalidRequest, ErrorCode::Cancelled, ErrorCode::DeadlineExceeded]
+        {
+            assert!(!retryable(code), "{code:?}");
+        }
+    }
 
     #[test]
     fn only_failures_before_the_first_token_that_are_not_the_callers_go_unbilled() {

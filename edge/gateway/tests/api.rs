@@ -6,37 +6,20 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use chorus_edge::config::ApiKey;
-use chorus_edge::regions::CoreSite;
-use chorus_edge::{EdgeConfig, EdgeState};
+use chorus_edge::EdgeState;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+mod common;
+use common::{api_key, edge_state, nowhere_config};
 
 const KEY: &str = "sk-test-0123456789abcdef";
 const FREE: &str = "sk-free-0123456789abcdef";
 
 fn state() -> Arc<EdgeState> {
-    // Nothing listens there: requests that pass every check find no core.
-    let mut cfg = EdgeConfig {
-        cores: vec![CoreSite {
-            name: "nowhere".into(),
-            quic: "127.0.0.1:9".parse().unwrap(),
-            ops: None,
-            server_name: "localhost".into(),
-        }],
-        ..EdgeConfig::default()
-    };
-    cfg.upstream.connect_timeout_ms = 100;
-    let key = |k: &str, tier: &str| ApiKey {
-        sha256: None,
-        key: Some(k.into()),
-        tenant: "t".into(),
-        user: "u".into(),
-        tier: tier.into(),
-    };
-    cfg.filters.api_keys = vec![key(KEY, "enterprise"), key(FREE, "free")];
-    let pki = chorus_proto::tls::mint_dev("api test CA", &["localhost".into()]).unwrap();
-    EdgeState::new(cfg, pki.edge_identity().unwrap()).unwrap()
+    let mut cfg = nowhere_config();
+    cfg.filters.api_keys = vec![api_key(KEY, "u", "enterprise"), api_key(FREE, "u", "free")];
+    edge_state(cfg)
 }
 
 async fn call(st: &Arc<EdgeState>, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {

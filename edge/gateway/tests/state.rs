@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use chorus_edge::config::{ApiKey, StateConfig};
+use chorus_edge::EdgeState;
+use chorus_edge::config::StateConfig;
 use chorus_edge::idempotency::{Claim, IdempotencyStore, fingerprint, scope};
-use chorus_edge::regions::CoreSite;
 use chorus_edge::run::RunEvent;
-use chorus_edge::{EdgeConfig, EdgeState};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+mod common;
+use common::{api_key, edge_state, nowhere_config};
 
 /// The CI machine's Redis, or a private `redis-server` on a free port.
 struct Redis {
@@ -107,29 +109,13 @@ async fn idempotency_records_in_redis() {
 /// An edge whose only core is nowhere, with a free-tier caller allowed two messages per three
 /// hours (and no burst limit), its state and counters in Redis when `redis` is given.
 fn edge(redis: Option<&str>, user: &str) -> Arc<EdgeState> {
-    let mut cfg = EdgeConfig {
-        cores: vec![CoreSite {
-            name: "nowhere".into(),
-            quic: "127.0.0.1:9".parse().unwrap(),
-            ops: None,
-            server_name: "localhost".into(),
-        }],
-        ..EdgeConfig::default()
-    };
-    cfg.upstream.connect_timeout_ms = 100;
+    let mut cfg = nowhere_config();
     cfg.state.redis = redis.map(str::to_owned);
     cfg.state.prefix = format!("test:{}", chorus_edge::random_hex(4));
-    cfg.filters.api_keys = vec![ApiKey {
-        sha256: None,
-        key: Some(FREE.into()),
-        tenant: "t".into(),
-        user: user.into(),
-        tier: "free".into(),
-    }];
+    cfg.filters.api_keys = vec![api_key(FREE, user, "free")];
     let limits = [("burst.free", "unlimited"), ("messages.free", "2/3h")];
     cfg.filters.config.insert("ratelimit".into(), limits.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-    let pki = chorus_proto::tls::mint_dev("state test CA", &["localhost".into()]).unwrap();
-    EdgeState::new(cfg, pki.edge_identity().unwrap()).unwrap()
+    edge_state(cfg)
 }
 
 const FREE: &str = "sk-free-0123456789abcdef";

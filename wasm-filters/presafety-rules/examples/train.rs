@@ -257,8 +257,11 @@ fn windows(text: &str) -> Vec<(Vec<(u32, f32)>, f32)> {
     loop {
         let end = (start + WINDOW).min(tokens);
         // Distinct features only, as the scorer counts them.
-        let mut f: Vec<(u32, bool)> =
-            feats.iter().filter(|(t, _, _)| (start..end).contains(&(*t as usize))).map(|&(_, b, neg)| (b, neg)).collect();
+        let mut f: Vec<(u32, bool)> = feats
+            .iter()
+            .filter(|(t, _, _)| (start..end).contains(&(*t as usize)))
+            .map(|&(_, b, neg)| (b, neg))
+            .collect();
         f.sort_unstable();
         f.dedup();
         let f: Vec<(u32, f32)> = f.into_iter().map(|(b, neg)| (b, if neg { -1.0 } else { 1.0 })).collect();

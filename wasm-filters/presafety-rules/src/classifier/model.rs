@@ -506,8 +506,11 @@ mod tests {
             let mut want = Scores::NONE;
             for k in 0..window_count(n, m.window, m.stride) {
                 let (start, end) = (k * m.stride, (k * m.stride + m.window).min(n));
-                let mut distinct: Vec<(u32, bool)> =
-                    feats.iter().filter(|(t, _)| (start..end).contains(t)).map(|(_, f)| (f.bucket, f.negative)).collect();
+                let mut distinct: Vec<(u32, bool)> = feats
+                    .iter()
+                    .filter(|(t, _)| (start..end).contains(t))
+                    .map(|(_, f)| (f.bucket, f.negative))
+                    .collect();
                 distinct.sort_unstable();
                 distinct.dedup();
                 if distinct.is_empty() {
