@@ -20,18 +20,32 @@ async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_core_with_a_stalled_engine_gets_no_new_requests_and_its_sibling_serves_them() {
-    let mut cfg_a = core_config("ready-a");
+/// Healthy upstream cores as the edge sees them.
+fn healthy(edge: &chorus_edge::RunningEdge) -> usize {
+    edge.state.pool.health().iter().map(|h| h.1).sum::<usize>()
+}
+
+/// Cores `core-a` (configured further by `tune`) and `core-b` in one region, and an edge that
+/// has connected to both.
+async fn two_cores_and_an_edge(
+    tag: &str,
+    tune: impl FnOnce(&mut chorus_core::config::CoreConfig),
+) -> (chorus_core::RunningCore, chorus_core::RunningCore, chorus_edge::RunningEdge) {
+    let mut cfg_a = core_config(&format!("{tag}-a"));
     cfg_a.core_id = "core-a".into();
-    cfg_a.engine_stall_ms = 300;
+    tune(&mut cfg_a);
     let a = start_core(cfg_a).await;
-    let mut cfg_b = core_config("ready-b");
+    let mut cfg_b = core_config(&format!("{tag}-b"));
     cfg_b.core_id = "core-b".into();
     let b = start_core(cfg_b).await;
     let edge = start_edge(edge_config(vec![site("core-a", &a), site("core-b", &b)])).await;
-    let healthy = |edge: &chorus_edge::RunningEdge| edge.state.pool.health().iter().map(|h| h.1).sum::<usize>();
     until("the edge connects to both cores", 20, || healthy(&edge) == 2).await;
+    (a, b, edge)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_with_a_stalled_engine_gets_no_new_requests_and_its_sibling_serves_them() {
+    let (a, b, edge) = two_cores_and_an_edge("ready", |a| a.engine_stall_ms = 300).await;
 
     // Stall A's flagship engine (enterprise requests go there) under a request of its own.
     let flagship = a.core.fleets.iter().find(|f| f.name == "flagship").expect("a flagship fleet").clone();
@@ -90,15 +104,7 @@ async fn a_core_with_a_stalled_engine_gets_no_new_requests_and_its_sibling_serve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_that_fails_before_the_first_token_is_retried_on_its_sibling() {
-    let mut cfg_a = core_config("panic-a");
-    cfg_a.core_id = "core-a".into();
-    let a = start_core(cfg_a).await;
-    let mut cfg_b = core_config("panic-b");
-    cfg_b.core_id = "core-b".into();
-    let b = start_core(cfg_b).await;
-    let edge = start_edge(edge_config(vec![site("core-a", &a), site("core-b", &b)])).await;
-    let healthy = |edge: &chorus_edge::RunningEdge| edge.state.pool.health().iter().map(|h| h.1).sum::<usize>();
-    until("the edge connects to both cores", 20, || healthy(&edge) == 2).await;
+    let (a, b, edge) = two_cores_and_an_edge("panic", |_| {}).await;
 
     // A's flagship engine (enterprise requests go there) panics in its next step, once.
     let flagship = a.core.fleets.iter().find(|f| f.name == "flagship").expect("a flagship fleet").clone();
