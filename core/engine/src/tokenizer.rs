@@ -406,6 +406,20 @@ impl Tokenizer {
         self.kinds.get(usize::try_from(id).ok()?).copied()
     }
 
+    /// The bytes no token spells: the vocabulary lacks their byte-level character, so text
+    /// holding them loses them when it is encoded, as it does in llama.cpp.
+    pub fn unencodable_bytes(&self) -> Vec<u8> {
+        let mut missing: Vec<u8> = byte_table()
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, b)| Some((char::from_u32(slot as u32)?, (*b)?)))
+            .filter(|(c, _)| self.token_id(c.encode_utf8(&mut [0; 4])).is_none())
+            .map(|(_, b)| b)
+            .collect();
+        missing.sort_unstable();
+        missing
+    }
+
     /// Control, unknown or user-defined: the tokens matched as whole units in text.
     pub fn is_special(&self, id: u32) -> bool {
         matches!(self.token_kind(id), Some(TokenKind::Control | TokenKind::Unknown | TokenKind::UserDefined))

@@ -212,8 +212,6 @@ impl Scores {
 /// are a contiguous run of window indices, so each occurrence is two row updates at most.
 pub(crate) struct Sums {
     hidden: usize,
-    window: usize,
-    stride: usize,
     tokens: usize,
     /// `diff[k * hidden + j]`: window `k`'s sum minus window `k − 1`'s.
     diff: Vec<i32>,
@@ -265,8 +263,6 @@ impl Sums {
         let windows = window_count(tokens, model.window, model.stride);
         Sums {
             hidden: model.hidden,
-            window: model.window,
-            stride: model.stride,
             tokens,
             diff: vec![0; (windows + 1) * model.hidden],
             counts: vec![0; windows + 1],
@@ -283,7 +279,7 @@ impl Sums {
     pub(crate) fn add(&mut self, model: &Model<'_>, token: usize, f: super::features::Feature) {
         if token != self.at.token {
             self.flush();
-            self.at = At::new(token, self.window, self.stride, self.last_window);
+            self.at = At::new(token, model.window, model.stride, self.last_window);
         }
         let At { first, end, after, .. } = self.at;
         // Windows up to the one holding the feature's previous occurrence already count it.
@@ -334,8 +330,8 @@ impl Sums {
             if count > 0 {
                 let (harm, category) = harm_of(&model.logits(&window[..h], count as u32));
                 if harm > best.harm {
-                    let start = k * self.stride;
-                    best = Scores { harm, category, window: (start, (start + self.window).min(self.tokens)) };
+                    let start = k * model.stride;
+                    best = Scores { harm, category, window: (start, (start + model.window).min(self.tokens)) };
                 }
             }
         }
@@ -345,7 +341,7 @@ impl Sums {
 
 /// Windows of `window` tokens every `stride` tokens over `tokens` tokens: the last one
 /// reaches the end (one window for a text shorter than a window, or an empty one).
-pub fn window_count(tokens: usize, window: usize, stride: usize) -> usize {
+pub(crate) fn window_count(tokens: usize, window: usize, stride: usize) -> usize {
     if tokens <= window { 1 } else { (tokens - window).div_ceil(stride) + 1 }
 }
 
