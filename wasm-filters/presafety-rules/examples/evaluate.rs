@@ -85,11 +85,11 @@ fn main() {
         "\n## Calibration\n\nThe same harm threshold for every category (the filter's `threshold`), rules at the compiled-in floor.\n"
     );
     let _ = writeln!(r, "| threshold | adversarial blocked | benign blocked |\n|---|---|---|");
-    for t in [0.3f32, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99] {
+    for t in [0.3f32, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999] {
         let p = Policy { thresholds: [t; Category::ALL.len()], ..policy };
         let a = adv.iter().filter(|x| decide(x, &p).is_some()).count();
         let b = ben.iter().filter(|x| decide(x, &p).is_some()).count();
-        let _ = writeln!(r, "| {t:.2} | {:.1}% | {:.1}% |", pct(a, adv.len()), pct(b, ben.len()));
+        let _ = writeln!(r, "| {t} | {:.1}% | {:.1}% |", pct(a, adv.len()), pct(b, ben.len()));
     }
     std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("train/HELDOUT.md"), &r).expect("write HELDOUT.md");
     print!("{r}");

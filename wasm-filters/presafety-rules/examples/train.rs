@@ -25,7 +25,7 @@ use chorus_presafety_rules::{
 
 const BITS: u32 = 16;
 /// Weights are averaged over the epoch ends of the last `AVERAGE_EPOCHS` epochs.
-const AVERAGE_EPOCHS: usize = 10;
+const AVERAGE_EPOCHS: usize = 15;
 /// Width of the hidden layer.
 const HIDDEN: usize = 32;
 /// Buckets seen in fewer training texts than this are not learned.
@@ -34,9 +34,12 @@ const MIN_COUNT: u32 = 3;
 const TEMPLATE_FRAMES_PER_TASK: usize = 3;
 const WINDOW: usize = 64;
 const STRIDE: usize = 16;
-const EPOCHS: usize = 30;
+const EPOCHS: usize = 45;
 const LEARNING_RATE: f32 = 0.05;
 const L2: f32 = 1e-5;
+/// Percent of a window's features left out of each training step (a fresh draw every
+/// time), so no single feature can carry a decision: the model has to spread its evidence.
+const DROPOUT_PERCENT: u64 = 50;
 
 fn bits() -> u32 {
     knob("BITS", BITS)
@@ -277,6 +280,15 @@ fn windows(text: &str) -> Vec<(Vec<(u32, f32)>, f32)> {
     out
 }
 
+/// `inst` with `percent` of its features left out at random (the rest normalised as the
+/// scorer would normalise a window with that many features).
+fn dropped(inst: &Instance, percent: u64, rng: &mut Rng) -> Instance {
+    let feats: Vec<(u32, f32)> = inst.feats.iter().copied().filter(|_| percent == 0 || !rng.chance(percent)).collect();
+    let norm =
+        if feats.is_empty() { inst.norm } else { inst.norm * (inst.feats.len() as f32 / feats.len() as f32).sqrt() };
+    Instance { class: inst.class, feats, norm }
+}
+
 /// The network in f32, with AdaGrad's squared-gradient totals.
 struct Net {
     hidden: usize,
@@ -504,6 +516,7 @@ fn main() {
     }
     let mut order: Vec<usize> = (0..instances.len()).collect();
     let epochs = knob("EPOCHS", EPOCHS);
+    let dropout = knob("DROPOUT", DROPOUT_PERCENT);
     let averaged = knob("AVERAGE", AVERAGE_EPOCHS).clamp(1, epochs);
     let mut sum = Net::new(bits(), hidden, &mut Rng(1));
     sum.divide(f32::INFINITY); // all zeros
@@ -518,7 +531,7 @@ fn main() {
             if class == 0 {
                 // Every window of a benign text is benign.
                 for inst in ws {
-                    t.step(inst, weight[0] / ws.len() as f32);
+                    t.step(&dropped(inst, dropout, &mut rng), weight[0] / ws.len() as f32);
                 }
             } else {
                 // A harmful text is harmful somewhere: fit its most harmful window
@@ -530,7 +543,7 @@ fn main() {
                         .max_by(|&a, &b| t.harm(&ws[a].feats, ws[a].norm).total_cmp(&t.harm(&ws[b].feats, ws[b].norm)))
                         .unwrap_or(0)
                 };
-                t.step(&ws[pick], weight[class]);
+                t.step(&dropped(&ws[pick], dropout, &mut rng), weight[class]);
             }
         }
         if epoch + averaged >= epochs {
@@ -576,8 +589,12 @@ fn main() {
     let assessed: Vec<(usize, Assessment)> =
         valid.iter().map(|e| (e.class, assess(&e.text, &limits, &model))).collect();
     let mut best = (0.5f32, 1.0f32, -1.0f64, 1.0f64);
-    for ti in 0..=98 {
-        let tau = 0.01 * (ti as f32 + 1.0);
+    // 0.01 … 0.99 by 0.01, then finer towards 1 (a confident model's benign tail sits there).
+    let taus = (1..=99)
+        .map(|i| i as f32 / 100.0)
+        .chain((1..=9).map(|i| 0.99 + i as f32 / 1000.0))
+        .chain((1..=9).map(|i| 0.999 + i as f32 / 10_000.0));
+    for tau in taus {
         for floor in [1.01f32, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.0] {
             if floor > tau && floor <= 1.0 {
                 continue;
@@ -613,7 +630,7 @@ fn main() {
     let _ = writeln!(r, "Written by `cargo run --release -p chorus-presafety-rules --example train`; do not edit.\n");
     let _ = writeln!(
         r,
-        "Model: embedding bag, 2^{} hashed buckets × {HIDDEN} (i8), ReLU, {CLASSES} classes, windows of {WINDOW} tokens every {STRIDE}; {EPOCHS} AdaGrad epochs, the last {AVERAGE_EPOCHS} averaged.\n",
+        "Model: embedding bag, 2^{} hashed buckets × {HIDDEN} (i8), ReLU, {CLASSES} classes, windows of {WINDOW} tokens every {STRIDE}; {EPOCHS} AdaGrad epochs with {DROPOUT_PERCENT}% feature dropout, the last {AVERAGE_EPOCHS} averaged.\n",
         bits()
     );
     let _ = writeln!(
@@ -629,7 +646,7 @@ fn main() {
     }
     let _ = writeln!(
         r,
-        "\nChosen on the validation split (benign FPR ≤ {:.0}%): harm threshold {tau:.2} for every category, rule floor {}.\n",
+        "\nChosen on the validation split (benign FPR ≤ {:.0}%): harm threshold {tau:.4} for every category, rule floor {}.\n",
         TARGET_FPR * 100.0,
         if floor > 1.0 { "off (rules do not block)".to_string() } else { format!("{floor:.2}") }
     );
