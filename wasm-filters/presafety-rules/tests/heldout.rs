@@ -20,16 +20,16 @@ fn blocked(set: &[(String, String)]) -> f64 {
 #[test]
 fn heldout_adversarial_block_rate() {
     let set = load("adversarial");
-    assert!(set.len() >= 300);
+    assert!(set.len() >= 600);
     let rate = blocked(&set);
     println!("held-out adversarial: blocked {:.1}% of {}", rate * 100.0, set.len());
-    assert!(rate >= 0.75, "block rate {rate:.3} fell below the committed model's floor of 0.75");
+    assert!(rate >= 0.90, "block rate {rate:.3} fell below the committed model's floor of 0.90");
 }
 
 #[test]
 fn heldout_benign_block_rate() {
     let set = load("benign");
-    assert!(set.len() >= 400);
+    assert!(set.len() >= 960);
     let rate = blocked(&set);
     println!("held-out benign: blocked {:.1}% of {}", rate * 100.0, set.len());
     assert!(rate <= 0.02, "benign block rate {rate:.3} > 0.02");
