@@ -28,7 +28,7 @@ fn measure(name: &str, iters: usize, mut f: impl FnMut()) {
 
 fn main() {
     let text = include_str!("../tests/data/benign_4k.txt");
-    let iters = 5000;
+    let iters = std::env::var("ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(5000);
     measure("normalize", iters, || {
         std::hint::black_box(chorus_presafety_rules::normalize(std::hint::black_box(text)));
     });

@@ -170,21 +170,42 @@ impl<'a> Model<'a> {
         &self.embedding[at..at + self.hidden]
     }
 
-    /// Logits of one window from its embedding sum and feature count.
+    /// Logits of one window from its embedding sum and feature count (the scorer decodes the
+    /// dense layer once per text instead: [`Dense`]).
     pub fn logits(&self, sum: &[i32], count: u32) -> [f32; CLASSES] {
-        let norm = self.scale / (count.max(1) as f32).sqrt();
-        let mut z = self.b2;
-        for (j, &s) in sum.iter().enumerate().take(self.hidden) {
-            let h = (f32_at(self.dense, 4 * j) + s as f32 * norm).max(0.0);
-            if h == 0.0 {
-                continue;
-            }
-            let row = 4 * (self.hidden + j * CLASSES);
-            for (k, zk) in z.iter_mut().enumerate() {
-                *zk += h * f32_at(self.dense, row + 4 * k);
+        let mut padded = [0i32; MAX_HIDDEN];
+        padded[..self.hidden].copy_from_slice(&sum[..self.hidden]);
+        Dense::new(self).logits(&padded, count)
+    }
+}
+
+/// The dense layers decoded into fixed-size, zero-padded arrays, so a window's logits are
+/// straight-line vector arithmetic (padding lanes are 0 through the ReLU and add nothing).
+pub(crate) struct Dense {
+    scale: f32,
+    b1: [f32; MAX_HIDDEN],
+    /// `w2` transposed: one row of hidden weights per class.
+    w2t: [[f32; MAX_HIDDEN]; CLASSES],
+    b2: [f32; CLASSES],
+}
+
+impl Dense {
+    pub(crate) fn new(m: &Model<'_>) -> Dense {
+        let mut d = Dense { scale: m.scale, b1: [0.0; MAX_HIDDEN], w2t: [[0.0; MAX_HIDDEN]; CLASSES], b2: m.b2 };
+        for j in 0..m.hidden {
+            d.b1[j] = f32_at(m.dense, 4 * j);
+            for (k, row) in d.w2t.iter_mut().enumerate() {
+                row[j] = f32_at(m.dense, 4 * (m.hidden + j * CLASSES + k));
             }
         }
-        z
+        d
+    }
+
+    /// Logits of one window from its embedding sum (zero past `hidden`) and feature count.
+    pub(crate) fn logits(&self, sum: &[i32; MAX_HIDDEN], count: u32) -> [f32; CLASSES] {
+        let norm = self.scale / (count.max(1) as f32).sqrt();
+        let h: [f32; MAX_HIDDEN] = std::array::from_fn(|j| (self.b1[j] + sum[j] as f32 * norm).max(0.0));
+        std::array::from_fn(|k| self.b2[k] + self.w2t[k].iter().zip(&h).map(|(w, x)| w * x).sum::<f32>())
     }
 }
 
@@ -225,9 +246,13 @@ pub(crate) struct Sums {
     token_count: i32,
 }
 
-/// `acc ±= row`, widening the i8 weights.
+/// `acc ±= row`, widening the i8 weights. The common width gets fixed-size arrays, which
+/// compile to a few vector instructions.
 #[inline]
 fn add_row(acc: &mut [i32], row: &[u8], negative: bool) {
+    if let (Ok(acc), Ok(row)) = (<&mut [i32; 32]>::try_from(&mut *acc), <&[u8; 32]>::try_from(row)) {
+        return add_fixed(acc, row, negative);
+    }
     if negative {
         for (a, &w) in acc.iter_mut().zip(row) {
             *a -= i32::from(w as i8);
@@ -235,6 +260,19 @@ fn add_row(acc: &mut [i32], row: &[u8], negative: bool) {
     } else {
         for (a, &w) in acc.iter_mut().zip(row) {
             *a += i32::from(w as i8);
+        }
+    }
+}
+
+#[inline(always)]
+fn add_fixed<const N: usize>(acc: &mut [i32; N], row: &[u8; N], negative: bool) {
+    if negative {
+        for j in 0..N {
+            acc[j] -= i32::from(row[j] as i8);
+        }
+    } else {
+        for j in 0..N {
+            acc[j] += i32::from(row[j] as i8);
         }
     }
 }
@@ -319,6 +357,7 @@ impl Sums {
     pub(crate) fn score(mut self, model: &Model<'_>) -> Scores {
         self.flush();
         let h = self.hidden;
+        let dense = Dense::new(model);
         let mut best = Scores::NONE;
         let mut window = [0i32; MAX_HIDDEN];
         let mut count = 0i32;
@@ -328,7 +367,7 @@ impl Sums {
             }
             count += self.counts[k];
             if count > 0 {
-                let (harm, category) = harm_of(&model.logits(&window[..h], count as u32));
+                let (harm, category) = harm_of(&dense.logits(&window, count as u32));
                 if harm > best.harm {
                     let start = k * model.stride;
                     best = Scores { harm, category, window: (start, (start + model.window).min(self.tokens)) };
