@@ -157,7 +157,7 @@ enum ModelCmd {
         #[arg(default_value = model_store::DEFAULT_MODEL)]
         name: String,
     },
-    /// List the known models.
+    /// List the known models, and those in the cache with their sizes.
     List,
 }
 
@@ -424,8 +424,22 @@ fn main() -> Result<()> {
                 Ok(())
             }
             ModelCmd::List => {
+                let cached = model_store::cached();
+                println!("{:<14} {:>9}  {:<10} source", "model", "size", "cache");
                 for m in model_store::KNOWN {
-                    println!("{}\t{}=={}\t{}", m.name, m.package, m.version, m.member);
+                    let state = match cached.iter().find(|c| c.0.name == m.name) {
+                        Some((_, _, _, true)) => "verified",
+                        Some(_) => "partial",
+                        None => "-",
+                    };
+                    let source = match m.parts {
+                        [one] => format!("{}=={}", one.package, one.version),
+                        parts => format!("{} packages ({}=={} …)", parts.len(), parts[0].package, parts[0].version),
+                    };
+                    println!("{:<14} {:>6} MB  {state:<10} {source}", m.name, m.bytes / 1_000_000);
+                }
+                for (m, path, len, _) in &cached {
+                    println!("cached: {} {} ({} MB)", m.name, path.display(), len / 1_000_000);
                 }
                 Ok(())
             }

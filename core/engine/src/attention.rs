@@ -23,6 +23,8 @@ pub(crate) struct LayerAttention<'a> {
     pub kv: &'a KvCache,
     /// Layer index.
     pub layer: usize,
+    /// For a sliding-window layer: how many positions (its own included) a query sees.
+    pub window: Option<usize>,
     /// The step's sequences.
     pub batch: &'a [SeqStep<'a>],
     /// Rows of `[q | k | v]`, RoPE applied.
@@ -35,22 +37,22 @@ impl LayerAttention<'_> {
     pub(crate) fn run(&self, out: &mut [f32]) {
         let c = self.cfg;
         let group = c.n_heads / c.n_kv_heads;
-        if self.isa == Isa::Scalar || c.head_dim != 64 || group > kernels::ATTN_MAX_GROUP {
+        if self.isa == Isa::Scalar || c.head_dim != 64 || group > kernels::ATTN_MAX_GROUP || self.window.is_some() {
             self.portable(out);
         } else {
             self.fused(out);
         }
     }
 
-    /// `(dim, head size, qkv row width, GQA group, score scale)`.
+    /// `(q and output width, head size, qkv row width, GQA group, score scale)`.
     fn geometry(&self) -> (usize, usize, usize, usize, f32) {
         let c = self.cfg;
-        (c.dim, c.head_dim, c.dim + 2 * c.kv_dim(), c.n_heads / c.n_kv_heads, 1.0 / (c.head_dim as f32).sqrt())
+        (c.q_dim(), c.head_dim, c.q_dim() + 2 * c.kv_dim(), c.n_heads / c.n_kv_heads, c.attn_scale)
     }
 
     /// The SIMD path: head size 64, GQA groups of at most [`kernels::ATTN_MAX_GROUP`].
     fn fused(&self, out: &mut [f32]) {
-        let Self { cfg: c, pool, isa, kv, layer, batch, qkv } = *self;
+        let Self { cfg: c, pool, isa, kv, layer, batch, qkv, window: _ } = *self;
         let (dim, hd, qkv_w, group, scale) = self.geometry();
         // Each row attends segment by segment (kernels::ATTN_SEGMENT positions) and the partials
         // are combined in order; see `AttnPartial`. Rows of one sequence share its block table.
@@ -146,7 +148,7 @@ impl LayerAttention<'_> {
 
     /// The portable path (scalar ISA, or shapes the fused kernel does not cover).
     fn portable(&self, out: &mut [f32]) {
-        let Self { cfg: c, pool, isa, kv, layer, batch, qkv } = *self;
+        let Self { cfg: c, pool, isa, kv, layer, batch, qkv, window } = *self;
         let (dim, hd, qkv_w, group, scale) = self.geometry();
         // Work items: (sequence, KV head, chunk of query rows). The query heads that share a KV
         // head are done together so each cached key and value is converted once per query row;
@@ -175,6 +177,7 @@ impl LayerAttention<'_> {
                     let row = first_row + k;
                     let q = &qkv[row * qkv_w + kvh * group * hd..][..group * hd];
                     let n = sq.pos + qi + 1;
+                    let first = window.map_or(0, |w| n.saturating_sub(w));
                     let start = row * dim + kvh * group * hd;
                     assert!(start + group * hd <= out_len);
                     // SAFETY: in bounds (above); each (row, KV head) belongs to one work item.
@@ -183,7 +186,7 @@ impl LayerAttention<'_> {
                     // scores[p * group + g]
                     scores.clear();
                     let mut max = vec![f32::NEG_INFINITY; group];
-                    for p in 0..n {
+                    for p in first..n {
                         kernels::dot_f16_group(isa, q, kv.key(layer, sq.blocks, p, kvh), &mut dots);
                         for ((m, d), s) in max.iter_mut().zip(&dots).zip(std::iter::repeat(scale)) {
                             *m = m.max(d * s);
@@ -198,7 +201,7 @@ impl LayerAttention<'_> {
                         }
                     }
                     o.fill(0.0);
-                    for (p, ps) in scores.chunks_exact(group).enumerate() {
+                    for (p, ps) in (first..n).zip(scores.chunks_exact(group)) {
                         for ((w, s), t) in ws.iter_mut().zip(ps).zip(&sum) {
                             *w = s / t;
                         }

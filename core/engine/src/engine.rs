@@ -11,9 +11,12 @@ use crate::kernels::Isa;
 use crate::kv::{BlockAllocator, KvCache, KvSizeError};
 use crate::model::{Model, ModelError, Scratch};
 use crate::sampler::{Sampled, Sampler, SamplingError, SamplingParams, StopMatcher};
-use crate::step::{LogitsFor, SeqStep, StepError};
+use crate::step::{Arch, LogitsFor, SeqStep, StepError};
 use crate::threadpool::ThreadPool;
 use crate::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerSpec};
+
+/// The turn format of Gemma 3 checkpoints whose GGUF carries no chat template.
+pub const GEMMA3_TEMPLATE: &str = include_str!("templates/gemma3.jinja");
 
 /// Tokens per KV block.
 pub const BLOCK_SIZE: usize = 16;
@@ -185,19 +188,34 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            scores: if h.get("tokenizer.ggml.scores").is_some() {
+                h.f32_array("tokenizer.ggml.scores")?
+            } else {
+                Vec::new()
+            },
             bos_id: u32_of("tokenizer.ggml.bos_token_id")?,
             eos_id: u32_of("tokenizer.ggml.eos_token_id")?,
+            unk_id: u32_of("tokenizer.ggml.unknown_token_id")?,
             add_bos: h.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+            // llama.cpp's default for SentencePiece vocabularies is to add the prefix space.
+            add_space_prefix: h.opt_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true),
         };
         let tokenizer = Tokenizer::from_spec(spec)?;
         let text_of = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_string();
-        let template = match h.opt_str("tokenizer.chat_template")? {
+        // A file without a template gets its family's turn format when we know it (Gemma GGUFs
+        // converted from base checkpoints carry none).
+        let source = match h.opt_str("tokenizer.chat_template")? {
+            Some(src) => Some(src),
+            None if model.cfg.arch == Arch::Gemma3 => Some(GEMMA3_TEMPLATE),
+            None => None,
+        };
+        let template = match source {
             Some(src) => Some(ChatTemplate::new(src, &text_of(tokenizer.bos_id()), &text_of(tokenizer.eos_id()))?),
             None => None,
         };
         // End of turn: the EOS token, plus the chat-format end marker if the vocabulary has one.
         let mut stop_ids: Vec<u32> = tokenizer.eos_id().into_iter().collect();
-        for marker in ["<|im_end|>", "<|eot_id|>", "<|end|>"] {
+        for marker in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"] {
             if let Some(id) = tokenizer.token_id(marker).filter(|id| !stop_ids.contains(id)) {
                 stop_ids.push(id);
             }
@@ -228,7 +246,20 @@ impl Engine {
     /// only from the template, and every message's content is tokenized as text.
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, GenerateError> {
         let t = self.template.as_ref().ok_or(GenerateError::NoTemplate)?;
-        let r = t.render_spans(messages, true)?;
+        let mut r = t.render_spans(messages, true)?;
+        // Templates that write `bos_token` themselves would double it when the vocabulary adds
+        // BOS on encoding; llama.cpp drops the rendered one, and so do we.
+        if let Some(bos) = self.tokenizer.bos_id().filter(|_| self.tokenizer.adds_bos())
+            && let Some(text) = self.tokenizer.token_text(bos)
+            && !text.is_empty()
+            && r.text.starts_with(text)
+            && r.content.first().is_none_or(|c| c.start >= text.len())
+        {
+            r.text.drain(..text.len());
+            for c in &mut r.content {
+                *c = c.start - text.len()..c.end - text.len();
+            }
+        }
         Ok(self.tokenizer.encode_chat(&r.text, &r.content)?)
     }
 

@@ -623,6 +623,17 @@ impl GgufHeader {
             .collect()
     }
 
+    /// An array of numbers as f32 (`tokenizer.ggml.scores`).
+    pub fn f32_array(&self, key: &str) -> Result<Vec<f32>, GgufError> {
+        self.array(key)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_f64().map(|x| x as f32).ok_or_else(|| Self::wrong_type(&format!("{key}[{i}]"), "a number", v))
+            })
+            .collect()
+    }
+
     /// A tensor's description by name.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])

@@ -25,6 +25,7 @@ pub mod quant;
 mod row_writers;
 pub mod sampler;
 pub mod serve;
+mod spm;
 mod step;
 pub mod threadpool;
 pub mod tokenizer;

@@ -10,14 +10,16 @@ use crate::attention;
 use crate::gguf::{Gguf, GgufError, GgufHeader};
 use crate::kernels::{self, Isa, par_rows};
 use crate::kv::KvCache;
-use crate::quant::{PackedMatrix, QK, QuantError, QuantizedActs};
+use crate::quant::{PackedKind, PackedMatrix, QK, QK_K, QuantError, QuantizedActs};
 use crate::row_writers::RowsMut;
 use crate::step::logit_rows;
 use crate::threadpool::ThreadPool;
 
 // The step types live in the leaf `step`, so that the modules this one builds on (kernels,
 // attention, the KV cache) need not import it; these re-exports are their public paths.
-pub use crate::step::{CacheShape, LlamaConfig, LogitsFor, MAX_STEP_TOKENS, SeqStep, StepError};
+pub use crate::step::{
+    Activation, Arch, CacheShape, LlamaConfig, LogitsFor, MAX_STEP_TOKENS, SeqStep, SlidingWindow, StepError,
+};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +31,7 @@ pub enum ModelError {
     #[error(transparent)]
     Quant(#[from] QuantError),
     /// The architecture is not one we run.
-    #[error("general.architecture is {0:?}; supported: \"llama\"")]
+    #[error("general.architecture is {0:?}; supported: \"llama\", \"gemma3\"")]
     Architecture(String),
     /// A hyperparameter is missing or out of range.
     #[error("{key} is {value}: {reason}")]
@@ -49,14 +51,17 @@ pub enum ModelError {
 // Defined here rather than beside the struct in `step`: reading GGUF metadata, and failing with a
 // `ModelError`, is part of loading a model.
 impl LlamaConfig {
-    /// Reads the hyperparameters of a `llama` GGUF.
+    /// Reads the hyperparameters of a `llama` or `gemma3` GGUF.
     pub fn from_gguf(h: &GgufHeader) -> Result<Self, ModelError> {
-        let arch = h.str("general.architecture")?;
-        if arch != "llama" {
-            return Err(ModelError::Architecture(arch.into()));
-        }
+        let arch_name = h.str("general.architecture")?;
+        let arch = match arch_name {
+            "llama" => Arch::Llama,
+            "gemma3" => Arch::Gemma3,
+            other => return Err(ModelError::Architecture(other.into())),
+        };
+        let arch_name = arch.name();
         let get = |k: &str, lo: u64, hi: u64| -> Result<usize, ModelError> {
-            let key = format!("{arch}.{k}");
+            let key = format!("{arch_name}.{k}");
             let v = h.u64(&key)?;
             if v < lo || v > hi {
                 return Err(ModelError::Hyperparameter {
@@ -67,32 +72,51 @@ impl LlamaConfig {
             }
             Ok(v as usize)
         };
+        let opt = |k: &str, lo: u64, hi: u64| -> Result<Option<usize>, ModelError> {
+            match h.opt_u64(&format!("{arch_name}.{k}"))? {
+                None => Ok(None),
+                Some(_) => get(k, lo, hi).map(Some),
+            }
+        };
+        let opt_f32 = |k: &str| -> Result<Option<f32>, ModelError> {
+            let key = format!("{arch_name}.{k}");
+            match h.get(&key) {
+                None => Ok(None),
+                Some(_) => Ok(Some(h.f32(&key)?)),
+            }
+        };
         let n_layers = get("block_count", 1, 1024)?;
         let dim = get("embedding_length", 32, 65536)?;
         let n_heads = get("attention.head_count", 1, 1024)?;
-        let n_kv_heads = match h.opt_u64(&format!("{arch}.attention.head_count_kv"))? {
-            None => n_heads,
-            Some(_) => get("attention.head_count_kv", 1, 1024)?,
-        };
+        let n_kv_heads = opt("attention.head_count_kv", 1, 1024)?.unwrap_or(n_heads);
         let ffn_dim = get("feed_forward_length", 32, 1 << 20)?;
         let ctx_len = get("context_length", 1, 1 << 22)?;
         let tokens = h.array("tokenizer.ggml.tokens").map(|a| a.len()).unwrap_or(0);
-        let vocab = match h.opt_u64(&format!("{arch}.vocab_size"))? {
+        let vocab = match h.opt_u64(&format!("{arch_name}.vocab_size"))? {
             Some(v) => v as usize,
             None => tokens,
         };
         let bad = |key: &str, value: String, reason| ModelError::Hyperparameter {
-            key: format!("{arch}.{key}"),
+            key: format!("{arch_name}.{key}"),
             value,
             reason,
         };
-        if dim % n_heads != 0 {
-            return Err(bad("embedding_length", dim.to_string(), "not a multiple of attention.head_count"));
-        }
         if n_heads % n_kv_heads != 0 {
             return Err(bad("attention.head_count_kv", n_kv_heads.to_string(), "does not divide attention.head_count"));
         }
-        let head_dim = dim / n_heads;
+        // Gemma's heads are wider than dim / heads; the file says so with key_length.
+        let head_dim = match opt("attention.key_length", 16, 1024)? {
+            Some(k) => k,
+            None if dim % n_heads != 0 => {
+                return Err(bad("embedding_length", dim.to_string(), "not a multiple of attention.head_count"));
+            }
+            None => dim / n_heads,
+        };
+        if let Some(v) = opt("attention.value_length", 1, 1024)?
+            && v != head_dim
+        {
+            return Err(bad("attention.value_length", v.to_string(), "must equal attention.key_length"));
+        }
         if head_dim % 16 != 0 || dim % 32 != 0 || ffn_dim % 32 != 0 {
             return Err(bad(
                 "embedding_length",
@@ -100,22 +124,22 @@ impl LlamaConfig {
                 "head size must be a multiple of 16 and widths of 32",
             ));
         }
-        let rope_dim = match h.opt_u64(&format!("{arch}.rope.dimension_count"))? {
+        let rope_dim = match h.opt_u64(&format!("{arch_name}.rope.dimension_count"))? {
             None => head_dim,
             Some(d) if d as usize <= head_dim && d % 2 == 0 => d as usize,
             Some(d) => {
                 return Err(bad("rope.dimension_count", d.to_string(), "must be even and at most the head size"));
             }
         };
-        let rope_theta = match h.get(&format!("{arch}.rope.freq_base")) {
-            None => 10000.0,
-            Some(_) => h.f32(&format!("{arch}.rope.freq_base"))?,
-        };
-        let rms_eps = h.f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?;
+        let rope_theta = opt_f32("rope.freq_base")?.unwrap_or(10000.0);
+        let rms_eps = h.f32(&format!("{arch_name}.attention.layer_norm_rms_epsilon"))?;
         // RoPE scaling (linear, YaRN, Llama 3 frequency factors) changes positions' angles; until it
         // is implemented such models are refused rather than run with wrong logits.
-        if let Some(kind) = h.opt_str(&format!("{arch}.rope.scaling.type"))?.filter(|k| *k != "none") {
+        if let Some(kind) = h.opt_str(&format!("{arch_name}.rope.scaling.type"))?.filter(|k| *k != "none") {
             return Err(bad("rope.scaling.type", kind.to_string(), "RoPE scaling is not supported yet"));
+        }
+        if let Some(f) = opt_f32("rope.scaling.factor")?.filter(|f| *f != 1.0) {
+            return Err(bad("rope.scaling.factor", f.to_string(), "RoPE scaling is not supported yet"));
         }
         if !(rope_theta.is_finite() && rope_theta > 1.0) {
             return Err(bad("rope.freq_base", rope_theta.to_string(), "must be a finite number above 1"));
@@ -126,7 +150,17 @@ impl LlamaConfig {
         if vocab == 0 || vocab > 1 << 22 {
             return Err(bad("vocab_size", vocab.to_string(), "must be in 1..=4194304"));
         }
-        Ok(Self {
+        let final_softcap = opt_f32("final_logit_softcapping")?;
+        if let Some(c) = final_softcap
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(bad("final_logit_softcapping", c.to_string(), "must be a finite positive number"));
+        }
+        if let Some(c) = opt_f32("attn_logit_softcapping")? {
+            return Err(bad("attn_logit_softcapping", c.to_string(), "attention soft-capping is not supported yet"));
+        }
+        let mut cfg = Self {
+            arch,
             n_layers,
             dim,
             n_heads,
@@ -138,7 +172,29 @@ impl LlamaConfig {
             rope_theta,
             rope_dim,
             rms_eps,
-        })
+            rope_neox: false,
+            embed_scale: 1.0,
+            attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            qk_norm: false,
+            post_norms: false,
+            activation: Activation::Silu,
+            sliding: None,
+            final_softcap,
+        };
+        if arch == Arch::Gemma3 {
+            cfg.rope_neox = true;
+            cfg.embed_scale = (dim as f32).sqrt();
+            cfg.qk_norm = true;
+            cfg.post_norms = true;
+            cfg.activation = Activation::GeluTanh;
+            // The window comes from the file; the 5-local-to-1-global pattern and the local
+            // layers' RoPE base are Gemma 3's constants (llama.cpp hard-codes them too).
+            if let Some(window) = opt("attention.sliding_window", 1, 1 << 22)? {
+                let pattern = opt("attention.sliding_window_pattern", 1, 1024)?.unwrap_or(6);
+                cfg.sliding = Some(SlidingWindow { window, pattern, rope_theta: 10000.0 });
+            }
+        }
+        Ok(cfg)
     }
 }
 
@@ -182,13 +238,45 @@ impl Linear {
         Ok(Self { parts, n: total })
     }
 
-    fn forward(&self, pool: &ThreadPool, isa: Isa, xf: &[f32], xq: &QuantizedActs, y: &mut [f32]) {
+    /// `y = W·x`, each part into its columns of `y` (rows of `self.n`).
+    fn forward(
+        &self,
+        pool: &ThreadPool,
+        isa: Isa,
+        xf: &[f32],
+        xq: &QuantizedActs,
+        xq_k: &mut QuantizedActs,
+        y: &mut [f32],
+    ) {
         let mut col = 0;
         for p in &self.parts {
-            kernels::matmul(pool, isa, p, xf, xq, &mut y[col..], self.n);
+            matmul(pool, isa, p, xf, xq, xq_k, &mut y[col..], self.n);
             col += p.n;
         }
     }
+}
+
+/// `y = W·x` with the activations quantized the way `w`'s kernel wants them: `xq` holds `xf`
+/// per 32 elements; K-quant weights (see [`PackedMatrix::act_block`]) get `xf` quantized per
+/// 256 into `xq_k` first.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    pool: &ThreadPool,
+    isa: Isa,
+    w: &PackedMatrix,
+    xf: &[f32],
+    xq: &QuantizedActs,
+    xq_k: &mut QuantizedActs,
+    y: &mut [f32],
+    ldy: usize,
+) {
+    let acts = if w.act_block == QK_K && w.kind != PackedKind::F32 {
+        xq_k.quantize_k(&xf[..xq.t * w.k], xq.t, w.k);
+        &*xq_k
+    } else {
+        xq
+    };
+    kernels::matmul(pool, isa, w, xf, acts, y, ldy);
 }
 
 #[derive(Debug)]
@@ -199,6 +287,10 @@ pub(crate) struct Layer {
     pub(crate) ffn_norm: Vec<f32>,
     pub(crate) w_gate_up: Linear,
     pub(crate) w_down: Linear,
+    /// Per-head query and key norms (`qk_norm`).
+    pub(crate) qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Norms of the attention and FFN outputs (`post_norms`).
+    pub(crate) post_norm: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// A loaded model: weights packed for the CPU kernels.
@@ -211,6 +303,8 @@ pub struct Model {
     pub(crate) output_norm: Vec<f32>,
     pub(crate) layers: Vec<Layer>,
     pub(crate) inv_freq: Vec<f64>,
+    /// RoPE inverse frequencies of the sliding-window layers, when their base differs.
+    pub(crate) inv_freq_local: Option<Vec<f64>>,
 }
 
 fn norm_weights(g: &Gguf, name: &str, dim: usize) -> Result<Vec<f32>, ModelError> {
@@ -240,14 +334,17 @@ pub struct Scratch {
     ffn: Vec<f32>,
     act: Vec<f32>,
     xq: QuantizedActs,
+    /// Per-256 activations for K-quant weights.
+    xq_k: QuantizedActs,
     rope: Vec<(f32, f32)>,
+    rope_local: Vec<(f32, f32)>,
 }
 
 impl Model {
-    /// Loads and packs every weight of a `llama` GGUF.
+    /// Loads and packs every weight of a `llama` or `gemma3` GGUF.
     pub fn load(g: &Gguf) -> Result<Self, ModelError> {
         let cfg = LlamaConfig::from_gguf(g.header())?;
-        let (dim, kv, ffn) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim);
+        let (dim, kv, ffn, qd) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim, cfg.q_dim());
         if g.header().tensor("rope_freqs.weight").is_some() {
             return Err(ModelError::Hyperparameter {
                 key: "rope_freqs.weight".into(),
@@ -267,20 +364,27 @@ impl Model {
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let t = |s: &str| format!("blk.{l}.{s}.weight");
+            let pair = |a: &str, b: &str, n: usize| -> Result<_, ModelError> {
+                Ok((norm_weights(g, &t(a), n)?, norm_weights(g, &t(b), n)?))
+            };
             layers.push(Layer {
                 attn_norm: norm_weights(g, &t("attn_norm"), dim)?,
-                wqkv: Linear::load(g, &[t("attn_q"), t("attn_k"), t("attn_v")], dim, &[dim, kv, kv])?,
-                wo: Linear::load(g, &[t("attn_output")], dim, &[dim])?,
+                wqkv: Linear::load(g, &[t("attn_q"), t("attn_k"), t("attn_v")], dim, &[qd, kv, kv])?,
+                wo: Linear::load(g, &[t("attn_output")], qd, &[dim])?,
                 ffn_norm: norm_weights(g, &t("ffn_norm"), dim)?,
                 w_gate_up: Linear::load(g, &[t("ffn_gate"), t("ffn_up")], dim, &[ffn, ffn])?,
                 w_down: Linear::load(g, &[t("ffn_down")], ffn, &[dim])?,
+                qk_norm: cfg.qk_norm.then(|| pair("attn_q_norm", "attn_k_norm", cfg.head_dim)).transpose()?,
+                post_norm: cfg.post_norms.then(|| pair("post_attention_norm", "post_ffw_norm", dim)).transpose()?,
             });
         }
         let output_norm = norm_weights(g, "output_norm.weight", dim)?;
-        let inv_freq = (0..cfg.rope_dim / 2)
-            .map(|i| f64::from(cfg.rope_theta).powf(-2.0 * i as f64 / cfg.rope_dim as f64))
-            .collect();
-        Ok(Self { cfg, embed, output, output_norm, layers, inv_freq })
+        let freqs = |theta: f32| -> Vec<f64> {
+            (0..cfg.rope_dim / 2).map(|i| f64::from(theta).powf(-2.0 * i as f64 / cfg.rope_dim as f64)).collect()
+        };
+        let inv_freq = freqs(cfg.rope_theta);
+        let inv_freq_local = cfg.sliding.filter(|s| s.rope_theta != cfg.rope_theta).map(|s| freqs(s.rope_theta));
+        Ok(Self { cfg, embed, output, output_norm, layers, inv_freq, inv_freq_local })
     }
 
     /// Checks a step against the model and cache without touching either.
@@ -346,13 +450,13 @@ impl Model {
             return Ok(());
         }
         let c = &self.cfg;
-        let (dim, kvd, hd) = (c.dim, c.kv_dim(), c.head_dim);
-        let qkv_w = dim + 2 * kvd;
+        let (dim, kvd, hd, qd) = (c.dim, c.kv_dim(), c.head_dim, c.q_dim());
+        let qkv_w = qd + 2 * kvd;
         let s = scratch;
         s.x.resize(t * dim, 0.0);
         s.xn.resize(t * dim, 0.0);
         s.qkv.resize(t * qkv_w, 0.0);
-        s.attn.resize(t * dim, 0.0);
+        s.attn.resize(t * qd, 0.0);
         s.proj.resize(t * dim, 0.0);
         s.ffn.resize(t * 2 * c.ffn_dim, 0.0);
         s.act.resize(t * c.ffn_dim, 0.0);
@@ -362,22 +466,31 @@ impl Model {
         let mut row = 0;
         for sq in batch {
             for (i, &tok) in sq.tokens.iter().enumerate() {
-                self.embed.dequantize_row(tok as usize, &mut s.x[row * dim..][..dim]);
+                let x = &mut s.x[row * dim..][..dim];
+                self.embed.dequantize_row(tok as usize, x);
+                if c.embed_scale != 1.0 {
+                    x.iter_mut().for_each(|v| *v *= c.embed_scale);
+                }
                 positions.push(sq.pos + i);
                 row += 1;
             }
         }
-        s.rope.clear();
-        for &p in &positions {
-            s.rope.extend(self.inv_freq.iter().map(|f| {
-                let th = p as f64 * f;
-                (th.cos() as f32, th.sin() as f32)
-            }));
+        let angles = |table: &mut Vec<(f32, f32)>, inv_freq: &[f64]| {
+            table.clear();
+            for &p in &positions {
+                table.extend(inv_freq.iter().map(|f| {
+                    let th = p as f64 * f;
+                    (th.cos() as f32, th.sin() as f32)
+                }));
+            }
+        };
+        angles(&mut s.rope, &self.inv_freq);
+        if let Some(local) = &self.inv_freq_local {
+            angles(&mut s.rope_local, local);
         }
 
         let f = c.ffn_dim;
         let half = c.rope_dim / 2;
-        let rope = &s.rope;
         for (li, layer) in self.layers.iter().enumerate() {
             // Residual from the previous layer's FFN, then norm and quantize, row-parallel.
             let pending = li > 0;
@@ -392,20 +505,22 @@ impl Model {
                 &mut s.xq,
                 t,
             );
-            layer.wqkv.forward(pool, isa, &s.xn, &s.xq, &mut s.qkv);
+            layer.wqkv.forward(pool, isa, &s.xn, &s.xq, &mut s.xq_k, &mut s.qkv);
             {
+                let window = c.window(li);
+                let rope = if window.is_some() && self.inv_freq_local.is_some() { &s.rope_local } else { &s.rope };
                 let rows = RowsMut::new(&mut s.qkv, qkv_w);
+                let qk_norm = layer.qk_norm.as_ref();
                 par_rows(pool, t, &|r| {
                     // SAFETY: one row per call.
                     #[allow(unsafe_code)]
                     let row = unsafe { rows.get(r) };
                     let cs = &rope[r * half..][..half];
-                    for head in row[..dim + kvd].chunks_exact_mut(hd) {
-                        for (pair, &(cos, sin)) in head[..c.rope_dim].chunks_exact_mut(2).zip(cs) {
-                            let (a, b) = (pair[0], pair[1]);
-                            pair[0] = a * cos - b * sin;
-                            pair[1] = a * sin + b * cos;
+                    for (h, head) in row[..qd + kvd].chunks_exact_mut(hd).enumerate() {
+                        if let Some((qn, kn)) = qk_norm {
+                            rms_norm_in_place(head, if h < c.n_heads { qn } else { kn }, c.rms_eps);
                         }
+                        rope_head(&mut head[..c.rope_dim], cs, c.rope_neox);
                     }
                 });
             }
@@ -414,13 +529,26 @@ impl Model {
             for sq in batch {
                 for i in 0..sq.tokens.len() {
                     let row = &s.qkv[r * qkv_w..][..qkv_w];
-                    kv.write(li, sq.blocks, sq.pos + i, &row[dim..dim + kvd], &row[dim + kvd..]);
+                    kv.write(li, sq.blocks, sq.pos + i, &row[qd..qd + kvd], &row[qd + kvd..]);
                     r += 1;
                 }
             }
-            attention::LayerAttention { cfg: &self.cfg, pool, isa, kv, layer: li, batch, qkv: &s.qkv }.run(&mut s.attn);
-            quantize_rows(pool, isa, &s.attn, &mut s.xq, t, dim);
-            layer.wo.forward(pool, isa, &s.attn, &s.xq, &mut s.proj);
+            attention::LayerAttention {
+                cfg: &self.cfg,
+                pool,
+                isa,
+                kv,
+                layer: li,
+                window: c.window(li),
+                batch,
+                qkv: &s.qkv,
+            }
+            .run(&mut s.attn);
+            quantize_rows(pool, isa, &s.attn, &mut s.xq, t, qd);
+            layer.wo.forward(pool, isa, &s.attn, &s.xq, &mut s.xq_k, &mut s.proj);
+            if let Some((post_attn, _)) = &layer.post_norm {
+                norm_rows(pool, &mut s.proj, post_attn, c.rms_eps, t);
+            }
             residual_norm_quantize(
                 pool,
                 isa,
@@ -432,7 +560,7 @@ impl Model {
                 &mut s.xq,
                 t,
             );
-            layer.w_gate_up.forward(pool, isa, &s.xn, &s.xq, &mut s.ffn);
+            layer.w_gate_up.forward(pool, isa, &s.xn, &s.xq, &mut s.xq_k, &mut s.ffn);
             {
                 s.xq.set_shape(t, f);
                 let nb = f / QK;
@@ -440,18 +568,25 @@ impl Model {
                 let (act, qr, dr, sr) =
                     (RowsMut::new(&mut s.act, f), RowsMut::new(q, f), RowsMut::new(d, nb), RowsMut::new(sm, nb));
                 let ffn = &s.ffn;
+                let activation = c.activation;
                 par_rows(pool, t, &|r| {
                     // SAFETY: one row per call.
                     #[allow(unsafe_code)]
                     let (a, q, d, sm) = unsafe { (act.get(r), qr.get(r), dr.get(r), sr.get(r)) };
                     let gu = &ffn[r * 2 * f..][..2 * f];
                     for ((o, &g), &u) in a.iter_mut().zip(&gu[..f]).zip(&gu[f..]) {
-                        *o = g / (1.0 + (-g).exp()) * u;
+                        *o = match activation {
+                            Activation::Silu => g / (1.0 + (-g).exp()) * u,
+                            Activation::GeluTanh => gelu_tanh(g) * u,
+                        };
                     }
                     kernels::quantize_row(isa, a, q, d, sm);
                 });
             }
-            layer.w_down.forward(pool, isa, &s.act, &s.xq, &mut s.proj);
+            layer.w_down.forward(pool, isa, &s.act, &s.xq, &mut s.xq_k, &mut s.proj);
+            if let Some((_, post_ffn)) = &layer.post_norm {
+                norm_rows(pool, &mut s.proj, post_ffn, c.rms_eps, t);
+            }
         }
         for (x, p) in s.x.iter_mut().zip(&s.proj) {
             *x += p;
@@ -471,8 +606,11 @@ impl Model {
         quantize_rows(pool, isa, &normed, &mut s.xq, rows.len(), dim);
         logits.resize(rows.len() * c.vocab, 0.0);
         match &self.output {
-            Some(o) => o.forward(pool, isa, &normed, &s.xq, logits),
-            None => kernels::matmul(pool, isa, &self.embed, &normed, &s.xq, logits, c.vocab),
+            Some(o) => o.forward(pool, isa, &normed, &s.xq, &mut s.xq_k, logits),
+            None => matmul(pool, isa, &self.embed, &normed, &s.xq, &mut s.xq_k, logits, c.vocab),
+        }
+        if let Some(cap) = c.final_softcap {
+            logits.iter_mut().for_each(|z| *z = cap * (*z / cap).tanh());
         }
         Ok(())
     }
@@ -523,6 +661,49 @@ fn quantize_rows(pool: &ThreadPool, isa: Isa, x: &[f32], xq: &mut QuantizedActs,
         let (q, d, s) = unsafe { (qr.get(r), dr.get(r), sr.get(r)) };
         kernels::quantize_row(isa, &x[r * k..][..k], q, d, s);
     });
+}
+
+/// Rotates one head's first `rope_dim` elements: adjacent pairs (Llama, as its GGUF permutes
+/// q and k for) or the two halves (NeoX, Gemma).
+#[inline]
+fn rope_head(head: &mut [f32], cs: &[(f32, f32)], neox: bool) {
+    let rot = |a: f32, b: f32, (cos, sin): (f32, f32)| (a * cos - b * sin, a * sin + b * cos);
+    if neox {
+        let (lo, hi) = head.split_at_mut(cs.len());
+        for ((a, b), &c) in lo.iter_mut().zip(hi.iter_mut()).zip(cs) {
+            (*a, *b) = rot(*a, *b, c);
+        }
+    } else {
+        for (pair, &c) in head.chunks_exact_mut(2).zip(cs) {
+            (pair[0], pair[1]) = rot(pair[0], pair[1], c);
+        }
+    }
+}
+
+/// GELU with the tanh approximation, as ggml's `gelu` computes it.
+#[inline]
+fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
+/// RMSNorm of every row of `x` in place, rows in parallel.
+fn norm_rows(pool: &ThreadPool, x: &mut [f32], w: &[f32], eps: f32, t: usize) {
+    let rows = RowsMut::new(x, w.len());
+    par_rows(pool, t, &|r| {
+        // SAFETY: one row per call.
+        #[allow(unsafe_code)]
+        let row = unsafe { rows.get(r) };
+        rms_norm_in_place(row, w, eps);
+    });
+}
+
+fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let ss = (x.iter().map(|&v| f64::from(v * v)).sum::<f64>() / x.len() as f64) as f32;
+    let inv = 1.0 / (ss + eps).sqrt();
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = *v * inv * g;
+    }
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {

@@ -116,9 +116,42 @@ pub struct SeqStep<'a> {
     pub logits: LogitsFor,
 }
 
-/// Hyperparameters, all read from GGUF metadata.
+/// Model family (`general.architecture`): the decoder skeleton is shared, and what a family
+/// adds is described by the flags of [`LlamaConfig`] rather than by a forked forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama and its relatives (SmolLM2): pre-norm, SiLU-gated FFN, interleaved RoPE pairs.
+    Llama,
+    /// Gemma 3: scaled embeddings, QK-norm, post-norms, GELU-gated FFN, NeoX RoPE with two
+    /// bases, interleaved sliding-window and global layers, tied output.
+    Gemma3,
+}
+
+impl Arch {
+    /// The `general.architecture` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// The gate activation of the feed-forward block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu(gate) · up`.
+    Silu,
+    /// `gelu(gate) · up` with GELU's tanh approximation (as ggml computes it).
+    GeluTanh,
+}
+
+/// Hyperparameters, all read from GGUF metadata (plus the per-family constants llama.cpp
+/// also hard-codes, named where they are set).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
+    /// Model family.
+    pub arch: Arch,
     /// Transformer blocks.
     pub n_layers: usize,
     /// Hidden size.
@@ -135,12 +168,40 @@ pub struct LlamaConfig {
     pub vocab: usize,
     /// Trained context length.
     pub ctx_len: usize,
-    /// RoPE base frequency.
+    /// RoPE base frequency (of the global layers when some layers are local).
     pub rope_theta: f32,
     /// Dimensions rotated by RoPE (from the start of each head).
     pub rope_dim: usize,
     /// RMSNorm epsilon.
     pub rms_eps: f32,
+    /// Rotate the two halves of a head (NeoX) instead of adjacent pairs.
+    pub rope_neox: bool,
+    /// Token embeddings are multiplied by this (Gemma: √dim).
+    pub embed_scale: f32,
+    /// Attention scores are `q·k · attn_scale`.
+    pub attn_scale: f32,
+    /// RMSNorm over each query and key head before RoPE.
+    pub qk_norm: bool,
+    /// RMSNorm of the attention and FFN outputs before they join the residual.
+    pub post_norms: bool,
+    /// FFN gate activation.
+    pub activation: Activation,
+    /// Sliding-window attention on some layers.
+    pub sliding: Option<SlidingWindow>,
+    /// `logits = cap · tanh(logits / cap)` when set.
+    pub final_softcap: Option<f32>,
+}
+
+/// Local attention: layers attend only to the last `window` positions (their own included),
+/// except every `pattern`-th layer, which is global.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlidingWindow {
+    /// Positions a local layer sees.
+    pub window: usize,
+    /// Layer `l` is global when `l % pattern == pattern - 1`.
+    pub pattern: usize,
+    /// RoPE base of the local layers.
+    pub rope_theta: f32,
 }
 
 // `LlamaConfig::from_gguf` lives in `model`: reading GGUF metadata and its `ModelError` belong
@@ -149,6 +210,16 @@ impl LlamaConfig {
     /// Width of the K (or V) projection.
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+
+    /// Width of the Q projection (and of the attention output).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// The attention window of `layer`, if it is a local (sliding-window) layer.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        self.sliding.filter(|s| layer % s.pattern != s.pattern - 1).map(|s| s.window)
     }
 }
 

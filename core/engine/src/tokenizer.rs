@@ -1,16 +1,19 @@
-//! Byte-level BPE tokenizer built from the `tokenizer.*` metadata of a GGUF file.
+//! Tokenizers built from the `tokenizer.*` metadata of a GGUF file: byte-level BPE
+//! (`tokenizer.ggml.model = "gpt2"`) and SentencePiece (`"llama"`, see `spm`).
 //!
-//! This module owns the conversion between text and token ids for `tokenizer.ggml.model =
-//! "gpt2"` vocabularies, reproducing llama.cpp's ids: the `tokenizer.ggml.pre` name selects the
-//! same pre-tokenizer regexes llama.cpp uses, merges keep llama.cpp's first-rank-wins rule, and
-//! control / user-defined tokens are matched in the text the way `llama_tokenize` does with
-//! `parse_special`. It also owns detokenization, including a streaming decoder that never emits
+//! This module owns the conversion between text and token ids, reproducing llama.cpp's ids: for
+//! BPE the `tokenizer.ggml.pre` name selects the same pre-tokenizer regexes llama.cpp uses and
+//! merges keep llama.cpp's first-rank-wins rule; for SentencePiece the merges follow the token
+//! scores with byte fallback; for both, control / user-defined tokens are matched in the text
+//! the way `llama_tokenize` does with `parse_special`. It also owns detokenization, including a streaming decoder that never emits
 //! half a UTF-8 sequence. It never reads files, never applies chat templates, never normalizes
 //! text (llama.cpp does not for BPE vocabularies) and never panics on untrusted vocabularies,
 //! ids or text: every failure is a [`TokenizerError`] naming the GGUF field or limit involved.
 
 use std::collections::HashSet;
 use std::fmt;
+
+use crate::spm::{EncodeError, SpmVocab};
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Merges, Vocab};
@@ -36,8 +39,11 @@ const QWEN2_REGEX: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'
 /// Errors from building or using a [`Tokenizer`]; each names the GGUF field or limit at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("tokenizer.ggml.model = {0:?} is not supported (only \"gpt2\" byte-level BPE is implemented)")]
+    #[error("tokenizer.ggml.model = {0:?} is not supported (\"gpt2\" byte-level BPE and \"llama\" SentencePiece are)")]
     UnsupportedModel(String),
+    /// A SentencePiece vocabulary field is invalid (the field is named).
+    #[error("{field}: {reason}")]
+    Vocab { field: &'static str, reason: String },
     #[error("tokenizer.ggml.pre = {0:?} is not a supported pre-tokenizer")]
     UnsupportedPreTokenizer(String),
     #[error("tokenizer.ggml.tokens is empty")]
@@ -68,7 +74,7 @@ pub enum TokenizerError {
 }
 
 /// Tokenizer description as stored in GGUF `tokenizer.ggml.*` keys.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TokenizerSpec {
     /// `tokenizer.ggml.model`
     pub model: String,
@@ -80,12 +86,18 @@ pub struct TokenizerSpec {
     pub token_types: Vec<i32>,
     /// `tokenizer.ggml.merges`, each `"left right"`, best rank first.
     pub merges: Vec<String>,
+    /// `tokenizer.ggml.scores` (SentencePiece vocabularies; empty for BPE).
+    pub scores: Vec<f32>,
     /// `tokenizer.ggml.bos_token_id`
     pub bos_id: Option<u32>,
     /// `tokenizer.ggml.eos_token_id`
     pub eos_id: Option<u32>,
+    /// `tokenizer.ggml.unknown_token_id`
+    pub unk_id: Option<u32>,
     /// `tokenizer.ggml.add_bos_token`
     pub add_bos: bool,
+    /// `tokenizer.ggml.add_space_prefix` (SentencePiece: prefix each text run with a space).
+    pub add_space_prefix: bool,
 }
 
 /// llama.cpp's token types (`tokenizer.ggml.token_type`).
@@ -195,13 +207,40 @@ fn token_raw_bytes(text: &str, kind: TokenKind, table: &[Option<u8>; 324]) -> Ve
     out
 }
 
+/// The vocabulary's encoder.
+enum Backend {
+    Bpe {
+        /// Matches control, unknown and user-defined tokens in the text (`parse_special = true`).
+        with_special: Box<tokenizers::Tokenizer>,
+        /// Matches only user-defined tokens, as llama.cpp does with `parse_special = false`. A
+        /// second instance because `tokenizers` makes this a per-tokenizer setting, not a
+        /// per-call one.
+        plain: Box<tokenizers::Tokenizer>,
+    },
+    Spm(Box<SpmVocab>),
+}
+
+impl Backend {
+    /// Ids of `text` without BOS.
+    fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Self::Bpe { with_special, plain } => {
+                let tk = if parse_special { with_special } else { plain };
+                Ok(tk.encode_fast(text, false).map_err(|e| backend("encode", e))?.get_ids().to_vec())
+            }
+            Self::Spm(v) => v.encode_no_bos(text, parse_special).map_err(|e| match e {
+                EncodeError::InputTooLong { len, max } => TokenizerError::InputTooLong { len, limit: max },
+            }),
+        }
+    }
+}
+
 /// Text <-> token ids for one GGUF vocabulary. Cheap to share: `Send + Sync`, `&self` methods.
 pub struct Tokenizer {
-    /// Matches control, unknown and user-defined tokens in the text (`parse_special = true`).
-    with_special: tokenizers::Tokenizer,
-    /// Matches only user-defined tokens, as llama.cpp does with `parse_special = false`. A second
-    /// instance because `tokenizers` makes this a per-tokenizer setting, not a per-call one.
-    plain: tokenizers::Tokenizer,
+    backend: Backend,
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
     /// All tokens' raw bytes back to back; token `i` is `bytes[offsets[i]..offsets[i + 1]]`.
@@ -231,10 +270,57 @@ impl fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Validates `spec` and builds the tokenizer. Linear in vocabulary plus merges.
     pub fn from_spec(spec: TokenizerSpec) -> Result<Self, TokenizerError> {
-        if spec.model != "gpt2" {
-            // "llama" (SentencePiece) would get its own model branch here.
-            return Err(TokenizerError::UnsupportedModel(spec.model));
+        match spec.model.as_str() {
+            "gpt2" => Self::bpe(spec),
+            "llama" => Self::spm(spec),
+            _ => Err(TokenizerError::UnsupportedModel(spec.model)),
         }
+    }
+
+    /// A SentencePiece vocabulary: `spm` encodes; token bytes come from its rendering.
+    fn spm(spec: TokenizerSpec) -> Result<Self, TokenizerError> {
+        let n = spec.tokens.len();
+        if n == 0 {
+            return Err(TokenizerError::EmptyVocab);
+        }
+        check_count("tokenizer.ggml.tokens", n)?;
+        let kinds = token_kinds(&spec.token_types, n)?;
+        let types = if spec.token_types.is_empty() { vec![1; n] } else { spec.token_types.clone() };
+        let vocab = SpmVocab::new(
+            spec.tokens.clone(),
+            spec.scores,
+            types,
+            spec.bos_id,
+            spec.eos_id,
+            spec.unk_id,
+            spec.add_bos,
+            spec.add_space_prefix,
+        )
+        .map_err(|e| TokenizerError::Vocab { field: e.gguf_field(), reason: e.to_string() })?;
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        for id in 0..n {
+            // `n <= MAX_VOCAB_SIZE`, so the id fits.
+            let id = u32::try_from(id).map_err(|e| backend("token id", e))?;
+            bytes.extend_from_slice(vocab.token_bytes(id).unwrap_or_default());
+            offsets.push(bytes.len());
+        }
+        Ok(Self {
+            backend: Backend::Spm(Box::new(vocab)),
+            tokens: spec.tokens,
+            kinds,
+            bytes,
+            offsets,
+            bos_id: spec.bos_id,
+            eos_id: spec.eos_id,
+            add_bos: spec.add_bos,
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
+            pre: PreKind::Default,
+        })
+    }
+
+    fn bpe(spec: TokenizerSpec) -> Result<Self, TokenizerError> {
         let pre = PreKind::from_name(spec.pre.as_deref())?;
         let n = spec.tokens.len();
         if n == 0 {
@@ -302,8 +388,7 @@ impl Tokenizer {
         }
 
         Ok(Self {
-            with_special,
-            plain,
+            backend: Backend::Bpe { with_special: Box::new(with_special), plain: Box::new(plain) },
             tokens: spec.tokens,
             kinds,
             bytes,
@@ -319,6 +404,9 @@ impl Tokenizer {
     /// Replaces the bound on input text length ([`DEFAULT_MAX_INPUT_BYTES`] by default).
     pub fn with_max_input_bytes(mut self, limit: usize) -> Self {
         self.max_input_bytes = limit;
+        if let Backend::Spm(v) = self.backend {
+            self.backend = Backend::Spm(Box::new(v.with_max_input_bytes(limit)));
+        }
         self
     }
 
@@ -335,12 +423,7 @@ impl Tokenizer {
         {
             ids.push(bos);
         }
-        if text.is_empty() {
-            return Ok(ids);
-        }
-        let tk = if parse_special { &self.with_special } else { &self.plain };
-        let encoding = tk.encode_fast(text, false).map_err(|e| backend("encode", e))?;
-        ids.extend_from_slice(encoding.get_ids());
+        ids.extend(self.backend.encode(text, parse_special)?);
         Ok(ids)
     }
 
@@ -352,10 +435,8 @@ impl Tokenizer {
             return Err(TokenizerError::InputTooLong { len: text.len(), limit: self.max_input_bytes });
         }
         let mut ids = self.encode("", false)?;
-        let mut piece = |s: &str, tk: &tokenizers::Tokenizer| -> Result<(), TokenizerError> {
-            if !s.is_empty() {
-                ids.extend_from_slice(tk.encode_fast(s, false).map_err(|e| backend("encode", e))?.get_ids());
-            }
+        let mut piece = |s: &str, parse_special: bool| -> Result<(), TokenizerError> {
+            ids.extend(self.backend.encode(s, parse_special)?);
             Ok(())
         };
         let mut at = 0;
@@ -364,11 +445,11 @@ impl Tokenizer {
             let (Some(before), Some(inside)) = (text.get(at..start), text.get(start..end)) else {
                 return Err(backend("encode", "a content span is not on a character boundary"));
             };
-            piece(before, &self.with_special)?;
-            piece(inside, &self.plain)?;
+            piece(before, true)?;
+            piece(inside, false)?;
             at = end;
         }
-        piece(text.get(at..).unwrap_or_default(), &self.with_special)?;
+        piece(text.get(at..).unwrap_or_default(), true)?;
         Ok(ids)
     }
 
@@ -409,6 +490,10 @@ impl Tokenizer {
     /// The bytes no token spells: the vocabulary lacks their byte-level character, so text
     /// holding them loses them when it is encoded, as it does in llama.cpp.
     pub fn unencodable_bytes(&self) -> Vec<u8> {
+        if let Backend::Spm(v) = &self.backend {
+            // SentencePiece falls back to `<0xXX>` tokens; only bytes without one are lost.
+            return (0..=255u8).filter(|&b| v.byte_token(b).is_none()).collect();
+        }
         let mut missing: Vec<u8> = byte_table()
             .iter()
             .enumerate()
@@ -438,13 +523,21 @@ impl Tokenizer {
         self.bos_id
     }
 
+    /// Whether [`encode`](Self::encode) prepends BOS (`tokenizer.ggml.add_bos_token`).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos && self.bos_id.is_some()
+    }
+
     pub fn eos_id(&self) -> Option<u32> {
         self.eos_id
     }
 
     /// Id of the token whose stored vocabulary string is exactly `text`.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.with_special.token_to_id(text)
+        match &self.backend {
+            Backend::Bpe { with_special, .. } => with_special.token_to_id(text),
+            Backend::Spm(v) => v.token_id(text),
+        }
     }
 }
 
@@ -618,6 +711,7 @@ mod tests {
             bos_id: Some(1),
             eos_id: Some(2),
             add_bos: false,
+            ..Default::default()
         }
     }
 
@@ -722,7 +816,8 @@ mod tests {
         for text in texts {
             let ids = enc(&tok, text, false);
             assert_eq!(tok.decode(&ids, false).expect("decode"), text);
-            assert_eq!(tok.plain.decode(&ids, false).expect("hf decode"), text);
+            let Backend::Bpe { plain, .. } = &tok.backend else { panic!("a BPE vocabulary") };
+            assert_eq!(plain.decode(&ids, false).expect("hf decode"), text);
         }
         let ids = [1, ids(&tok, &["hello"])[0], 3, 2];
         let full = "<|im_start|>hello<tool><|im_end|>";
@@ -779,8 +874,10 @@ mod tests {
     fn spec_validation_names_the_field() {
         type Edit = fn(&mut TokenizerSpec);
         #[rustfmt::skip]
-        let cases: [(Edit, &str); 10] = [
-            (|s| s.model = "llama".into(), "tokenizer.ggml.model = \"llama\""),
+        let cases: [(Edit, &str); 12] = [
+            (|s| s.model = "llama".into(), "tokenizer.ggml.scores"),
+            (|s| (s.model, s.scores) = ("llama".into(), vec![f32::NAN; 300]), "tokenizer.ggml.scores"),
+            (|s| s.model = "bert".into(), "tokenizer.ggml.model = \"bert\""),
             (|s| s.pre = Some("tekken".into()), "tokenizer.ggml.pre = \"tekken\""),
             (|s| s.tokens.clear(), "tokenizer.ggml.tokens is empty"),
             (|s| s.token_types.truncate(3), "tokenizer.ggml.token_type has 3 entries"),

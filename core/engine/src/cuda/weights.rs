@@ -49,6 +49,11 @@ impl CudaModel {
     /// Opens `cuda:ordinal`, compiles the kernels and uploads `model`'s weights.
     pub fn load(model: &Model, ordinal: usize) -> Result<Self, DeviceError> {
         let c = &model.cfg;
+        if c.arch != crate::step::Arch::Llama {
+            return Err(DeviceError::Unsupported {
+                what: format!("the {} architecture (the CUDA forward pass is Llama's)", c.arch.name()),
+            });
+        }
         if c.head_dim > MAX_HEAD_DIM || !c.head_dim.is_multiple_of(32) {
             return Err(DeviceError::Unsupported {
                 what: format!("a head size of {} (need a multiple of 32 up to {MAX_HEAD_DIM})", c.head_dim),

