@@ -68,7 +68,7 @@ async fn direct(client: &CoreClient, i: usize) -> Result<f64> {
         tier: Tier::Enterprise,
         conversation: ConversationRef::Stateless,
         messages: vec![Message { role: Role::User, content: prompt(i) }],
-        sampling: Sampling { temperature: 0.0, ..Sampling::default() },
+        sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
         max_tokens: 2,
         stop: vec![],
         deadline_ms: None,

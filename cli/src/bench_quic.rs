@@ -73,7 +73,7 @@ pub fn run(b: &QuicBench) -> Result<()> {
                             content: format!("Write a long story about robot number {i}."),
                         }],
                         sampling: Sampling {
-                            temperature: 0.8,
+                            temperature: Some(0.8),
                             seed: Some(i as u64),
                             ignore_eos: true,
                             ..Sampling::default()

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use chorus_core::config::{CoreConfig, HotKind};
 use chorus_edge::EdgeConfig;
 use chorus_edge::config::ApiKey;
@@ -40,6 +40,13 @@ pub struct UpArgs {
     /// which defaults to auto).
     #[arg(long)]
     pub device: Option<chorus_engine::device::DeviceSpec>,
+    /// The flagship fleet's model (plus and enterprise): a known name (`chorus model list`) or
+    /// a GGUF path. Default: the core config's (SmolLM2-135M-Instruct).
+    #[arg(long)]
+    pub flagship: Option<String>,
+    /// The mini fleet's model (free and team), likewise.
+    #[arg(long)]
+    pub mini: Option<String>,
 }
 
 /// The demo API key, made once and kept beside the development certificates so the demo
@@ -94,6 +101,14 @@ fn core_config(args: &UpArgs) -> Result<CoreConfig> {
     };
     if let Some(d) = args.device {
         cfg.device = d;
+    }
+    for (fleet, model) in [("flagship", &args.flagship), ("mini", &args.mini)] {
+        if let Some(model) = model {
+            match cfg.fleets.get_mut(fleet) {
+                Some(f) => f.model = model.clone(),
+                None => bail!("--{fleet}: the core config has no fleet named {fleet:?}"),
+            }
+        }
     }
     if let Some(url) = &args.redis {
         cfg.store.hot = HotKind::Redis;

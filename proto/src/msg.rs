@@ -80,14 +80,15 @@ pub struct Message {
 }
 
 /// How tokens are picked. The core checks the ranges and answers
-/// [`ErrorCode::InvalidRequest`] naming the field.
+/// [`ErrorCode::InvalidRequest`] naming the field. `None` takes the serving fleet's model
+/// default ([`SamplingDefaults`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     /// 0 is greedy.
-    pub temperature: f32,
-    pub top_p: f32,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
     /// 0 disables.
-    pub top_k: u32,
+    pub top_k: Option<u32>,
     /// 0 disables.
     pub min_p: f32,
     pub presence_penalty: f32,
@@ -104,9 +105,9 @@ pub struct Sampling {
 impl Default for Sampling {
     fn default() -> Self {
         Self {
-            temperature: 1.0,
-            top_p: 1.0,
-            top_k: 0,
+            temperature: None,
+            top_p: None,
+            top_k: None,
             min_p: 0.0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
@@ -664,6 +665,26 @@ pub struct Hello {
 pub struct FleetInfo {
     pub fleet: String,
     pub model: String,
+    /// The model's context length, tokens.
+    pub context_length: u32,
+    /// What a request that leaves them unset samples with.
+    pub defaults: SamplingDefaults,
+}
+
+/// A model's generation defaults (its card's recommendation, or the fleet's config).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SamplingDefaults {
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables.
+    pub top_k: u32,
+}
+
+impl Default for SamplingDefaults {
+    /// OpenAI's defaults: plain sampling at temperature 1.
+    fn default() -> Self {
+        Self { temperature: 1.0, top_p: 1.0, top_k: 0 }
+    }
 }
 
 /// One fleet's load.

@@ -20,7 +20,7 @@ fn finite() -> impl Strategy<Value = f32> {
 
 fn sampling() -> impl Strategy<Value = Sampling> {
     (
-        (finite(), finite(), any::<u32>(), finite(), finite()),
+        (option::of(finite()), option::of(finite()), option::of(any::<u32>()), finite(), finite()),
         (finite(), finite(), option::of(any::<u64>()), option::of(any::<u8>()), any::<bool>()),
     )
         .prop_map(
@@ -231,14 +231,23 @@ fn stored() -> impl Strategy<Value = Stored> {
 
 fn control() -> impl Strategy<Value = Control> {
     prop_oneof![
-        (any::<u16>(), text(), text(), vec((text(), text()), 0..3)).prop_map(|(version, core_id, region, f)| {
-            Control::Welcome {
-                version,
-                core_id,
-                region,
-                fleets: f.into_iter().map(|(fleet, model)| FleetInfo { fleet, model }).collect(),
-            }
-        }),
+        (any::<u16>(), text(), text(), vec((text(), text(), any::<u32>(), (finite(), finite(), any::<u32>())), 0..3))
+            .prop_map(|(version, core_id, region, f)| {
+                Control::Welcome {
+                    version,
+                    core_id,
+                    region,
+                    fleets: f
+                        .into_iter()
+                        .map(|(fleet, model, context_length, (temperature, top_p, top_k))| FleetInfo {
+                            fleet,
+                            model,
+                            context_length,
+                            defaults: SamplingDefaults { temperature, top_p, top_k },
+                        })
+                        .collect(),
+                }
+            }),
         (any::<u64>(), any::<bool>(), any::<bool>(), vec((text(), any::<[u32; 4]>(), any::<[u32; 3]>()), 0..3))
             .prop_map(|(seq, ready, draining, f)| {
                 Control::Load(LoadReport {

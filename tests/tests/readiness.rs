@@ -58,7 +58,7 @@ async fn a_core_with_a_stalled_engine_gets_no_new_requests_and_its_sibling_serve
         tier: Tier::Enterprise,
         conversation: chorus_proto::ConversationRef::Stateless,
         messages: vec![Message { role: Role::User, content: "Say hi.".into() }],
-        sampling: Sampling { temperature: 0.0, ..Sampling::default() },
+        sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
         max_tokens: 4,
         stop: vec![],
         deadline_ms: None,

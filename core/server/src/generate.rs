@@ -156,10 +156,11 @@ async fn build(core: &Core, g: &Generate, a: &Admitted) -> Result<Built, Refusal
         Err(e) => return Err(refuse(ErrorCode::Internal, format!("prompt builder: {e}"))),
     };
     let s = &g.sampling;
+    let d = &fleet.defaults;
     let params = SamplingParams {
-        temperature: s.temperature,
-        top_k: s.top_k,
-        top_p: s.top_p,
+        temperature: s.temperature.unwrap_or(d.temperature),
+        top_k: s.top_k.unwrap_or(d.top_k),
+        top_p: s.top_p.unwrap_or(d.top_p),
         min_p: s.min_p,
         presence_penalty: s.presence_penalty,
         frequency_penalty: s.frequency_penalty,

@@ -72,7 +72,16 @@ async fn connection(core: &Arc<Core>, conn: Connection, remote: SocketAddr) {
         version,
         core_id: core.cfg.core_id.clone(),
         region: core.cfg.region.clone(),
-        fleets: core.fleets.iter().map(|f| FleetInfo { fleet: f.name.clone(), model: f.model.clone() }).collect(),
+        fleets: core
+            .fleets
+            .iter()
+            .map(|f| FleetInfo {
+                fleet: f.name.clone(),
+                model: f.model.clone(),
+                context_length: u32::try_from(f.engine.model.cfg.ctx_len).unwrap_or(u32::MAX),
+                defaults: f.defaults,
+            })
+            .collect(),
     };
     if control.send(&welcome).await.is_err() {
         return;

@@ -65,7 +65,7 @@ fn turn(id: Option<&str>, request_id: &str, text: &str) -> Generate {
         tier: Tier::Free,
         conversation: id.map_or(ConversationRef::New, |id| ConversationRef::Continue(id.into())),
         messages: vec![Message { role: Role::User, content: text.into() }],
-        sampling: Sampling { temperature: 0.0, ..Sampling::default() },
+        sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
         max_tokens: 12,
         stop: vec![],
         deadline_ms: None,

@@ -225,7 +225,7 @@ async fn bad_input_is_refused_clearly_while_other_streams_are_served() {
 
     // Fields out of range are named.
     let mut g = generate(Tier::Free, "hi", 4);
-    g.sampling.temperature = 7.0;
+    g.sampling.temperature = Some(7.0);
     let r = client.generate(g).await.unwrap().collect().await.unwrap();
     let [Reply::Error(e)] = &r[..] else { panic!("{r:?}") };
     assert_eq!(e.code, ErrorCode::InvalidRequest);

@@ -47,12 +47,27 @@ pub async fn chat_completions(State(st): State<Arc<EdgeState>>, req: Request) ->
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// `GET /v1/models`: `chorus` (routed by tier), then each fleet and each model the connected
+/// cores serve, with the model behind it, its context length and the sampling a request that
+/// leaves `temperature` / `top_p` / `top_k` unset gets.
 pub async fn models(State(st): State<Arc<EdgeState>>) -> Response {
     let mut data = vec![json!({"id": "chorus", "object": "model", "created": 0, "owned_by": "chorus"})];
     for f in st.pool.models() {
         for id in [&f.fleet, &f.model] {
             if !data.iter().any(|d| d["id"] == json!(id)) {
-                data.push(json!({"id": id, "object": "model", "created": 0, "owned_by": "chorus"}));
+                data.push(json!({
+                    "id": id,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "chorus",
+                    "model": f.model,
+                    "context_length": f.context_length,
+                    "defaults": {
+                        "temperature": f.defaults.temperature,
+                        "top_p": f.defaults.top_p,
+                        "top_k": f.defaults.top_k,
+                    },
+                }));
             }
         }
     }

@@ -149,9 +149,14 @@ pub fn parse_chat(body: &[u8], limits: &ApiLimits) -> Result<ValidChat, ApiError
 }
 
 fn range(name: &str, v: Option<f32>, lo: f32, hi: f32, default: f32) -> Result<f32, ApiError> {
+    Ok(checked(name, v, lo, hi)?.unwrap_or(default))
+}
+
+/// `v` if it is within `lo..=hi`; `None` stays unset (the serving model's default applies).
+fn checked(name: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<Option<f32>, ApiError> {
     match v {
-        None => Ok(default),
-        Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+        None => Ok(None),
+        Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(Some(x)),
         Some(x) => Err(ApiError::invalid(name, format!("{name} is {x}; it must be between {lo} and {hi}"))),
     }
 }
@@ -289,9 +294,10 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         return Err(ApiError::invalid("top_logprobs", "top_logprobs needs logprobs: true"));
     }
     let sampling = Sampling {
-        temperature: range("temperature", req.temperature, 0.0, 2.0, 1.0)?,
+        // Unset values take the serving model's defaults (the core applies them).
+        temperature: checked("temperature", req.temperature, 0.0, 2.0)?,
         // top_p = 0 (OpenAI accepts it) keeps only the most likely token.
-        top_p: range("top_p", req.top_p, 0.0, 1.0, 1.0)?.max(f32::MIN_POSITIVE),
+        top_p: checked("top_p", req.top_p, 0.0, 1.0)?.map(|p| p.max(f32::MIN_POSITIVE)),
         presence_penalty: range("presence_penalty", req.presence_penalty, -2.0, 2.0, 0.0)?,
         frequency_penalty: range("frequency_penalty", req.frequency_penalty, -2.0, 2.0, 0.0)?,
         seed: req.seed.map(|s| s as u64),
@@ -408,7 +414,7 @@ mod tests {
         assert_eq!(v.messages.len(), 2);
         assert_eq!(v.messages[1].content, "hi");
         assert_eq!(v.max_tokens, 7);
-        assert_eq!(v.sampling.temperature, 0.0);
+        assert_eq!(v.sampling.temperature, Some(0.0));
         assert_eq!(v.sampling.logprobs, Some(2));
         assert_eq!(v.stop, vec!["\n".to_string()]);
         assert!(v.stream && v.include_usage);

@@ -73,7 +73,7 @@ pub fn generate(tier: Tier, text: &str, max_tokens: u32) -> Generate {
         tier,
         conversation: chorus_proto::ConversationRef::Stateless,
         messages: vec![Message { role: Role::User, content: text.into() }],
-        sampling: Sampling { temperature: 0.0, ..Sampling::default() },
+        sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
         max_tokens,
         stop: vec![],
         deadline_ms: None,
