@@ -434,7 +434,13 @@ fn main() -> Result<()> {
                     };
                     let source = match m.parts {
                         [one] => format!("{}=={}", one.package, one.version),
-                        parts => format!("{} packages ({}=={} …)", parts.len(), parts[0].package, parts[0].version),
+                        parts => format!(
+                            "{} part packages{} ({}=={} …)",
+                            parts.len(),
+                            if m.manifest.is_some() { " + manifest" } else { "" },
+                            parts[0].package,
+                            parts[0].version
+                        ),
                     };
                     println!("{:<14} {:>6} MB  {state:<10} {source}", m.name, m.bytes / 1_000_000);
                 }
