@@ -35,6 +35,8 @@ use std::fmt;
 
 use aho_corasick::{AhoCorasick, BuildError, MatchKind};
 
+use crate::tokenizer::TokenKind;
+
 /// Default value of [`SpmVocab::max_input_bytes`]: 1 MiB of UTF-8, some
 /// 200k tokens of English, more than a long-context prompt needs. An encode
 /// call needs transient memory of a few dozen bytes per input byte in the
@@ -61,58 +63,6 @@ const NONE: u32 = u32::MAX;
 // ---------------------------------------------------------------------------
 // Token types and errors
 // ---------------------------------------------------------------------------
-
-/// Token type as stored in the GGUF array `tokenizer.ggml.token_type`
-/// (llama.cpp's `llama_token_type`; the numeric values are the GGUF codes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TokenType {
-    /// 0: no type recorded. Treated like llama.cpp treats it: not special,
-    /// never rendered by the decoder.
-    Undefined,
-    /// 1: ordinary piece; `"▁"` inside it stands for a space.
-    Normal,
-    /// 2: the unknown token.
-    Unknown,
-    /// 3: control token such as `<bos>` or `<start_of_turn>`.
-    Control,
-    /// 4: user-defined token, matched literally in the text even when
-    /// special-token parsing is off (e.g. `"\n"`, runs of spaces).
-    UserDefined,
-    /// 5: reserved, unused slot.
-    Unused,
-    /// 6: byte-fallback token `<0xXX>`.
-    Byte,
-}
-
-impl TokenType {
-    /// Maps a GGUF `tokenizer.ggml.token_type` code; `None` for codes
-    /// llama.cpp does not define.
-    pub fn from_gguf(code: i32) -> Option<Self> {
-        Some(match code {
-            0 => Self::Undefined,
-            1 => Self::Normal,
-            2 => Self::Unknown,
-            3 => Self::Control,
-            4 => Self::UserDefined,
-            5 => Self::Unused,
-            6 => Self::Byte,
-            _ => return None,
-        })
-    }
-
-    /// Whether tokens of this type are cut out of the text before merging
-    /// (llama.cpp's `cache_special_tokens`: control, user-defined, unknown).
-    pub fn is_special(self) -> bool {
-        matches!(self, Self::Unknown | Self::Control | Self::UserDefined)
-    }
-
-    /// Whether matching this type in the text requires `parse_special`.
-    /// User-defined tokens are pre-tokenized regardless, like in HF
-    /// tokenizers and llama.cpp.
-    fn needs_parse_special(self) -> bool {
-        matches!(self, Self::Unknown | Self::Control)
-    }
-}
 
 /// Why a vocabulary could not be built. Each variant names, through
 /// [`SpmError::gguf_field`], the GGUF metadata key that holds the bad value,
@@ -440,7 +390,7 @@ pub struct SpmVocab {
     /// Scores with `-0.0` normalised to `0.0`, see [`Bigram`].
     scores: Vec<f32>,
     #[cfg(test)]
-    types: Vec<TokenType>,
+    types: Vec<TokenKind>,
     /// Byte-fallback token of every byte value (see [`Self::byte_token`]).
     byte_tokens: [Option<u32>; 256],
     /// Rendered bytes of all tokens, concatenated; token `i` owns
@@ -535,7 +485,7 @@ impl SpmVocab {
 
         let mut token_types = Vec::with_capacity(n);
         for ((id, &code), text) in (0u32..).zip(&types).zip(&tokens) {
-            let ty = TokenType::from_gguf(code).ok_or(SpmError::InvalidTokenType { id, code })?;
+            let ty = TokenKind::from_gguf(code).ok_or(SpmError::InvalidTokenType { id, code })?;
             if ty.is_special() && text.is_empty() {
                 return Err(SpmError::EmptySpecialToken { id });
             }
@@ -869,14 +819,14 @@ fn parse_byte_token(text: &str) -> Option<u8> {
 }
 
 /// Renders every token once for decoding (see [`SpmVocab::token_bytes`]).
-fn render_pieces(index: &TokenIndex, types: &[TokenType]) -> Result<(Vec<u8>, Vec<usize>), SpmError> {
+fn render_pieces(index: &TokenIndex, types: &[TokenKind]) -> Result<(Vec<u8>, Vec<usize>), SpmError> {
     let mut pieces = Vec::with_capacity(index.arena.len());
     let mut starts = Vec::with_capacity(types.len() + 1);
     for (id, ty) in (0u32..).zip(types) {
         starts.push(pieces.len());
         let text = index.text(id).unwrap_or_default();
         match ty {
-            TokenType::Normal => {
+            TokenKind::Normal => {
                 for (i, part) in text.split(SPACE_ESCAPE).enumerate() {
                     if i > 0 {
                         pieces.push(b' ');
@@ -884,18 +834,18 @@ fn render_pieces(index: &TokenIndex, types: &[TokenType]) -> Result<(Vec<u8>, Ve
                     pieces.extend_from_slice(part.as_bytes());
                 }
             }
-            TokenType::Byte => {
+            TokenKind::Byte => {
                 let byte = parse_byte_token(text)
                     .ok_or_else(|| SpmError::MalformedByteToken { id, text: text.to_string() })?;
                 pieces.push(byte);
             }
-            TokenType::Control | TokenType::Unknown | TokenType::UserDefined => {
+            TokenKind::Control | TokenKind::Unknown | TokenKind::UserDefined => {
                 pieces.extend_from_slice(text.as_bytes());
             }
             // llama.cpp's token_to_piece renders these as nothing, even with
             // special = true ("we accept all unsupported token types,
             // suppressing them like CONTROL tokens").
-            TokenType::Unused | TokenType::Undefined => {}
+            TokenKind::Unused => {}
         }
     }
     starts.push(pieces.len());
@@ -1013,7 +963,7 @@ struct SpecialMatcher {
 }
 
 impl SpecialMatcher {
-    fn new(index: &TokenIndex, types: &[TokenType]) -> Result<Self, SpmError> {
+    fn new(index: &TokenIndex, types: &[TokenKind]) -> Result<Self, SpmError> {
         let text = |id: u32| index.text(id).unwrap_or_default();
         let mut ranked: Vec<u32> = (0u32..).zip(types).filter(|(_, ty)| ty.is_special()).map(|(id, _)| id).collect();
         ranked.sort_unstable_by_key(|&id| (std::cmp::Reverse(text(id).len()), id));

@@ -118,7 +118,19 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
-    fn from_gguf(value: i32) -> Option<Self> {
+    /// Control, unknown or user-defined: matched as whole units in text (llama.cpp's
+    /// `cache_special_tokens`).
+    pub fn is_special(self) -> bool {
+        matches!(self, Self::Control | Self::Unknown | Self::UserDefined)
+    }
+
+    /// Control or unknown: matched in text only with `parse_special`, and omitted from output
+    /// when rendering without special tokens.
+    pub fn needs_parse_special(self) -> bool {
+        matches!(self, Self::Control | Self::Unknown)
+    }
+
+    pub(crate) fn from_gguf(value: i32) -> Option<Self> {
         Some(match value {
             0 | 1 => Self::Normal,
             2 => Self::Unknown,
@@ -278,7 +290,7 @@ impl Tokenizer {
     }
 
     /// A SentencePiece vocabulary: `spm` encodes; token bytes come from its rendering.
-    fn spm(spec: TokenizerSpec) -> Result<Self, TokenizerError> {
+    fn spm(mut spec: TokenizerSpec) -> Result<Self, TokenizerError> {
         let n = spec.tokens.len();
         if n == 0 {
             return Err(TokenizerError::EmptyVocab);
@@ -288,7 +300,7 @@ impl Tokenizer {
         let types = if spec.token_types.is_empty() { vec![1; n] } else { spec.token_types.clone() };
         let vocab = SpmVocab::new(
             spec.tokens.clone(),
-            spec.scores,
+            std::mem::take(&mut spec.scores),
             types,
             spec.bos_id,
             spec.eos_id,
@@ -297,27 +309,11 @@ impl Tokenizer {
             spec.add_space_prefix,
         )
         .map_err(|e| TokenizerError::Vocab { field: e.gguf_field(), reason: e.to_string() })?;
-        let mut bytes = Vec::new();
-        let mut offsets = Vec::with_capacity(n + 1);
-        offsets.push(0);
-        for id in 0..n {
-            // `n <= MAX_VOCAB_SIZE`, so the id fits.
-            let id = u32::try_from(id).map_err(|e| backend("token id", e))?;
-            bytes.extend_from_slice(vocab.token_bytes(id).unwrap_or_default());
-            offsets.push(bytes.len());
-        }
-        Ok(Self {
-            backend: Backend::Spm(Box::new(vocab)),
-            tokens: spec.tokens,
-            kinds,
-            bytes,
-            offsets,
-            bos_id: spec.bos_id,
-            eos_id: spec.eos_id,
-            add_bos: spec.add_bos,
-            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
-            pre: PreKind::Default,
-        })
+        // `n <= MAX_VOCAB_SIZE`, so every id fits.
+        let pieces: Vec<Vec<u8>> = (0..n)
+            .map(|id| u32::try_from(id).ok().and_then(|id| vocab.token_bytes(id)).unwrap_or_default().to_vec())
+            .collect();
+        Ok(Self::assemble(Backend::Spm(Box::new(vocab)), spec, kinds, pieces, PreKind::Default))
     }
 
     fn bpe(spec: TokenizerSpec) -> Result<Self, TokenizerError> {
@@ -379,16 +375,29 @@ impl Tokenizer {
         plain.set_encode_special_tokens(true);
 
         let table = byte_table();
+        let pieces: Vec<Vec<u8>> =
+            spec.tokens.iter().zip(&kinds).map(|(text, &kind)| token_raw_bytes(text, kind, &table)).collect();
+        let backend = Backend::Bpe { with_special: Box::new(with_special), plain: Box::new(plain) };
+        Ok(Self::assemble(backend, spec, kinds, pieces, pre))
+    }
+
+    /// The tokenizer over `backend`, with every token's bytes laid end to end.
+    fn assemble(
+        backend: Backend,
+        spec: TokenizerSpec,
+        kinds: Vec<TokenKind>,
+        pieces: Vec<Vec<u8>>,
+        pre: PreKind,
+    ) -> Self {
         let mut bytes = Vec::new();
-        let mut offsets = Vec::with_capacity(n + 1);
+        let mut offsets = Vec::with_capacity(pieces.len() + 1);
         offsets.push(0);
-        for (text, &kind) in spec.tokens.iter().zip(&kinds) {
-            bytes.extend_from_slice(&token_raw_bytes(text, kind, &table));
+        for piece in pieces {
+            bytes.extend_from_slice(&piece);
             offsets.push(bytes.len());
         }
-
-        Ok(Self {
-            backend: Backend::Bpe { with_special: Box::new(with_special), plain: Box::new(plain) },
+        Self {
+            backend,
             tokens: spec.tokens,
             kinds,
             bytes,
@@ -398,7 +407,7 @@ impl Tokenizer {
             add_bos: spec.add_bos,
             max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             pre,
-        })
+        }
     }
 
     /// Replaces the bound on input text length ([`DEFAULT_MAX_INPUT_BYTES`] by default).
@@ -507,12 +516,12 @@ impl Tokenizer {
 
     /// Control, unknown or user-defined: the tokens matched as whole units in text.
     pub fn is_special(&self, id: u32) -> bool {
-        matches!(self.token_kind(id), Some(TokenKind::Control | TokenKind::Unknown | TokenKind::UserDefined))
+        self.token_kind(id).is_some_and(TokenKind::is_special)
     }
 
     /// Tokens llama.cpp omits from output when rendering without special tokens.
     fn hidden_when_skipping(&self, id: u32) -> bool {
-        matches!(self.token_kind(id), Some(TokenKind::Control | TokenKind::Unknown))
+        self.token_kind(id).is_some_and(TokenKind::needs_parse_special)
     }
 
     pub fn vocab_size(&self) -> usize {
