@@ -10,7 +10,7 @@ use crate::attention;
 use crate::gguf::{Gguf, GgufError, GgufHeader};
 use crate::kernels::{self, Isa, par_rows};
 use crate::kv::KvCache;
-use crate::quant::{PackedKind, PackedMatrix, QK, QK_K, QuantError, QuantizedActs};
+use crate::quant::{self, PackedKind, PackedMatrix, QK, QK_K, QuantError, QuantizedActs};
 use crate::row_writers::RowsMut;
 use crate::step::logit_rows;
 use crate::threadpool::ThreadPool;
@@ -271,7 +271,7 @@ fn matmul(
     ldy: usize,
 ) {
     let acts = if w.act_block == QK_K && w.kind != PackedKind::F32 {
-        xq_k.quantize_k(&xf[..xq.t * w.k], xq.t, w.k);
+        quantize_rows_by(pool, xf, xq_k, xq.t, w.k, &quant::quantize_row_k);
         &*xq_k
     } else {
         xq
@@ -651,6 +651,21 @@ fn residual_norm_quantize(
 
 /// Quantizes `t` rows of `x` in parallel.
 fn quantize_rows(pool: &ThreadPool, isa: Isa, x: &[f32], xq: &mut QuantizedActs, t: usize, k: usize) {
+    quantize_rows_by(pool, x, xq, t, k, &move |x, q, d, s| kernels::quantize_row(isa, x, q, d, s));
+}
+
+/// One row's quantization: `(x, q, d, s)` with `d` and `s` per 32-element block.
+type RowQuantizer<'a> = dyn Fn(&[f32], &mut [i8], &mut [f32], &mut [f32]) + Sync + 'a;
+
+/// Quantizes `t` rows of `x` with `quantize`, rows in parallel.
+fn quantize_rows_by(
+    pool: &ThreadPool,
+    x: &[f32],
+    xq: &mut QuantizedActs,
+    t: usize,
+    k: usize,
+    quantize: &RowQuantizer<'_>,
+) {
     let nb = k / QK;
     xq.set_shape(t, k);
     let (q, d, s) = xq.parts_mut();
@@ -659,7 +674,7 @@ fn quantize_rows(pool: &ThreadPool, isa: Isa, x: &[f32], xq: &mut QuantizedActs,
         // SAFETY: one row per call.
         #[allow(unsafe_code)]
         let (q, d, s) = unsafe { (qr.get(r), dr.get(r), sr.get(r)) };
-        kernels::quantize_row(isa, &x[r * k..][..k], q, d, s);
+        quantize(&x[r * k..][..k], q, d, s);
     });
 }
 

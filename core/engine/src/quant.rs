@@ -409,46 +409,55 @@ impl QuantizedActs {
         self.s.resize(t * nb, 0.0);
     }
 
-    /// Quantizes `t` rows of `k` (a multiple of [`QK_K`]) exactly as ggml's
-    /// `quantize_row_q8_K` does: per 256 elements, `iscale = -127 / x_max` for the element of
-    /// largest magnitude, `q = min(127, round(iscale · x))` ties to even, `d = 1 / iscale` (so
-    /// `d` may be negative). The scale is repeated for each 32-element block so the kernels
-    /// read it as they read Q8_0's.
+    /// Quantizes `t` rows of `k` (a multiple of [`QK_K`]) with [`quantize_row_k`].
     pub fn quantize_k(&mut self, x: &[f32], t: usize, k: usize) {
         self.set_shape(t, k);
         let nb = k / QK;
-        for (r, row) in x.chunks_exact(k).take(t).enumerate() {
-            for (sb, sup) in row.chunks_exact(QK_K).enumerate() {
-                let (mut amax, mut max) = (0f32, 0f32);
-                for &v in sup {
-                    if v.abs() > amax {
-                        (amax, max) = (v.abs(), v);
-                    }
-                }
-                let (iscale, d) = if amax > 0.0 {
-                    let iscale = -127.0 / max;
-                    (iscale, 1.0 / iscale)
-                } else {
-                    (0.0, 0.0)
-                };
-                for (b, blk) in sup.chunks_exact(QK).enumerate() {
-                    let at = r * nb + sb * (QK_K / QK) + b;
-                    let q = &mut self.q[at * QK..][..QK];
-                    let mut sum = 0i32;
-                    for (dst, &v) in q.iter_mut().zip(blk) {
-                        *dst = (iscale * v).round_ties_even().min(127.0) as i8;
-                        sum += i32::from(*dst);
-                    }
-                    self.d[at] = d;
-                    self.s[at] = d * sum as f32;
-                }
-            }
+        for r in 0..t {
+            quantize_row_k(
+                &x[r * k..][..k],
+                &mut self.q[r * k..][..k],
+                &mut self.d[r * nb..][..nb],
+                &mut self.s[r * nb..][..nb],
+            );
         }
     }
 
     /// Split borrows of the three buffers, for filling rows in parallel.
     pub fn parts_mut(&mut self) -> (&mut [i8], &mut [f32], &mut [f32]) {
         (&mut self.q, &mut self.d, &mut self.s)
+    }
+}
+
+/// Quantizes one row (a multiple of [`QK_K`] long) exactly as ggml's `quantize_row_q8_K`
+/// does: per 256 elements, `iscale = -127 / x_max` for the element of largest magnitude,
+/// `q = min(127, round(iscale · x))` ties to even, `d = 1 / iscale` (so `d` may be negative).
+/// The scale is repeated for each 32-element block (`d`, `s` hold one entry per 32) so the
+/// kernels read it as they read Q8_0's.
+pub fn quantize_row_k(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    for (sb, sup) in x.chunks_exact(QK_K).enumerate() {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in sup {
+            if v.abs() > amax {
+                (amax, max) = (v.abs(), v);
+            }
+        }
+        let (iscale, scale) = if amax > 0.0 {
+            let iscale = -127.0 / max;
+            (iscale, 1.0 / iscale)
+        } else {
+            (0.0, 0.0)
+        };
+        for (b, blk) in sup.chunks_exact(QK).enumerate() {
+            let at = sb * (QK_K / QK) + b;
+            let mut sum = 0i32;
+            for (dst, &v) in q[at * QK..][..QK].iter_mut().zip(blk) {
+                *dst = (iscale * v).round_ties_even().min(127.0) as i8;
+                sum += i32::from(*dst);
+            }
+            d[at] = scale;
+            s[at] = scale * sum as f32;
+        }
     }
 }
 
