@@ -3,8 +3,10 @@
 //! benchmarks). Multi-sequence serving drives [`Model::forward`] through the scheduler instead.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::chat_template::{ChatMessage, ChatTemplate, TemplateError};
+use crate::constraint::{ConstraintError, Constraints};
 use crate::device::{DeviceError, DeviceSpec};
 use crate::gguf::{Gguf, GgufError};
 use crate::kernels::Isa;
@@ -125,6 +127,12 @@ pub enum GenerateError {
     /// The KV cache could not be allocated.
     #[error(transparent)]
     Kv(#[from] KvSizeError),
+    /// The grammar could not be compiled.
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
+    /// The grammar engine failed mid-generation.
+    #[error("constrained decoding failed: {0}")]
+    Grammar(String),
 }
 
 /// A model with everything needed to turn text into text.
@@ -133,7 +141,9 @@ pub struct Engine {
     /// The weights and forward pass.
     pub model: Model,
     /// The GGUF's own tokenizer.
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<Tokenizer>,
+    /// Grammar compiler and cache for constrained sequences (built on first use).
+    pub constraints: Constraints,
     /// The GGUF's own chat template, if it has one.
     pub template: Option<ChatTemplate>,
     /// Compute threads.
@@ -221,8 +231,10 @@ impl Engine {
             }
         }
         let (backend, device_note) = open_backend(&model, opts.device)?;
+        let tokenizer = Arc::new(tokenizer);
         Ok(Self {
             model,
+            constraints: Constraints::new(tokenizer.clone(), &stop_ids),
             tokenizer,
             template,
             pool: ThreadPool::new(opts.threads),
@@ -331,6 +343,9 @@ impl Session<'_> {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation, GenerateError> {
         let mut sampler = Sampler::new(params)?;
+        if let Some(g) = &params.grammar {
+            sampler = sampler.with_constraint(self.engine.constraints.compile(g)?);
+        }
         if prompt.is_empty() {
             return Err(GenerateError::EmptyPrompt);
         }
@@ -384,6 +399,9 @@ impl Session<'_> {
             pos += step_tokens.len();
             let window = &history[history.len().saturating_sub(64)..];
             let s = sampler.sample(&logits, window);
+            if let Some(why) = sampler.grammar_error() {
+                return Err(GenerateError::Grammar(why.to_string()));
+            }
             let id = s.id;
             out.token_ids.push(id);
             out.logprobs.push(s);
@@ -395,6 +413,10 @@ impl Session<'_> {
             let piece = decoder.push(&e.tokenizer, id);
             let so = stops.push(&piece);
             emit(&so.emit, &mut out);
+            if sampler.grammar_done() {
+                out.finish_reason = FinishReason::Stop;
+                break;
+            }
             if so.stopped {
                 out.finish_reason = FinishReason::Stop;
                 return Ok(out);

@@ -9,6 +9,7 @@
 
 mod attention;
 pub mod chat_template;
+pub mod constraint;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;

@@ -15,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::constraint::{Constraint, Grammar};
+
 /// Largest accepted `top_k`; larger values are almost certainly client bugs.
 pub const MAX_TOP_K: u32 = 100_000;
 /// Largest accepted `max_tokens`; the caller may clamp further to the context window.
@@ -25,6 +27,8 @@ pub const MAX_STOPS: usize = 8;
 pub const MAX_STOP_BYTES: usize = 256;
 /// Most `top_logprobs` alternatives per token (the OpenAI limit).
 pub const MAX_TOP_LOGPROBS: u32 = 20;
+/// Most `logit_bias` entries (the OpenAI limit).
+pub const MAX_LOGIT_BIAS: usize = 300;
 
 /// Per-request sampling knobs. Deserializes with every field optional (missing = default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,9 +42,10 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// 0 disables; valid `0..=1`, relative to the most likely token's probability.
     pub min_p: f32,
-    /// OpenAI presence penalty, valid `-2..=2`.
+    /// OpenAI presence penalty, valid `-2..=2`: `logit -= presence` for every token already
+    /// generated (output only, as OpenAI and vLLM define it).
     pub presence_penalty: f32,
-    /// OpenAI frequency penalty, valid `-2..=2`.
+    /// OpenAI frequency penalty, valid `-2..=2`: `logit -= frequency * count` over the output.
     pub frequency_penalty: f32,
     /// CTRL/llama.cpp repetition penalty; 1 disables; valid `(0, 10]`.
     pub repetition_penalty: f32,
@@ -55,6 +60,12 @@ pub struct SamplingParams {
     /// Keep generating past end-of-turn tokens until `max_tokens` (benchmarks, as llama.cpp's
     /// and vLLM's `ignore_eos`). Stop strings still apply.
     pub ignore_eos: bool,
+    /// OpenAI `logit_bias`: `(token id, bias)` added to the logit before sampling; at most
+    /// `MAX_LOGIT_BIAS` entries, each bias in `-100..=100`. Ids are checked against the model's
+    /// vocabulary by the engine.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Output must match this grammar; compiled by the engine (see [`crate::constraint`]).
+    pub grammar: Option<Grammar>,
 }
 
 impl Default for SamplingParams {
@@ -72,6 +83,8 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             top_logprobs: 0,
             ignore_eos: false,
+            logit_bias: Vec::new(),
+            grammar: None,
         }
     }
 }
@@ -101,6 +114,10 @@ pub enum SamplingError {
     StopLength { index: usize, len: usize },
     #[error("top_logprobs must be in 0..={max}, got {0}", max = MAX_TOP_LOGPROBS)]
     TopLogprobs(u32),
+    #[error("logit_bias must hold at most {max} entries, got {0}", max = MAX_LOGIT_BIAS)]
+    TooManyBiases(usize),
+    #[error("logit_bias[{id}] must be a finite number in -100..=100, got {bias}")]
+    LogitBias { id: u32, bias: f32 },
 }
 
 impl SamplingError {
@@ -117,6 +134,7 @@ impl SamplingError {
             Self::MaxTokens(_) => "max_tokens",
             Self::TooManyStops(_) | Self::StopLength { .. } => "stop",
             Self::TopLogprobs(_) => "top_logprobs",
+            Self::TooManyBiases(_) | Self::LogitBias { .. } => "logit_bias",
         }
     }
 }
@@ -145,9 +163,13 @@ impl SamplingParams {
             ((1..=MAX_MAX_TOKENS).contains(&self.max_tokens), E::MaxTokens(self.max_tokens)),
             (self.stop.len() <= MAX_STOPS, E::TooManyStops(self.stop.len())),
             (self.top_logprobs <= MAX_TOP_LOGPROBS, E::TopLogprobs(self.top_logprobs)),
+            (self.logit_bias.len() <= MAX_LOGIT_BIAS, E::TooManyBiases(self.logit_bias.len())),
         ];
         if let Some(e) = checks.into_iter().find_map(|(ok, e)| (!ok).then_some(e)) {
             return Err(e);
+        }
+        if let Some(&(id, bias)) = self.logit_bias.iter().find(|(_, b)| !within(*b, -100.0, 100.0)) {
+            return Err(E::LogitBias { id, bias });
         }
         match bad_stop {
             Some((index, s)) => Err(E::StopLength { index, len: s.len() }),
@@ -310,7 +332,7 @@ impl Rng {
 
 /// Per-sequence sampler. Owns the RNG stream and scratch buffers reused across steps, so one
 /// `Sampler` must serve exactly one sequence.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
@@ -320,6 +342,14 @@ pub struct Sampler {
     cands: Vec<(u32, f32)>,
     /// Sorted in-vocab history, to count repeats without a vocab-sized table.
     hist: Vec<u32>,
+    /// How often each token was generated (presence and frequency penalties).
+    counts: std::collections::HashMap<u32, u32>,
+    /// The grammar the output must match, if any.
+    constraint: Option<Constraint>,
+    /// The grammar is complete: nothing may follow the last token.
+    grammar_done: bool,
+    /// The grammar engine failed (the sequence cannot go on).
+    grammar_error: Option<String>,
 }
 
 impl Sampler {
@@ -327,7 +357,38 @@ impl Sampler {
     pub fn new(params: &SamplingParams) -> Result<Self, SamplingError> {
         params.validate()?;
         let rng = params.seed.map_or_else(Rng::from_entropy, Rng::seeded);
-        Ok(Self { params: params.clone(), rng, work: Vec::new(), cands: Vec::new(), hist: Vec::new() })
+        Ok(Self {
+            params: params.clone(),
+            rng,
+            work: Vec::new(),
+            cands: Vec::new(),
+            hist: Vec::new(),
+            counts: Default::default(),
+            constraint: None,
+            grammar_done: false,
+            grammar_error: None,
+        })
+    }
+
+    /// Restricts every choice to what `constraint` allows next, and advances it.
+    pub fn with_constraint(mut self, constraint: Constraint) -> Self {
+        self.constraint = Some(constraint);
+        self
+    }
+
+    /// The sequence's grammar, if it has one (to compute its next mask ahead of time).
+    pub fn constraint_mut(&mut self) -> Option<&mut Constraint> {
+        self.constraint.as_mut()
+    }
+
+    /// The grammar is complete after the last token: the sequence must end.
+    pub fn grammar_done(&self) -> bool {
+        self.grammar_done
+    }
+
+    /// Why the grammar engine could not go on, if it failed.
+    pub fn grammar_error(&self) -> Option<&str> {
+        self.grammar_error.as_deref()
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -343,6 +404,7 @@ impl Sampler {
         }
         let norm = LogSoftmax::new(logits);
         let id = self.choose(logits, history);
+        self.observe(id);
         let logprob = logits.get(id as usize).map_or(f32::NEG_INFINITY, |&x| norm.logprob(x));
         let top = top_n(logits, self.params.top_logprobs as usize)
             .into_iter()
@@ -356,7 +418,11 @@ impl Sampler {
     /// no penalties, no alternatives asked for.
     pub fn is_device_greedy(&self) -> bool {
         let p = &self.params;
-        (p.temperature == 0.0 || p.top_k == 1) && !self.penalties_active() && p.top_logprobs == 0
+        (p.temperature == 0.0 || p.top_k == 1)
+            && !self.penalties_active()
+            && p.top_logprobs == 0
+            && p.logit_bias.is_empty()
+            && self.constraint.is_none()
     }
 
     /// Takes a greedy choice made on a device (see [`Self::is_device_greedy`]).
@@ -369,11 +435,36 @@ impl Sampler {
         p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0
     }
 
+    /// Records a chosen token: output counts for the penalties, and the grammar's state.
+    fn observe(&mut self, id: u32) {
+        let p = &self.params;
+        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+            *self.counts.entry(id).or_default() += 1;
+        }
+        if let Some(c) = &mut self.constraint
+            && self.grammar_error.is_none()
+        {
+            match c.advance(id) {
+                Ok(done) => self.grammar_done = done,
+                Err(e) => self.grammar_error = Some(e),
+            }
+        }
+    }
+
     fn choose(&mut self, logits: &[f32], history: &[u32]) -> u32 {
-        let vals: &[f32] = if self.penalties_active() && !history.is_empty() {
+        let repetition = self.params.repetition_penalty != 1.0 && !history.is_empty();
+        let edits = repetition || !self.counts.is_empty() || !self.params.logit_bias.is_empty();
+        let vals: &[f32] = if edits || self.constraint.is_some() {
             self.work.clear();
             self.work.extend(logits.iter().map(|&x| clean(x)));
-            apply_penalties(&mut self.work, history, &mut self.hist, &self.params);
+            if edits {
+                apply_penalties(&mut self.work, history, &mut self.hist, &self.counts, &self.params);
+            }
+            if let Some(c) = &mut self.constraint
+                && let Err(e) = c.mask(&mut self.work)
+            {
+                self.grammar_error = Some(e);
+            }
             &self.work
         } else {
             logits
@@ -385,20 +476,36 @@ impl Sampler {
     }
 }
 
-/// Repetition penalty (llama.cpp/CTRL: shrink positive logits, grow negative ones), then OpenAI
-/// `logit -= presence * (count > 0) + frequency * count`, once per distinct history token.
-fn apply_penalties(work: &mut [f32], history: &[u32], hist: &mut Vec<u32>, p: &SamplingParams) {
-    hist.clear();
-    hist.extend(history.iter().copied().filter(|&t| (t as usize) < work.len()));
-    hist.sort_unstable();
-    for run in hist.chunk_by(|a, b| a == b) {
-        let Some(x) = run.first().and_then(|&t| work.get_mut(t as usize)) else {
-            continue;
-        };
-        if p.repetition_penalty != 1.0 {
+/// Repetition penalty over the `history` window (llama.cpp/CTRL: shrink positive logits, grow
+/// negative ones, once per distinct token), then OpenAI's
+/// `logit -= presence * (count > 0) + frequency * count` over the tokens generated so far,
+/// then `logit_bias`.
+fn apply_penalties(
+    work: &mut [f32],
+    history: &[u32],
+    hist: &mut Vec<u32>,
+    counts: &std::collections::HashMap<u32, u32>,
+    p: &SamplingParams,
+) {
+    if p.repetition_penalty != 1.0 {
+        hist.clear();
+        hist.extend(history.iter().copied().filter(|&t| (t as usize) < work.len()));
+        hist.sort_unstable();
+        hist.dedup();
+        for &t in hist.iter() {
+            let x = &mut work[t as usize];
             *x = if *x <= 0.0 { *x * p.repetition_penalty } else { *x / p.repetition_penalty };
         }
-        *x -= p.presence_penalty + p.frequency_penalty * run.len() as f32;
+    }
+    for (&t, &n) in counts {
+        if let Some(x) = work.get_mut(t as usize) {
+            *x -= p.presence_penalty + p.frequency_penalty * n as f32;
+        }
+    }
+    for &(t, bias) in &p.logit_bias {
+        if let Some(x) = work.get_mut(t as usize) {
+            *x += bias;
+        }
     }
 }
 
@@ -597,7 +704,7 @@ mod tests {
     #[test]
     fn validation_names_each_bad_field() {
         assert_eq!(SamplingParams::default().validate(), Ok(()));
-        let cases: [(Edit, &str); 18] = [
+        let cases: [(Edit, &str); 21] = [
             (|p| p.temperature = 3.5, "temperature"),
             (|p| p.temperature = f32::NAN, "temperature"),
             (|p| p.temperature = -0.1, "temperature"),
@@ -616,6 +723,9 @@ mod tests {
             (|p| p.stop = vec!["ok".into(), String::new()], "stop"),
             (|p| p.stop = vec!["y".repeat(MAX_STOP_BYTES + 1)], "stop"),
             (|p| p.top_logprobs = MAX_TOP_LOGPROBS + 1, "top_logprobs"),
+            (|p| p.logit_bias = vec![(1, 0.5); MAX_LOGIT_BIAS + 1], "logit_bias"),
+            (|p| p.logit_bias = vec![(1, 100.5)], "logit_bias"),
+            (|p| p.logit_bias = vec![(1, f32::NAN)], "logit_bias"),
         ];
         for (edit, field) in cases {
             let mut p = SamplingParams::default();
@@ -662,7 +772,7 @@ mod tests {
         let total: f32 = out.top.iter().map(|t| t.logprob.exp()).sum();
         assert!((total - 1.0).abs() < 1e-5, "{total}");
         // Reported logprobs are of the raw logits, whatever the penalties and temperature did.
-        let out = sampler(0.0, |p| p.presence_penalty = 2.0).sample(&[2.0, 1.0], &[0]);
+        let out = sampler(0.0, |p| p.logit_bias = vec![(0, -2.0)]).sample(&[2.0, 1.0], &[0]);
         assert_eq!(out.id, 1);
         assert!((out.logprob - (1.0 - (2f32.exp() + 1f32.exp()).ln())).abs() < 1e-5);
     }
@@ -741,14 +851,19 @@ mod tests {
         assert_eq!(rep.sample(&[-1.0, -1.05], &[0]).id, 1); // -1.0 * 1.1 < -1.05
         assert_eq!(rep.sample(&[2.0, 1.9], &[1]).id, 0);
         assert_eq!(rep.sample(&[2.0, 1.9], &[u32::MAX, 7]).id, 0); // out of vocab: ignored
+        // Presence and frequency count what this sampler generated (OpenAI's definition),
+        // not the history window (the prompt is not penalized).
         let mut pres = sampler(0.0, |p| p.presence_penalty = 1.0);
-        assert_eq!(pres.sample(&[1.0, 0.5], &[]).id, 0);
-        assert_eq!(pres.sample(&[1.0, 0.5], &[0, 0, 0]).id, 1);
-        assert_eq!(sampler(0.0, |p| p.presence_penalty = -1.0).sample(&[0.5, 1.0], &[0]).id, 0);
+        assert_eq!(ids(&mut pres, &[1.0, 0.5], &[0, 0, 0], 3), [0, 1, 0]); // 0 < 0.5, then 0 > -0.5
+        let mut neg = sampler(0.0, |p| p.presence_penalty = -1.0);
+        assert_eq!(ids(&mut neg, &[1.0, 1.5], &[], 2), [1, 1]);
         let mut freq = sampler(0.0, |p| p.frequency_penalty = 0.2);
-        assert_eq!(freq.sample(&[1.0, 0.5], &[0]).id, 0); // 0.8 > 0.5
-        assert_eq!(freq.sample(&[1.0, 0.5], &[0, 0, 0]).id, 1); // 0.4 < 0.5
-        assert_eq!(freq.sample(&[1.0, 0.5], &[0, 1, 0, 0]).id, 0); // 0.4 > 0.3
+        // 1.0, 0.8, 0.6 beat 0.5; 0.4 loses to 0.5; then 0.4 beats 0.3.
+        assert_eq!(ids(&mut freq, &[1.0, 0.5], &[0, 0, 0, 0], 5), [0, 0, 0, 1, 0]);
+        let mut bias = sampler(0.0, |p| p.logit_bias = vec![(1, 5.0), (7, 100.0)]);
+        assert_eq!(bias.sample(&[2.0, 1.9], &[]).id, 1); // id 7 is outside these logits: ignored
+        let mut ban = sampler(1.0, |p| p.logit_bias = vec![(0, -100.0)]);
+        assert!(ids(&mut ban, &[5.0, 0.0, 0.0], &[], 50).iter().all(|&id| id != 0));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use chorus_sched::metrics::SchedCounters;
 use chorus_sched::{AdmitError, DropError, Event, Sample, SchedConfig, Scheduler, SeqId, SeqRequest, Tier, TierConfig};
 use tokio::sync::mpsc as async_mpsc;
 
+use crate::constraint::{Constraint, ConstraintError};
 use crate::engine::{BLOCK_SIZE, Engine, FinishReason};
 use crate::exec::{ExecError, Executor, KvPlan, RowOut};
 use crate::health::Pulse;
@@ -91,16 +92,21 @@ pub enum SubmitError {
     BadToken { index: usize, id: u32, vocab: usize },
     #[error(transparent)]
     Sampling(#[from] SamplingError),
+    #[error("logit_bias names token {id}, outside the model's vocabulary of {vocab}")]
+    BiasToken { id: u32, vocab: usize },
+    #[error(transparent)]
+    Constraint(#[from] ConstraintError),
 }
 
 /// A sequence checked against the model: token ids in its vocabulary, sampling parameters in
-/// range. Only [`EngineHandle::validate`] makes one.
-#[derive(Debug, Clone)]
+/// range, its grammar compiled. Only [`EngineHandle::validate`] makes one.
+#[derive(Debug)]
 pub struct ValidSeq {
     prompt: Vec<u32>,
     params: SamplingParams,
     tier: Tier,
     cache_salt: Vec<u8>,
+    constraint: Option<Constraint>,
 }
 
 impl ValidSeq {
@@ -168,6 +174,7 @@ pub struct EngineHandle {
     tx: mpsc::Sender<Cmd>,
     next_id: Arc<AtomicU64>,
     vocab: usize,
+    engine: Arc<Engine>,
     metrics: Arc<Mutex<EngineMetrics>>,
     model_id: Arc<str>,
     pulse: Arc<Pulse>,
@@ -200,10 +207,20 @@ impl EngineHandle {
         let failpoints = Arc::new(Failpoints::default());
         let vocab = engine.model.cfg.vocab;
         let model_id: Arc<str> = opts.model_id.clone().into();
+        let handle_engine = engine.clone();
         let sup =
             Supervisor { engine, opts, metrics: metrics.clone(), pulse: pulse.clone(), failpoints: failpoints.clone() };
         std::thread::Builder::new().name("chorus-engine".into()).spawn(move || sup.run(&rx, first))?;
-        Ok(Self { tx, next_id: Arc::new(AtomicU64::new(1)), vocab, metrics, model_id, pulse, failpoints })
+        Ok(Self {
+            tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+            vocab,
+            engine: handle_engine,
+            metrics,
+            model_id,
+            pulse,
+            failpoints,
+        })
     }
 
     /// The loop's state, progress and restarts.
@@ -216,7 +233,8 @@ impl EngineHandle {
         &self.failpoints
     }
 
-    /// Checks a sequence against the model.
+    /// Checks a sequence against the model and compiles its grammar (on this thread, from the
+    /// engine's cache when the same grammar was compiled before).
     pub fn validate(
         &self,
         prompt: Vec<u32>,
@@ -231,7 +249,11 @@ impl EngineHandle {
             return Err(SubmitError::BadToken { index, id, vocab: self.vocab });
         }
         params.validate()?;
-        Ok(ValidSeq { prompt, params, tier, cache_salt: cache_salt.into() })
+        if let Some(&(id, _)) = params.logit_bias.iter().find(|(id, _)| *id as usize >= self.vocab) {
+            return Err(SubmitError::BiasToken { id, vocab: self.vocab });
+        }
+        let constraint = params.grammar.as_ref().map(|g| self.engine.constraints.compile(g)).transpose()?;
+        Ok(ValidSeq { prompt, params, tier, cache_salt: cache_salt.into(), constraint })
     }
 
     /// Queues a sequence; its events arrive on the returned stream.
@@ -325,6 +347,8 @@ struct Live {
     pending: Option<(String, Sampled)>,
     stopped_by_string: bool,
     ignore_eos: bool,
+    /// The grammar engine failed on this sequence: it ends `Failed` with this reason.
+    grammar_failure: Option<String>,
 }
 
 const PENALTY_WINDOW: usize = 64;
@@ -578,7 +602,10 @@ impl Loop {
                     return;
                 }
                 let sampler = match Sampler::new(&seq.params) {
-                    Ok(s) => s,
+                    Ok(s) => match seq.constraint {
+                        Some(c) => s.with_constraint(c),
+                        None => s,
+                    },
                     Err(e) => {
                         // Validated already; kept as a typed failure rather than a panic.
                         self.sched.cancel(id);
@@ -600,6 +627,7 @@ impl Loop {
                         pending: None,
                         stopped_by_string: false,
                         ignore_eos: seq.params.ignore_eos,
+                        grammar_failure: None,
                     },
                 );
             }
@@ -633,7 +661,27 @@ impl Loop {
         // Which sampled rows need their logits on the host (on a GPU, the rest are chosen there).
         let needs_host: Vec<bool> =
             plan.samples().map(|p| self.live.get(&p.id).is_some_and(|l| !l.sampler.is_device_greedy())).collect();
-        let rows = match self.exec.forward(e, &steps, &|i| needs_host.get(i).copied().unwrap_or(true)) {
+        let host = |i: usize| needs_host.get(i).copied().unwrap_or(true);
+        // Constrained sequences' next masks are computed beside the forward pass, so the
+        // sampler finds them ready (a mask depends only on the tokens taken so far).
+        let ahead: Vec<&mut Constraint> = self.live.values_mut().filter_map(|l| l.sampler.constraint_mut()).collect();
+        let forwarded = if ahead.is_empty() {
+            self.exec.forward(e, &steps, &host)
+        } else {
+            let exec = &mut self.exec;
+            std::thread::scope(|s| {
+                let masks = s.spawn(move || {
+                    for c in ahead {
+                        // An error here is found again, and reported, when the row samples.
+                        let _ = c.prepare();
+                    }
+                });
+                let rows = exec.forward(e, &steps, &host);
+                let _ = masks.join();
+                rows
+            })
+        };
+        let rows = match forwarded {
             Ok(rows) => rows,
             Err(err) => {
                 // A device error can leave the KV cache or the device context half-written:
@@ -674,6 +722,12 @@ impl Loop {
             (None, None) => l.sampler.sample(&[], window),
         };
         let id = s.id;
+        if let Some(why) = l.sampler.grammar_error() {
+            l.grammar_failure = Some(format!("constrained decoding failed: {why}"));
+            l.pending = Some((String::new(), s));
+            return Sample { token: id, stop: true };
+        }
+        let grammar_done = l.sampler.grammar_done();
         if l.history.len() >= 4 * PENALTY_WINDOW {
             l.history.drain(..l.history.len() - PENALTY_WINDOW);
         }
@@ -686,7 +740,7 @@ impl Loop {
         let so = l.stops.push(&piece);
         l.stopped_by_string = so.stopped;
         l.pending = Some((so.emit, s));
-        Sample { token: id, stop: so.stopped }
+        Sample { token: id, stop: so.stopped || grammar_done }
     }
 
     fn deliver(&mut self, events: &[Event]) {
@@ -719,6 +773,10 @@ impl Loop {
                 }
                 Event::Finished { id, reason, prompt_tokens, output_tokens, cached_tokens } => {
                     let Some(mut l) = self.live.remove(id) else { continue };
+                    if let Some(why) = l.grammar_failure.take() {
+                        let _ = l.tx.send(SeqEvent::Failed(EngineFailure::Internal(why)));
+                        continue;
+                    }
                     let text = if l.stopped_by_string {
                         String::new()
                     } else {

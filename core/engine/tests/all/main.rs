@@ -2,6 +2,7 @@
 
 mod batching;
 mod common;
+mod constrained;
 mod cuda;
 mod gemma;
 mod generation;
