@@ -74,6 +74,10 @@ async fn direct(client: &CoreClient, i: usize) -> Result<f64> {
         deadline_ms: None,
         trace: None,
         echo_prompt: false,
+        constraint: None,
+        tools: Vec::new(),
+        tool_choice: chorus_proto::ToolChoice::None,
+        parallel_tool_calls: false,
     };
     let t = Instant::now();
     let mut s = client.generate(g).await?;

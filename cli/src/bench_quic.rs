@@ -83,6 +83,10 @@ pub fn run(b: &QuicBench) -> Result<()> {
                         deadline_ms: None,
                         trace: None,
                         echo_prompt: false,
+                        constraint: None,
+                        tools: Vec::new(),
+                        tool_choice: chorus_proto::ToolChoice::None,
+                        parallel_tool_calls: false,
                     };
                     let mut s = client.generate(g).await?;
                     let mut lat = Vec::with_capacity(per_stream as usize);

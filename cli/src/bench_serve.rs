@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chorus_engine::chat_template::ChatMessage;
+use chorus_engine::constraint::Grammar;
 use chorus_engine::engine::Engine;
 use chorus_engine::sampler::SamplingParams;
 use chorus_engine::serve::{EngineHandle, SeqEvent, SeqStream, ServeOptions};
@@ -41,6 +42,11 @@ pub struct ServeBench {
     /// Sequences decoding at once.
     #[arg(long, default_value_t = ServeOptions::default().max_running)]
     pub max_running: usize,
+    /// JSON schema files: the sweep runs each concurrency unconstrained and then with the
+    /// first schema constraining every sequence, side by side; compile times (cold and
+    /// cached) are reported for each.
+    #[arg(long, value_delimiter = ',')]
+    pub json_schema: Vec<PathBuf>,
     /// Write the sweep's prompts (JSON arrays of token ids) to this file, for running the same
     /// requests against a peer server, and exit.
     #[arg(long)]
@@ -89,10 +95,22 @@ fn params(max_tokens: usize) -> SamplingParams {
 
 /// Submits every prompt at once (each under its own cache salt) and waits for all.
 fn burst(h: &EngineHandle, prompts: &[Vec<u32>], new_tokens: usize, tier: Tier, salt: &str) -> Result<Run> {
+    burst_with(h, prompts, new_tokens, tier, salt, None)
+}
+
+fn burst_with(
+    h: &EngineHandle,
+    prompts: &[Vec<u32>],
+    new_tokens: usize,
+    tier: Tier,
+    salt: &str,
+    grammar: Option<&Grammar>,
+) -> Result<Run> {
     let t0 = Instant::now();
     let mut streams = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
-        let seq = h.validate(p.clone(), params(new_tokens), tier, format!("{salt}-{i}"))?;
+        let params = SamplingParams { grammar: grammar.cloned(), ..params(new_tokens) };
+        let seq = h.validate(p.clone(), params, tier, format!("{salt}-{i}"))?;
         streams.push((h.submit(seq), Instant::now()));
     }
     let results: Vec<_> = std::thread::scope(|scope| {
@@ -134,24 +152,43 @@ pub fn run(e: Engine, prompt_tokens: usize, new_tokens: usize, json: bool, a: &S
     // Warm-up: faults the weights in and sizes the buffers.
     burst(&h, &prompts(2, 99), 8, Tier::Free, "warm")?;
 
+    let schemas = a
+        .json_schema
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Ok((p.display().to_string(), Grammar::JsonSchema(text)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let compile = schemas.iter().map(|(name, g)| compile_times(&e, name, g, json)).collect::<Result<Vec<_>>>()?;
     let mut sweep = Vec::new();
     for &c in &a.concurrency {
-        let mut all = Run { ttft_ms: Vec::new(), output_tokens: 0, wall: Duration::ZERO };
-        for round in 0..a.rounds.max(1) {
-            let r = burst(&h, &prompts(c, round), new_tokens, Tier::Plus, &format!("sweep-{c}-{round}"))?;
-            all.ttft_ms.extend(r.ttft_ms);
-            all.output_tokens += r.output_tokens;
-            all.wall += r.wall;
+        let modes: Vec<Option<&Grammar>> = std::iter::once(None).chain(schemas.first().map(|(_, g)| Some(g))).collect();
+        let mut plain_tps = None;
+        for grammar in modes {
+            let mut all = Run { ttft_ms: Vec::new(), output_tokens: 0, wall: Duration::ZERO };
+            for round in 0..a.rounds.max(1) {
+                let salt = format!("sweep-{c}-{round}-{}", grammar.is_some());
+                let r = burst_with(&h, &prompts(c, round), new_tokens, Tier::Plus, &salt, grammar)?;
+                all.ttft_ms.extend(r.ttft_ms);
+                all.output_tokens += r.output_tokens;
+                all.wall += r.wall;
+            }
+            let tps = all.output_tokens as f64 / all.wall.as_secs_f64();
+            let (p50, p95) = (percentile(&all.ttft_ms, 0.5), percentile(&all.ttft_ms, 0.95));
+            let label = if grammar.is_some() { "json-schema" } else { "" };
+            let slower = plain_tps.map(|p: f64| (1.0 - tps / p) * 100.0);
+            if !json {
+                let vs = slower.map(|s| format!(", {s:+.1}% slower than unconstrained")).unwrap_or_default();
+                println!(
+                    "concurrency {c:>3}{label:>12}: {tps:>8.1} output tok/s aggregate, TTFT p50 {p50:>7.0} ms, p95 {p95:>7.0} ms ({} requests, {} tokens){vs}",
+                    all.ttft_ms.len(),
+                    all.output_tokens
+                );
+            }
+            plain_tps.get_or_insert(tps);
+            sweep.push(serde_json::json!({"concurrency": c, "constrained": grammar.is_some(), "output_tok_s": round1(tps), "ttft_p50_ms": round1(p50), "ttft_p95_ms": round1(p95), "output_tokens": all.output_tokens, "slower_pct": slower.map(round1)}));
         }
-        let tps = all.output_tokens as f64 / all.wall.as_secs_f64();
-        let (p50, p95) = (percentile(&all.ttft_ms, 0.5), percentile(&all.ttft_ms, 0.95));
-        if !json {
-            println!(
-                "concurrency {c:>3}: {tps:>8.1} output tok/s aggregate, TTFT p50 {p50:>7.0} ms, p95 {p95:>7.0} ms ({} requests)",
-                all.ttft_ms.len()
-            );
-        }
-        sweep.push(serde_json::json!({"concurrency": c, "output_tok_s": round1(tps), "ttft_p50_ms": round1(p50), "ttft_p95_ms": round1(p95)}));
     }
 
     let prefix = if a.no_prefix { None } else { Some(prefix_case(&e, &h)?) };
@@ -184,6 +221,7 @@ pub fn run(e: Engine, prompt_tokens: usize, new_tokens: usize, json: bool, a: &S
                 "max_step_tokens": opts.max_step_tokens,
                 "max_running": opts.max_running,
                 "sweep": sweep,
+                "compile": compile,
                 "prefix": prefix.map(|(c, w, n)| serde_json::json!({"cold_ttft_ms": round1(c), "cached_ttft_ms": round1(w), "ratio": (w / c * 1000.0).round() / 1000.0, "cached_tokens": n})),
                 "overload": overload.map(|o| serde_json::json!({"plus_ttft_p95_ms": round1(o.plus_p95), "unloaded_plus_ttft_p95_ms": round1(o.unloaded_p95), "free_ttft_p95_ms": round1(o.free_p95), "free_served": o.free_served, "free_rejected": o.free_rejected})),
                 "preemptions": m.sched.preemptions,
@@ -196,6 +234,33 @@ pub fn run(e: Engine, prompt_tokens: usize, new_tokens: usize, json: bool, a: &S
         );
     }
     Ok(())
+}
+
+/// Compile time of one schema: cold (the grammar compiled from scratch, the token trie already
+/// built) and cached (a clone of the compiled matcher), p50 and p99 in milliseconds.
+fn compile_times(e: &Engine, name: &str, g: &Grammar, json: bool) -> Result<serde_json::Value> {
+    let c = &e.constraints;
+    let t = Instant::now();
+    c.compile_uncached(g)?;
+    let first = t.elapsed().as_secs_f64() * 1e3;
+    let time = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+        let t = Instant::now();
+        f()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    let cold = (0..20).map(|_| time(&|| Ok(c.compile_uncached(g).map(drop)?))).collect::<Result<Vec<_>>>()?;
+    c.compile(g)?;
+    let cached = (0..200).map(|_| time(&|| Ok(c.compile(g).map(drop)?))).collect::<Result<Vec<_>>>()?;
+    let (c50, c99, h50, h99) =
+        (percentile(&cold, 0.5), percentile(&cold, 0.99), percentile(&cached, 0.5), percentile(&cached, 0.99));
+    if !json {
+        println!(
+            "compile {name}: cold p50 {c50:.2} ms, p99 {c99:.2} ms; cached p50 {h50:.3} ms, p99 {h99:.3} ms (first compile, with the token trie: {first:.1} ms)"
+        );
+    }
+    Ok(
+        serde_json::json!({"schema": name, "cold_p50_ms": c50, "cold_p99_ms": c99, "cached_p50_ms": h50, "cached_p99_ms": h99, "first_ms": first}),
+    )
 }
 
 fn round1(v: f64) -> f64 {

@@ -264,6 +264,8 @@ impl SamplingArgs {
             stop: self.stop.clone(),
             top_logprobs: self.top_logprobs,
             ignore_eos: false,
+            logit_bias: Vec::new(),
+            grammar: None,
         }
     }
 }

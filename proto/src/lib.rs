@@ -28,6 +28,7 @@ mod msg;
 pub mod quic;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod tools;
 
 pub use codec::{
     DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, MAX_FRAME_CEILING, body_len, decode_body, encode,
@@ -38,7 +39,9 @@ pub use msg::*;
 /// The protocol version this build speaks.
 /// 2: the conversation store (`ConversationRef`, `StoreRequest`, `Accepted.store`, `Done.stored`).
 /// 3: prompt echo for evaluation (`Generate.echo_prompt`, `Accepted.prompt`).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: structured output and tools (`Generate.constraint`, `tools`, `tool_choice`,
+///    `parallel_tool_calls`, `Sampling.logit_bias`, `Role::Tool`).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The QUIC ALPN identifier.
 pub const ALPN: &[u8] = b"chorus/1";

@@ -59,6 +59,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result, answering the assistant's call (see [`crate::tools`]).
+    Tool,
 }
 
 impl Role {
@@ -68,6 +70,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
@@ -100,6 +103,8 @@ pub struct Sampling {
     pub logprobs: Option<u8>,
     /// Generate to `max_tokens` even past end-of-turn (benchmarks).
     pub ignore_eos: bool,
+    /// OpenAI `logit_bias`: (token id, bias in -100..=100) pairs.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for Sampling {
@@ -115,6 +120,7 @@ impl Default for Sampling {
             seed: None,
             logprobs: None,
             ignore_eos: false,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -132,6 +138,13 @@ pub struct Limits {
     /// The most tokens one answer may ask for (`max_tokens`). Equal to the engine's own
     /// ceiling (a test in the core keeps them in step), so the edge's bound is the protocol's.
     pub max_tokens: u32,
+    /// The most `logit_bias` entries (OpenAI's limit).
+    pub max_logit_bias: usize,
+    /// The most tools one request may offer.
+    pub max_tools: usize,
+    /// The largest grammar source ([`Constraint`]) and the largest tool definition (name,
+    /// description and parameter schema together), in bytes.
+    pub max_schema_bytes: usize,
 }
 
 impl Default for Limits {
@@ -144,6 +157,9 @@ impl Default for Limits {
             max_stop_bytes: 256,
             max_comment_bytes: 4096,
             max_tokens: 65_536,
+            max_logit_bias: 300,
+            max_tools: 64,
+            max_schema_bytes: 64 * 1024,
         }
     }
 }
@@ -173,6 +189,58 @@ pub struct Generate {
     /// Put the prompt text the core built in [`Accepted::prompt`] (evaluation: does the
     /// conversation store deliver context). The edge sets it only where its configuration allows.
     pub echo_prompt: bool,
+    /// What the answer's text must match (OpenAI `response_format`); `None` is free text.
+    pub constraint: Option<Constraint>,
+    /// Functions the model may call, rendered into the prompt by the core.
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    /// Whether one answer may hold several calls.
+    pub parallel_tool_calls: bool,
+}
+
+/// A grammar the answer is constrained to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Constraint {
+    /// Any JSON object.
+    JsonObject,
+    /// A JSON schema, as JSON text.
+    JsonSchema(String),
+    /// A regular expression.
+    Regex(String),
+    /// A Lark grammar (llguidance's dialect).
+    Grammar(String),
+}
+
+impl Constraint {
+    fn source(&self) -> &str {
+        match self {
+            Constraint::JsonObject => "",
+            Constraint::JsonSchema(s) | Constraint::Regex(s) | Constraint::Grammar(s) => s,
+        }
+    }
+}
+
+/// A function the model may call (OpenAI `tools[].function`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tool {
+    /// `[A-Za-z0-9_-]{1,64}`.
+    pub name: String,
+    pub description: String,
+    /// The arguments' JSON schema, as JSON text (`{"type": "object"}` when the caller gave none).
+    pub parameters: String,
+}
+
+/// OpenAI `tool_choice`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToolChoice {
+    /// The model answers in text or calls tools.
+    Auto,
+    /// The model answers in text; the tools are not offered.
+    None,
+    /// The model calls at least one tool.
+    Required,
+    /// The model calls this tool.
+    Function(String),
 }
 
 /// What a [`Generate`] does with the conversation store.
@@ -229,8 +297,41 @@ impl Generate {
                 );
             }
         }
-        if self.messages.last().map(|m| m.role) != Some(Role::User) {
-            return err("messages", "the last message must be the user's".into());
+        if !matches!(self.messages.last().map(|m| m.role), Some(Role::User | Role::Tool)) {
+            return err("messages", "the last message must be the user's or a tool's".into());
+        }
+        if self.sampling.logit_bias.len() > l.max_logit_bias {
+            let n = self.sampling.logit_bias.len();
+            return err("logit_bias", format!("{n} entries; the limit is {}", l.max_logit_bias));
+        }
+        if let Some(c) = &self.constraint
+            && c.source().len() > l.max_schema_bytes
+        {
+            return err("response_format", format!("{} bytes; the limit is {}", c.source().len(), l.max_schema_bytes));
+        }
+        if self.tools.len() > l.max_tools {
+            return err("tools", format!("{} tools; the limit is {}", self.tools.len(), l.max_tools));
+        }
+        for (i, t) in self.tools.iter().enumerate() {
+            if !crate::tools::valid_name(&t.name) {
+                return err(&format!("tools[{i}].function.name"), "must be 1..=64 of A-Z, a-z, 0-9, _ and -".into());
+            }
+            let bytes = t.name.len() + t.description.len() + t.parameters.len();
+            if bytes > l.max_schema_bytes {
+                return err(&format!("tools[{i}]"), format!("{bytes} bytes; the limit is {}", l.max_schema_bytes));
+            }
+        }
+        match &self.tool_choice {
+            ToolChoice::Function(name) if !self.tools.iter().any(|t| &t.name == name) => {
+                return err(
+                    "tool_choice",
+                    format!("names {:?}, which is not in tools", name.chars().take(64).collect::<String>()),
+                );
+            }
+            ToolChoice::Required | ToolChoice::Function(_) if self.tools.is_empty() => {
+                return err("tool_choice", "a tool call is required but no tools are given".into());
+            }
+            _ => {}
         }
         if self.max_tokens == 0 || self.max_tokens > l.max_tokens {
             return err("max_tokens", format!("{}; must be 1..={}", self.max_tokens, l.max_tokens));

@@ -39,13 +39,14 @@ fn sampling() -> impl Strategy<Value = Sampling> {
                     seed,
                     logprobs,
                     ignore_eos,
+                    logit_bias: seed.map(|s| vec![(s as u32, -1.5)]).unwrap_or_default(),
                 }
             },
         )
 }
 
 fn message() -> impl Strategy<Value = Message> {
-    (prop::sample::select(vec![Role::System, Role::User, Role::Assistant]), text())
+    (prop::sample::select(vec![Role::System, Role::User, Role::Assistant, Role::Tool]), text())
         .prop_map(|(role, content)| Message { role, content })
 }
 
@@ -146,6 +147,13 @@ fn generate() -> impl Strategy<Value = Generate> {
                 (request_id, tenant, user, tier, conversation, echo_prompt),
                 (messages, sampling, max_tokens, stop, deadline_ms, trace),
             )| Generate {
+                constraint: trace.clone().map(Constraint::JsonSchema),
+                tools: stop
+                    .iter()
+                    .map(|s| Tool { name: "f".into(), description: s.clone(), parameters: "{}".into() })
+                    .collect(),
+                tool_choice: if echo_prompt { ToolChoice::Required } else { ToolChoice::Function(tenant.clone()) },
+                parallel_tool_calls: echo_prompt,
                 request_id,
                 tenant,
                 user,
@@ -360,6 +368,10 @@ fn generate_check_names_the_field() {
         deadline_ms: None,
         trace: None,
         echo_prompt: false,
+        constraint: None,
+        tools: Vec::new(),
+        tool_choice: chorus_proto::ToolChoice::None,
+        parallel_tool_calls: false,
     };
     let l = Limits::default();
     g.check(&l).unwrap();
@@ -441,6 +453,10 @@ fn max_tokens_is_bounded_by_the_protocol_limit_and_named() {
         deadline_ms: None,
         trace: None,
         echo_prompt: false,
+        constraint: None,
+        tools: Vec::new(),
+        tool_choice: chorus_proto::ToolChoice::None,
+        parallel_tool_calls: false,
     };
     g.check(&l).unwrap();
     for bad in [0, l.max_tokens + 1, u32::MAX] {

@@ -64,6 +64,10 @@ async fn a_core_with_a_stalled_engine_gets_no_new_requests_and_its_sibling_serve
         deadline_ms: None,
         trace: None,
         echo_prompt: false,
+        constraint: None,
+        tools: Vec::new(),
+        tool_choice: chorus_proto::ToolChoice::None,
+        parallel_tool_calls: false,
     };
     let stalled = tokio::spawn(async move { direct.generate(g).await.unwrap().collect().await });
     until("core A to say it is not ready", 10, || a.core.readiness().is_err()).await;

@@ -176,11 +176,7 @@ impl Constraints {
                 return Ok(Constraint::new(matcher));
             }
         }
-        let factory = self.factory()?;
-        let matcher = Matcher::new(factory.create_parser(top));
-        if let Some(e) = matcher.get_error() {
-            return Err(ConstraintError::Compile { field, message: first_line(&e) });
-        }
+        let matcher = self.build(field, top)?;
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         c.stats.compiled += 1;
         if c.entries.len() >= CACHE_ENTRIES
@@ -191,6 +187,26 @@ impl Constraints {
         let now = c.clock;
         c.entries.insert(key, (matcher.deep_clone(), now));
         Ok(Constraint::new(matcher))
+    }
+}
+
+impl Constraints {
+    /// Compiles `grammar` without looking in or filling the cache (benchmarks: the cold cost).
+    pub fn compile_uncached(&self, grammar: &Grammar) -> Result<Constraint, ConstraintError> {
+        if grammar.source_len() > MAX_GRAMMAR_BYTES {
+            return Err(ConstraintError::TooLarge { field: grammar.field(), len: grammar.source_len() });
+        }
+        let (_, top) = to_llguidance(grammar)?;
+        Ok(Constraint::new(self.build(grammar.field(), top)?))
+    }
+
+    fn build(&self, field: &'static str, top: TopLevelGrammar) -> Result<Matcher, ConstraintError> {
+        let factory = self.factory()?;
+        let matcher = Matcher::new(factory.create_parser(top));
+        match matcher.get_error() {
+            Some(e) => Err(ConstraintError::Compile { field, message: first_line(&e) }),
+            None => Ok(matcher),
+        }
     }
 }
 

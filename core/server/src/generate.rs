@@ -10,10 +10,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chorus_engine::constraint::Grammar;
 use chorus_engine::sampler::SamplingParams;
 use chorus_engine::serve::{SeqEvent, SeqStream, ValidSeq};
 use chorus_proto::quic::{FramedSend, ReadError, RequestStream};
-use chorus_proto::{Accepted, Done, ErrorCode, FinishReason, Generate, Logprob, Reply, Request, Token, Usage};
+use chorus_proto::{
+    Accepted, Constraint, Done, ErrorCode, FinishReason, Generate, Logprob, Message, Reply, Request, Role, Token,
+    Usage, tools,
+};
 use tracing::info;
 
 use crate::fleet::{Fleet, FleetGuard, Route};
@@ -146,6 +150,7 @@ async fn build(core: &Core, g: &Generate, a: &Admitted) -> Result<Built, Refusal
         let context = a.thread.prior.as_ref().and_then(|c| c.context.clone());
         let mut messages = history;
         messages.extend(g.messages.iter().cloned());
+        offer_tools(&mut messages, g);
         tokio::task::spawn_blocking(move || prompt::build_after(&engine, &model, context.as_ref(), &messages, limit))
             .await
     };
@@ -170,17 +175,56 @@ async fn build(core: &Core, g: &Generate, a: &Admitted) -> Result<Built, Refusal
         stop: g.stop.clone(),
         top_logprobs: s.logprobs.map_or(0, u32::from),
         ignore_eos: s.ignore_eos,
+        logit_bias: s.logit_bias.clone(),
+        grammar: grammar(g),
     };
     let prompt_tokens = p.ids.len() as u32;
     // Special tokens are kept: the text shows the template's turn markers too.
     let echo = if g.echo_prompt { fleet.engine.tokenizer.decode(&p.ids, false).ok() } else { None };
     let context_ids = if a.thread.id.is_some() { p.ids.clone() } else { Vec::new() };
-    // The cache salt is the tenant: tenants never share KV.
-    let seq = fleet
-        .handle
-        .validate(p.ids, params, tier, g.tenant.as_bytes())
-        .map_err(|e| refuse(ErrorCode::InvalidRequest, e.to_string()))?;
+    // The cache salt is the tenant: tenants never share KV. A grammar is compiled in
+    // `validate` (milliseconds when it is not cached): off the async threads.
+    let handle = fleet.handle.clone();
+    let salt = g.tenant.clone().into_bytes();
+    let validated = if params.grammar.is_some() {
+        tokio::task::spawn_blocking(move || handle.validate(p.ids, params, tier, salt))
+            .await
+            .map_err(|e| refuse(ErrorCode::Internal, format!("grammar compiler: {e}")))?
+    } else {
+        handle.validate(p.ids, params, tier, salt)
+    };
+    let seq = validated.map_err(|e| refuse(ErrorCode::InvalidRequest, e.to_string()))?;
     Ok(Built { seq, prompt_tokens, trimmed_messages: p.trimmed as u32, history_messages, echo, context_ids })
+}
+
+/// Offers the request's tools in the system message (the generic syntax of
+/// [`chorus_proto::tools`]; the built-in templates have no tool syntax of their own).
+fn offer_tools(messages: &mut Vec<Message>, g: &Generate) {
+    let text = tools::instructions(&g.tools, &g.tool_choice, g.parallel_tool_calls);
+    if text.is_empty() {
+        return;
+    }
+    match messages.first_mut() {
+        Some(m) if m.role == Role::System => {
+            m.content.push_str("\n\n");
+            m.content.push_str(&text);
+        }
+        _ => messages.insert(0, Message { role: Role::System, content: text }),
+    }
+}
+
+/// The grammar the answer must match: the tools' (calls, or content when `auto`), else the
+/// response format's.
+fn grammar(g: &Generate) -> Option<Grammar> {
+    if let Some(lark) = tools::grammar(&g.tools, &g.tool_choice, g.parallel_tool_calls, g.constraint.as_ref()) {
+        return Some(Grammar::Lark(lark));
+    }
+    g.constraint.as_ref().map(|c| match c {
+        Constraint::JsonObject => Grammar::JsonObject,
+        Constraint::JsonSchema(s) => Grammar::JsonSchema(s.clone()),
+        Constraint::Regex(r) => Grammar::Regex(r.clone()),
+        Constraint::Grammar(l) => Grammar::Lark(l.clone()),
+    })
 }
 
 /// A complete answer, ready to commit.

@@ -71,6 +71,10 @@ fn turn(id: Option<&str>, request_id: &str, text: &str) -> Generate {
         deadline_ms: None,
         trace: None,
         echo_prompt: false,
+        constraint: None,
+        tools: Vec::new(),
+        tool_choice: chorus_proto::ToolChoice::None,
+        parallel_tool_calls: false,
     }
 }
 

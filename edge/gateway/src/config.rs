@@ -141,6 +141,14 @@ pub struct ApiLimits {
     pub max_user_bytes: usize,
     pub max_idempotency_key_bytes: usize,
     pub max_top_logprobs: u8,
+    /// Most `logit_bias` entries.
+    pub max_logit_bias: usize,
+    /// Most tools one request may offer (and calls one assistant message may carry).
+    pub max_tools: usize,
+    /// Largest JSON schema, grammar or tool definition, in bytes.
+    pub max_schema_bytes: usize,
+    /// Most completions one request may ask for (`n`).
+    pub max_n: u32,
     /// Most concurrent WebSocket connections.
     pub max_websockets: usize,
     /// Most answers held at once (in flight, or finished and resumable).
@@ -162,6 +170,10 @@ impl Default for ApiLimits {
             max_user_bytes: 256,
             max_idempotency_key_bytes: 255,
             max_top_logprobs: 20,
+            max_logit_bias: 300,
+            max_tools: 64,
+            max_schema_bytes: 64 * 1024,
+            max_n: 8,
             max_websockets: 10_000,
             max_in_flight: 10_000,
             client_timeout_secs: 60,
@@ -288,6 +300,18 @@ impl EdgeConfig {
         }
         if l.max_stop > p.max_stops || l.max_stop_bytes > p.max_stop_bytes {
             return bad("limits.max_stop", format!("at most {} stops of {} bytes", p.max_stops, p.max_stop_bytes));
+        }
+        if l.max_logit_bias > p.max_logit_bias || l.max_tools > p.max_tools || l.max_schema_bytes > p.max_schema_bytes {
+            return bad(
+                "limits",
+                format!(
+                    "max_logit_bias at most {}, max_tools at most {}, max_schema_bytes at most {} (the protocol's bounds)",
+                    p.max_logit_bias, p.max_tools, p.max_schema_bytes
+                ),
+            );
+        }
+        if l.max_n == 0 || l.max_n > 16 {
+            return bad("limits.max_n", "1 to 16".into());
         }
         if l.max_tokens == 0 || l.max_tokens > p.max_tokens {
             return bad("limits.max_tokens", format!("1 to {} (the protocol's bound)", p.max_tokens));

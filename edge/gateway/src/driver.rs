@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_filter_host::{CompletionTicket, Outcome};
-use chorus_proto::{ErrorCode, Generate, Reply, Stored};
+use chorus_proto::tools::{CallParser, Piece};
+use chorus_proto::{ErrorCode, Generate, Reply, Stored, ToolChoice};
 use tracing::warn;
 
 use crate::admission::filter_usage;
@@ -146,6 +147,9 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
         };
         let mut accepted = None;
         let mut streamed: u32 = 0;
+        // With tools offered, the answer's text is read for calls (before the first token, so
+        // a retry on the next core starts it afresh).
+        let mut calls = (!g.tools.is_empty() && g.tool_choice != ToolChoice::None).then(CallParser::new);
         loop {
             let reply = tokio::select! {
                 r = stream.next() => r,
@@ -173,16 +177,34 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
                     }
                     let logprobs =
                         t.logprobs.as_ref().map(|(c, top)| vec![TokenLogprob::from_proto(c, top)]).unwrap_or_default();
-                    if !t.text.is_empty() || !logprobs.is_empty() {
-                        push(&run, &mut transcript, RunEvent::Delta { text: t.text, logprobs });
+                    let pieces = match &mut calls {
+                        Some(p) => p.push(&t.text),
+                        None => vec![Piece::Content(t.text)],
+                    };
+                    for e in events(&g.request_id, pieces, logprobs) {
+                        push(&run, &mut transcript, e);
                     }
                 }
                 Ok(Some(Reply::Done(d))) => {
                     if !head_sent {
                         push(&run, &mut transcript, head(accepted.as_ref()));
                     }
+                    let mut called = false;
+                    if let Some(p) = &mut calls {
+                        for e in events(&g.request_id, p.finish(), Vec::new()) {
+                            push(&run, &mut transcript, e);
+                        }
+                        called = p.calls() > 0;
+                    }
                     let usage = d.usage;
-                    push(&run, &mut transcript, finish(d));
+                    let mut last = finish(d);
+                    if let RunEvent::Finish { finish_reason, .. } = &mut last
+                        && called
+                        && finish_reason == "stop"
+                    {
+                        *finish_reason = "tool_calls".into();
+                    }
+                    push(&run, &mut transcript, last);
                     fin.end(Outcome::Completed, usage, transcript).await;
                     return;
                 }
@@ -215,6 +237,27 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
     }
     // No core took it: nothing reached the caller.
     fin.fail(failure(&last, false), Default::default(), last).await;
+}
+
+/// A token's pieces as run events: content as deltas (the token's logprobs on the first, or on
+/// an empty delta when the token was all call syntax), calls as their start and argument chunks.
+fn events(request_id: &str, pieces: Vec<Piece>, mut logprobs: Vec<TokenLogprob>) -> Vec<RunEvent> {
+    let mut out = Vec::with_capacity(pieces.len() + 1);
+    for p in pieces {
+        match p {
+            Piece::Content(text) => out.push(RunEvent::Delta { text, logprobs: std::mem::take(&mut logprobs) }),
+            Piece::CallStart { index, name } => {
+                let id: String = format!("call_{index}_{request_id}").chars().take(40).collect();
+                out.push(RunEvent::ToolCall { index: index as u32, id, name });
+            }
+            Piece::Arguments { index, text } => out.push(RunEvent::ToolArgs { index: index as u32, text }),
+        }
+    }
+    if !logprobs.is_empty() {
+        out.push(RunEvent::Delta { text: String::new(), logprobs });
+    }
+    out.retain(|e| !matches!(e, RunEvent::Delta { text, logprobs } if text.is_empty() && logprobs.is_empty()));
+    out
 }
 
 /// The run's last event for the core's `Done`.

@@ -1,7 +1,7 @@
 //! OpenAI's chat-completions request, parsed and bounded into a [`ValidChat`] before any other
 //! work (parse, don't validate), and the response shapes the edge writes.
 
-use chorus_proto::{ConversationRef, Message, Role, Sampling};
+use chorus_proto::{Constraint, ConversationRef, Message, Role, Sampling, Tool, ToolChoice, tools};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -53,13 +53,59 @@ pub struct ChatRequest {
     #[serde(default)]
     pub ignore_eos: Option<bool>,
     #[serde(default)]
-    pub tools: Option<Value>,
+    pub tools: Option<Vec<InTool>>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(default)]
     pub functions: Option<Value>,
     #[serde(default)]
     pub response_format: Option<Value>,
+    /// Token id (as a string) → bias in -100..=100.
     #[serde(default)]
-    pub logit_bias: Option<Value>,
+    pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
+    /// vLLM's and llama.cpp's sampling extensions.
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    #[serde(default)]
+    pub repetition_penalty: Option<f32>,
+}
+
+/// `tools[i]`: only functions exist.
+#[derive(Debug, Deserialize)]
+pub struct InTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: InFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InFunction {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Value>,
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+/// An assistant message's earlier call, as the client sends it back.
+#[derive(Debug, Deserialize)]
+pub struct InToolCall {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub function: InCalled,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InCalled {
+    pub name: String,
+    /// JSON text.
+    pub arguments: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +126,10 @@ pub struct InMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<InToolCall>>,
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +159,17 @@ pub struct ValidChat {
     pub include_usage: bool,
     pub logprobs: bool,
     pub conversation: ConversationRef,
+    pub constraint: Option<Constraint>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    pub parallel_tool_calls: bool,
+}
+
+impl ValidChat {
+    /// Whether the answer may hold tool calls (the edge reads them out of its text).
+    pub fn offers_tools(&self) -> bool {
+        !self.tools.is_empty() && self.tool_choice != ToolChoice::None
+    }
 }
 
 impl ValidChat {
@@ -168,15 +229,35 @@ fn message(i: usize, m: InMessage, limits: &ApiLimits) -> Result<Message, ApiErr
         "system" | "developer" => Role::System,
         "user" => Role::User,
         "assistant" => Role::Assistant,
+        "tool" => Role::Tool,
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(ApiError::invalid(
                 format!("messages[{i}].role"),
-                format!("role {shown:?} is not supported (system, developer, user, assistant)"),
+                format!("role {shown:?} is not supported (system, developer, user, assistant, tool)"),
             ));
         }
     };
+    let calls = match (role, m.tool_calls) {
+        (_, None) => Vec::new(),
+        (Role::Assistant, Some(calls)) => calls,
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                format!("messages[{i}].tool_calls"),
+                "only assistant messages carry tool_calls",
+            ));
+        }
+    };
+    if calls.len() > limits.max_tools {
+        return Err(ApiError::invalid(
+            format!("messages[{i}].tool_calls"),
+            format!("{} calls; the limit is {}", calls.len(), limits.max_tools),
+        ));
+    }
+    let calls: Vec<(String, String)> = calls.into_iter().map(|c| (c.function.name, c.function.arguments)).collect();
+    let _ = m.tool_call_id;
     let content = match m.content {
+        None if !calls.is_empty() => String::new(),
         None => return Err(ApiError::invalid(format!("messages[{i}].content"), "content is missing")),
         Some(Content::Text(t)) => t,
         Some(Content::Parts(parts)) => {
@@ -204,6 +285,12 @@ fn message(i: usize, m: InMessage, limits: &ApiLimits) -> Result<Message, ApiErr
             t
         }
     };
+    // Earlier calls are part of the assistant's text, in the syntax the model answers in.
+    let content = match (calls.is_empty(), content.is_empty()) {
+        (true, _) => content,
+        (false, true) => tools::render_calls(&calls),
+        (false, false) => format!("{content}\n{}", tools::render_calls(&calls)),
+    };
     if content.len() > limits.max_message_bytes {
         return Err(ApiError::invalid(
             format!("messages[{i}].content"),
@@ -213,19 +300,165 @@ fn message(i: usize, m: InMessage, limits: &ApiLimits) -> Result<Message, ApiErr
     Ok(Message { role, content })
 }
 
-fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError> {
-    for (name, v) in [("tools", &req.tools), ("functions", &req.functions), ("logit_bias", &req.logit_bias)] {
-        if v.as_ref()
-            .is_some_and(|v| !v.is_null() && v != &Value::Array(vec![]) && v != &Value::Object(Default::default()))
-        {
-            return Err(ApiError::invalid(name, format!("{name} is not supported")));
+/// `response_format`: text (no constraint), `json_object`, `json_schema`; and Chorus's
+/// `{"type": "regex", "regex": …}` and `{"type": "grammar", "grammar": <Lark>}`.
+fn response_format(f: Option<&Value>, limits: &ApiLimits) -> Result<Option<Constraint>, ApiError> {
+    let Some(f) = f.filter(|f| !f.is_null()) else { return Ok(None) };
+    let kind = f.get("type").and_then(Value::as_str).unwrap_or("");
+    let text = |field: &str, v: Option<&Value>| -> Result<String, ApiError> {
+        let s = match v {
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(ApiError::invalid(field, format!("{field} must be a string"))),
+        };
+        if s.len() > limits.max_schema_bytes {
+            return Err(ApiError::invalid(
+                field,
+                format!("{} bytes; the limit is {}", s.len(), limits.max_schema_bytes),
+            ));
         }
+        Ok(s)
+    };
+    Ok(Some(match kind {
+        "text" => return Ok(None),
+        "json_object" => Constraint::JsonObject,
+        "json_schema" => {
+            let field = "response_format.json_schema.schema";
+            let schema = match f.get("json_schema").and_then(|j| j.get("schema")) {
+                Some(v @ Value::Object(_)) => v.to_string(),
+                Some(_) => return Err(ApiError::invalid(field, format!("{field} must be a JSON object"))),
+                None => return Err(ApiError::invalid(field, format!("{field} is missing"))),
+            };
+            if schema.len() > limits.max_schema_bytes {
+                let message = format!("{} bytes; the limit is {}", schema.len(), limits.max_schema_bytes);
+                return Err(ApiError::invalid(field, message));
+            }
+            Constraint::JsonSchema(schema)
+        }
+        "regex" => Constraint::Regex(text("response_format.regex", f.get("regex"))?),
+        "grammar" => Constraint::Grammar(text("response_format.grammar", f.get("grammar"))?),
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(ApiError::invalid(
+                "response_format.type",
+                format!(
+                    "response_format type {shown:?} is not supported (text, json_object, json_schema, regex, grammar)"
+                ),
+            ));
+        }
+    }))
+}
+
+/// `tools` into the wire's, each bounded and named.
+fn offered_tools(tools: Option<Vec<InTool>>, limits: &ApiLimits) -> Result<Vec<Tool>, ApiError> {
+    let tools = tools.unwrap_or_default();
+    if tools.len() > limits.max_tools {
+        return Err(ApiError::invalid("tools", format!("{} tools; the limit is {}", tools.len(), limits.max_tools)));
     }
-    if let Some(f) = &req.response_format
-        && f.get("type").and_then(Value::as_str).is_some_and(|t| t != "text")
-    {
-        return Err(ApiError::invalid("response_format", "only response_format {\"type\": \"text\"} is supported"));
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, t) in tools.into_iter().enumerate() {
+        if t.kind != "function" {
+            return Err(ApiError::invalid(format!("tools[{i}].type"), "only function tools are supported"));
+        }
+        let f = t.function;
+        if !tools::valid_name(&f.name) {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].function.name"),
+                "a function name is 1 to 64 of a-z, A-Z, 0-9, _ and -",
+            ));
+        }
+        if out.iter().any(|o: &Tool| o.name == f.name) {
+            return Err(ApiError::invalid(format!("tools[{i}].function.name"), format!("{} is offered twice", f.name)));
+        }
+        let parameters = match f.parameters {
+            None | Some(Value::Null) => r#"{"type": "object"}"#.to_string(),
+            Some(v @ Value::Object(_)) => v.to_string(),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].function.parameters"),
+                    "parameters must be a JSON schema object",
+                ));
+            }
+        };
+        let _ = f.strict; // Calls are always constrained to the schema.
+        let tool = Tool { name: f.name, description: f.description.unwrap_or_default(), parameters };
+        let bytes = tool.name.len() + tool.description.len() + tool.parameters.len();
+        if bytes > limits.max_schema_bytes {
+            return Err(ApiError::invalid(
+                format!("tools[{i}]"),
+                format!("{bytes} bytes; the limit is {}", limits.max_schema_bytes),
+            ));
+        }
+        out.push(tool);
     }
+    Ok(out)
+}
+
+/// `tool_choice`: `auto` (the default with tools), `none`, `required`, or
+/// `{"type": "function", "function": {"name": …}}`.
+fn tool_choice(v: Option<&Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+    let choice = match v {
+        None | Some(Value::Null) => return Ok(if tools.is_empty() { ToolChoice::None } else { ToolChoice::Auto }),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" => ToolChoice::Required,
+            _ => return Err(ApiError::invalid("tool_choice", "tool_choice is auto, none, required or a function")),
+        },
+        Some(v) => match v.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+            Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                if !tools.iter().any(|t| t.name == name) {
+                    let shown: String = name.chars().take(64).collect();
+                    return Err(ApiError::invalid("tool_choice.function.name", format!("{shown:?} is not in tools")));
+                }
+                ToolChoice::Function(name.to_string())
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "tool_choice",
+                    "a named tool_choice is {\"type\": \"function\", \"function\": {\"name\": …}}",
+                ));
+            }
+        },
+    };
+    if tools.is_empty() && matches!(choice, ToolChoice::Required) {
+        return Err(ApiError::invalid("tool_choice", "tool_choice is required but no tools are given"));
+    }
+    Ok(choice)
+}
+
+/// `logit_bias`: token ids (as strings) to biases in -100..=100.
+fn logit_bias(
+    v: Option<std::collections::BTreeMap<String, f32>>,
+    limits: &ApiLimits,
+) -> Result<Vec<(u32, f32)>, ApiError> {
+    let v = v.unwrap_or_default();
+    if v.len() > limits.max_logit_bias {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            format!("{} entries; the limit is {}", v.len(), limits.max_logit_bias),
+        ));
+    }
+    v.into_iter()
+        .map(|(k, b)| {
+            let field = format!("logit_bias.{}", k.chars().take(16).collect::<String>());
+            let id: u32 = k.parse().map_err(|_| ApiError::invalid(&field, "logit_bias keys are token ids"))?;
+            if !(b.is_finite() && (-100.0..=100.0).contains(&b)) {
+                return Err(ApiError::invalid(&field, format!("a bias is between -100 and 100, got {b}")));
+            }
+            Ok((id, b))
+        })
+        .collect()
+}
+
+fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError> {
+    if req.functions.as_ref().is_some_and(|v| !v.is_null() && v != &Value::Array(vec![])) {
+        return Err(ApiError::invalid("functions", "functions is deprecated and not supported; use tools"));
+    }
+    let constraint = response_format(req.response_format.as_ref(), limits)?;
+    let tools = offered_tools(req.tools, limits)?;
+    let tool_choice = tool_choice(req.tool_choice.as_ref(), &tools)?;
+    let parallel_tool_calls = req.parallel_tool_calls.unwrap_or(true);
+    let logit_bias = logit_bias(req.logit_bias, limits)?;
     if req.model.is_empty() || req.model.len() > 128 {
         return Err(ApiError::invalid("model", "model must be 1 to 128 bytes"));
     }
@@ -246,8 +479,8 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
     for (i, m) in req.messages.into_iter().enumerate() {
         messages.push(message(i, m, limits)?);
     }
-    if messages.last().is_some_and(|m| m.role != Role::User) {
-        return Err(ApiError::invalid("messages", "the last message must be the user's"));
+    if messages.last().is_some_and(|m| !matches!(m.role, Role::User | Role::Tool)) {
+        return Err(ApiError::invalid("messages", "the last message must be the user's or a tool's"));
     }
     let (max_tokens, field) = match (req.max_completion_tokens, req.max_tokens) {
         (Some(n), _) => (n, "max_completion_tokens"),
@@ -303,7 +536,10 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         seed: req.seed.map(|s| s as u64),
         logprobs: logprobs.then_some(top),
         ignore_eos: req.ignore_eos.unwrap_or(false),
-        ..Sampling::default()
+        top_k: req.top_k,
+        min_p: range("min_p", req.min_p, 0.0, 1.0, 0.0)?,
+        repetition_penalty: range("repetition_penalty", req.repetition_penalty, 0.01, 10.0, 1.0)?,
+        logit_bias,
     };
     let conversation = match (req.conversation_id, req.store) {
         (Some(id), _) => {
@@ -328,6 +564,10 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         include_usage,
         logprobs,
         conversation,
+        constraint,
+        tools,
+        tool_choice,
+        parallel_tool_calls,
     })
 }
 
@@ -444,7 +684,7 @@ mod tests {
         );
         assert!(param(parse(r#"{"model":"m","messages":[]}"#).unwrap_err()).starts_with("messages |"));
         assert!(
-            param(parse(r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#).unwrap_err())
+            param(parse(r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#).unwrap_err())
                 .starts_with("messages[0].role")
         );
         assert!(param(parse(r#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err()).contains("model"));
@@ -460,6 +700,57 @@ mod tests {
             ApiError::Invalid { message, .. } => assert!(message.contains("UTF-8"), "{message}"),
             e => panic!("{e:?}"),
         }
+    }
+
+    #[test]
+    fn structured_output_and_tools_parse_and_bad_ones_name_the_field() {
+        let body = |extra: &str| format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#);
+        let ok = |extra: &str| parse(&body(extra)).unwrap_or_else(|e| panic!("{extra}: {e:?}"));
+        let bad = |extra: &str| param(parse(&body(extra)).unwrap_err());
+        assert_eq!(ok(r#","response_format":{"type":"json_object"}"#).constraint, Some(Constraint::JsonObject));
+        let v = ok(
+            r#","response_format":{"type":"json_schema","json_schema":{"name":"p","schema":{"type":"object"},"strict":true}}"#,
+        );
+        assert!(matches!(v.constraint, Some(Constraint::JsonSchema(s)) if s.contains("object")));
+        assert_eq!(ok(r#","response_format":{"type":"text"}"#).constraint, None);
+        assert!(
+            bad(r#","response_format":{"type":"json_schema","json_schema":{"name":"p"}}"#)
+                .starts_with("response_format.json_schema.schema")
+        );
+        assert!(bad(r#","response_format":{"type":"yaml"}"#).starts_with("response_format.type"));
+        let huge = format!(r#","response_format":{{"type":"regex","regex":"{}"}}"#, "a".repeat(70_000));
+        assert!(bad(&huge).starts_with("response_format.regex"));
+        let tool = r#"{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}"#;
+        let v = ok(&format!(r#","tools":[{tool}]"#));
+        assert_eq!((v.tools.len(), &v.tool_choice, v.offers_tools()), (1, &ToolChoice::Auto, true));
+        let v = ok(&format!(
+            r#","tools":[{tool}],"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}}"#
+        ));
+        assert_eq!(v.tool_choice, ToolChoice::Function("get_weather".into()));
+        assert_eq!(ok(&format!(r#","tools":[{tool}],"tool_choice":"none""#)).offers_tools(), false);
+        assert!(
+            bad(&format!(r#","tools":[{tool}],"tool_choice":{{"type":"function","function":{{"name":"nope"}}}}"#))
+                .starts_with("tool_choice.function.name")
+        );
+        assert!(bad(r#","tool_choice":"required""#).starts_with("tool_choice"));
+        assert!(
+            bad(r#","tools":[{"type":"function","function":{"name":"a b"}}]"#).starts_with("tools[0].function.name")
+        );
+        assert!(bad(r#","tools":[{"type":"retrieval","function":{"name":"a"}}]"#).starts_with("tools[0].type"));
+        assert!(bad(&format!(r#","tools":[{tool},{tool}]"#)).starts_with("tools[1].function.name"));
+        assert_eq!(ok(r#","logit_bias":{"42":-100,"7":3.5}"#).sampling.logit_bias, vec![(42, -100.0), (7, 3.5)]);
+        assert!(bad(r#","logit_bias":{"x":1}"#).starts_with("logit_bias.x"));
+        assert!(bad(r#","logit_bias":{"1":101}"#).starts_with("logit_bias.1"));
+        // A tool round trip's history: the assistant's call and the tool's answer, last.
+        let history = r#"{"model":"m","messages":[{"role":"user","content":"weather?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"18 C"}]}"#;
+        let v = parse(history).unwrap();
+        assert_eq!(v.messages[2].role, Role::Tool);
+        let (content, calls) = tools::parse(&v.messages[1].content);
+        assert_eq!((content.as_str(), calls[0].name.as_str()), ("", "get_weather"));
+        let misplaced = r#"{"model":"m","messages":[{"role":"user","content":"x","tool_calls":[]}]}"#;
+        assert!(param(parse(misplaced).unwrap_err()).starts_with("messages[0].tool_calls"));
     }
 
     fn within_limits(v: &ValidChat, l: &ApiLimits) {

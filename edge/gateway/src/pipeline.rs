@@ -128,6 +128,10 @@ pub async fn start(
         deadline_ms: Some(st.cfg.upstream.deadline_ms),
         trace: headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 128).map(str::to_owned),
         echo_prompt,
+        constraint: chat.constraint.clone(),
+        tools: chat.tools.clone(),
+        tool_choice: chat.tool_choice.clone(),
+        parallel_tool_calls: chat.parallel_tool_calls,
     };
     // The structural limits the core checks, and the frame the request must fit in.
     let refused = match generate.check(&chorus_proto::Limits::default()) {

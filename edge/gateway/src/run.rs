@@ -42,6 +42,10 @@ pub enum RunEvent {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         logprobs: Vec<TokenLogprob>,
     },
+    /// Tool call `index` of the answer begins (its arguments follow in [`RunEvent::ToolArgs`]).
+    ToolCall { index: u32, id: String, name: String },
+    /// More of call `index`'s arguments JSON.
+    ToolArgs { index: u32, text: String },
     Finish {
         finish_reason: String,
         usage: Usage,
@@ -68,6 +72,8 @@ impl RunEvent {
                         })
                         .sum::<usize>()
             }
+            RunEvent::ToolArgs { text, .. } => 64 + text.len(),
+            RunEvent::ToolCall { id, name, .. } => 64 + id.len() + name.len(),
             _ => 256,
         }
     }

@@ -79,6 +79,10 @@ pub fn generate(tier: Tier, text: &str, max_tokens: u32) -> Generate {
         deadline_ms: None,
         trace: None,
         echo_prompt: false,
+        constraint: None,
+        tools: Vec::new(),
+        tool_choice: chorus_proto::ToolChoice::None,
+        parallel_tool_calls: false,
     }
 }
 

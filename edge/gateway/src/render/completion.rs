@@ -10,10 +10,21 @@ use crate::error::ApiError;
 use crate::metrics::EdgeMetrics;
 use crate::run::{Next, RunEvent};
 
+/// The assistant message: its text, and its tool calls when it made any (OpenAI leaves the
+/// content null then, unless the model also wrote text).
+fn message(content: String, calls: Vec<Value>) -> Value {
+    if calls.is_empty() {
+        return json!({"role": "assistant", "content": content, "refusal": null});
+    }
+    let content = if content.is_empty() { Value::Null } else { json!(content) };
+    json!({"role": "assistant", "content": content, "refusal": null, "tool_calls": calls})
+}
+
 /// Waits for the whole answer and returns it as one `chat.completion`.
 pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Result<Response, ApiError> {
     let mut content = String::new();
     let mut logprobs = Vec::new();
+    let mut calls: Vec<Value> = Vec::new();
     let mut i = 0;
     let mut first_token = true;
     let finish = loop {
@@ -25,6 +36,16 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
                 }
                 content.push_str(&text);
                 logprobs.extend(lp);
+            }
+            Next::Event(RunEvent::ToolCall { id, name, .. }) => {
+                calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": ""}}));
+            }
+            Next::Event(RunEvent::ToolArgs { index, text }) => {
+                if let Some(args) =
+                    calls.get_mut(index as usize).and_then(|c| c["function"]["arguments"].as_str().map(str::to_owned))
+                {
+                    calls[index as usize]["function"]["arguments"] = json!(args + &text);
+                }
             }
             Next::Event(RunEvent::Error(e)) => return Err(e),
             Next::Event(f @ RunEvent::Finish { .. }) => break f,
@@ -51,7 +72,7 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
         "system_fingerprint": null,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": content, "refusal": null},
+            "message": message(content, calls),
             "logprobs": if logprobs.is_empty() { Value::Null } else { json!({"content": logprobs}) },
             "finish_reason": finish_reason,
         }],

@@ -74,6 +74,15 @@ pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec
             let lp = if logprobs.is_empty() { Value::Null } else { json!({ "content": logprobs }) };
             vec![chunk(json!({ "content": text }), lp, Value::Null)]
         }
+        RunEvent::ToolCall { index, id, name } => {
+            let call =
+                json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
+            vec![chunk(json!({ "tool_calls": [call] }), Value::Null, Value::Null)]
+        }
+        RunEvent::ToolArgs { index, text } => {
+            let call = json!({"index": index, "function": {"arguments": text}});
+            vec![chunk(json!({ "tool_calls": [call] }), Value::Null, Value::Null)]
+        }
         RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error } => {
             let mut last = chunk(json!({}), Value::Null, json!(finish_reason));
             last["chorus"] =
