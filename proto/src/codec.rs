@@ -170,8 +170,12 @@ mod tests {
 
     #[test]
     fn encoding_over_the_limit_leaves_the_buffer_alone() {
-        let big =
-            Reply::Error(ErrorReply { code: ErrorCode::Internal, message: "x".repeat(2000), retry_after_ms: None });
+        let big = Reply::Error(ErrorReply {
+            code: ErrorCode::Internal,
+            message: "x".repeat(2000),
+            retry_after_ms: None,
+            param: None,
+        });
         let mut out = vec![7];
         assert!(matches!(encode(&big, 1000, &mut out), Err(FrameError::TooLarge { max: 1000, .. })));
         assert_eq!(out, [7]);
@@ -185,6 +189,7 @@ mod tests {
                     code: ErrorCode::Other(1000 + i),
                     message: "m".repeat(i as usize * 7),
                     retry_after_ms: Some(i.into()),
+                    param: None,
                 })
             })
             .collect();
@@ -209,7 +214,12 @@ mod tests {
     #[test]
     fn a_stream_ending_inside_a_frame_is_reported() {
         let bytes = encode_to_vec(
-            &Reply::Error(ErrorReply { code: ErrorCode::Internal, message: "abc".into(), retry_after_ms: None }),
+            &Reply::Error(ErrorReply {
+                code: ErrorCode::Internal,
+                message: "abc".into(),
+                retry_after_ms: None,
+                param: None,
+            }),
             DEFAULT_MAX_FRAME,
         )
         .unwrap();

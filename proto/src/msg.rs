@@ -627,6 +627,8 @@ pub struct ErrorReply {
     pub message: String,
     /// When retrying later can succeed.
     pub retry_after_ms: Option<u32>,
+    /// The request field at fault, for [`ErrorCode::InvalidRequest`] (OpenAI's `error.param`).
+    pub param: Option<String>,
 }
 
 /// Core → edge on a request stream.

@@ -79,6 +79,17 @@ fn call_schema(t: &Tool) -> Value {
     })
 }
 
+/// llguidance's JSON layout options: one line, `", "` and `": "` (as the engine writes JSON
+/// for a response format), so a small model cannot spend its budget on whitespace.
+fn compact(mut schema: Value) -> Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.entry("x-guidance").or_insert_with(|| {
+            serde_json::json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": ", "coerce_one_of": true})
+        });
+    }
+    schema
+}
+
 /// The grammar of an answer when tools are offered (`None` when they are not: the content
 /// constraint, if any, applies alone). `required` or a named function: only calls; `auto`:
 /// calls, or content that does not start with a call (matching `content` when given).
@@ -92,7 +103,7 @@ pub fn grammar(tools: &[Tool], choice: &ToolChoice, parallel: bool, content: Opt
         return None;
     }
     let any: Vec<Value> = offered.iter().map(|t| call_schema(t)).collect();
-    let schema = if any.len() == 1 { any[0].clone() } else { serde_json::json!({ "anyOf": any }) };
+    let schema = compact(if any.len() == 1 { any[0].clone() } else { serde_json::json!({ "anyOf": any }) });
     let mut g = String::new();
     let calls = if parallel { "call (\"\\n\" call)*" } else { "call" };
     let text = match (choice, content) {
@@ -118,8 +129,11 @@ pub fn grammar(tools: &[Tool], choice: &ToolChoice, parallel: bool, content: Opt
 /// The Lark right-hand side for a content constraint inside the tools grammar.
 fn content_rule(c: &Constraint) -> String {
     match c {
-        Constraint::JsonObject => "%json {\"type\": \"object\"}".into(),
-        Constraint::JsonSchema(s) => format!("%json {s}"),
+        Constraint::JsonObject => format!("%json {}", compact(serde_json::json!({"type": "object"}))),
+        Constraint::JsonSchema(s) => match serde_json::from_str::<Value>(s) {
+            Ok(v) => format!("%json {}", compact(v)),
+            Err(_) => format!("%json {s}"),
+        },
         Constraint::Regex(r) => format!("/{}/", r.replace('/', "\\/")),
         // A whole grammar cannot be embedded; the answer is its text or calls.
         Constraint::Grammar(_) => "TEXT\nTEXT: /[^<](?s:.*)/".into(),

@@ -222,6 +222,7 @@ fn reply() -> impl Strategy<Value = Reply> {
         ),
         store_reply().prop_map(Reply::Store),
         (code, text(), option::of(any::<u32>())).prop_map(|(code, message, retry_after_ms)| Reply::Error(ErrorReply {
+            param: retry_after_ms.map(|r| r.to_string()),
             code,
             message,
             retry_after_ms

@@ -45,8 +45,8 @@ impl Grammar {
         match self {
             Self::JsonObject => "response_format",
             Self::JsonSchema(_) => "response_format.json_schema.schema",
-            Self::Regex(_) => "regex",
-            Self::Lark(_) => "grammar",
+            Self::Regex(_) => "response_format.regex",
+            Self::Lark(_) => "response_format.grammar",
         }
     }
 

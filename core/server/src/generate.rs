@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chorus_engine::constraint::Grammar;
 use chorus_engine::sampler::SamplingParams;
-use chorus_engine::serve::{SeqEvent, SeqStream, ValidSeq};
+use chorus_engine::serve::{SeqEvent, SeqStream, SubmitError, ValidSeq};
 use chorus_proto::quic::{FramedSend, ReadError, RequestStream};
 use chorus_proto::{
     Accepted, Constraint, Done, ErrorCode, FinishReason, Generate, Logprob, Message, Reply, Request, Role, Token,
@@ -43,15 +43,20 @@ struct Refusal {
     code: ErrorCode,
     message: String,
     retry_after_ms: Option<u32>,
+    /// The request field at fault.
+    param: Option<String>,
 }
 
 impl Refusal {
     fn new(fleet: &str, code: ErrorCode, message: impl Into<String>, retry_after_ms: Option<u32>) -> Self {
-        Self { fleet: fleet.to_string(), code, message: message.into(), retry_after_ms }
+        Self { fleet: fleet.to_string(), code, message: message.into(), retry_after_ms, param: None }
     }
 
     async fn send(self, send: &mut FramedSend) -> Result<Ended, Gone> {
-        let last = error(self.code, self.message, self.retry_after_ms);
+        let mut last = error(self.code, self.message, self.retry_after_ms);
+        if let Reply::Error(e) = &mut last {
+            e.param = self.param;
+        }
         reply(send, &last).await?;
         Ok(Ended { fleet: self.fleet, last })
     }
@@ -193,7 +198,19 @@ async fn build(core: &Core, g: &Generate, a: &Admitted) -> Result<Built, Refusal
     } else {
         handle.validate(p.ids, params, tier, salt)
     };
-    let seq = validated.map_err(|e| refuse(ErrorCode::InvalidRequest, e.to_string()))?;
+    let seq = validated.map_err(|e| {
+        let param = match &e {
+            // The tools' grammar is built from their schemas: a schema it cannot take is theirs.
+            SubmitError::Constraint(_) if tools::grammar(&g.tools, &g.tool_choice, false, None).is_some() => {
+                Some("tools")
+            }
+            SubmitError::Constraint(c) => Some(c.field()),
+            SubmitError::Sampling(s) => Some(s.kind()),
+            SubmitError::BiasToken { .. } => Some("logit_bias"),
+            SubmitError::EmptyPrompt | SubmitError::BadToken { .. } => None,
+        };
+        Refusal { param: param.map(str::to_string), ..refuse(ErrorCode::InvalidRequest, e.to_string()) }
+    })?;
     Ok(Built { seq, prompt_tokens, trimmed_messages: p.trimmed as u32, history_messages, echo, context_ids })
 }
 

@@ -14,5 +14,5 @@ pub(crate) async fn reply(send: &mut FramedSend, r: &Reply) -> Result<(), Gone> 
 
 /// An error reply.
 pub(crate) fn error(code: ErrorCode, message: impl Into<String>, retry_after_ms: Option<u32>) -> Reply {
-    Reply::Error(ErrorReply { code, message: message.into(), retry_after_ms })
+    Reply::Error(ErrorReply { code, message: message.into(), retry_after_ms, param: None })
 }

@@ -171,7 +171,12 @@ fn upstream_callers_fault(code: ErrorCode) -> bool {
 
 impl From<ErrorReply> for ApiError {
     fn from(e: ErrorReply) -> Self {
-        ApiError::Upstream { code: e.code, message: e.message, retry_after_ms: e.retry_after_ms }
+        match (e.code, e.param) {
+            // The core found a field at fault (a schema that does not compile, a token id
+            // outside the model's vocabulary): the same 400 the edge's own checks give.
+            (ErrorCode::InvalidRequest, Some(param)) => ApiError::Invalid { param: Some(param), message: e.message },
+            _ => ApiError::Upstream { code: e.code, message: e.message, retry_after_ms: e.retry_after_ms },
+        }
     }
 }
 

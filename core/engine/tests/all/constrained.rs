@@ -157,7 +157,10 @@ fn bad_grammars_are_typed_errors_and_the_cache_serves_repeats() {
     assert!(matches!(err(Grammar::JsonSchema(huge)), ConstraintError::TooLarge { .. }));
     let e = err(Grammar::JsonSchema(r#"{"type": "strin"}"#.into()));
     assert!(matches!(e, ConstraintError::Compile { field: "response_format.json_schema.schema", .. }), "{e}");
-    assert!(matches!(err(Grammar::Regex("(unclosed".into())), ConstraintError::Compile { field: "regex", .. }));
+    assert!(matches!(
+        err(Grammar::Regex("(unclosed".into())),
+        ConstraintError::Compile { field: "response_format.regex", .. }
+    ));
     assert!(matches!(err(Grammar::Lark("start: undefined_rule".into())), ConstraintError::Compile { .. }));
     // Deep nesting is bounded, not a stack overflow.
     let deep = format!("{}{}", r#"{"type":"array","items":"#.repeat(2000), "{}".to_string() + &"}".repeat(2000));
