@@ -78,6 +78,7 @@ async fn direct(client: &CoreClient, i: usize) -> Result<f64> {
         tools: Vec::new(),
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
+        prompt: None,
     };
     let t = Instant::now();
     let mut s = client.generate(g).await?;

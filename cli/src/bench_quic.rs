@@ -87,6 +87,7 @@ pub fn run(b: &QuicBench) -> Result<()> {
                         tools: Vec::new(),
                         tool_choice: chorus_proto::ToolChoice::None,
                         parallel_tool_calls: false,
+                        prompt: None,
                     };
                     let mut s = client.generate(g).await?;
                     let mut lat = Vec::with_capacity(per_stream as usize);

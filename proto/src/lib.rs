@@ -40,7 +40,8 @@ pub use msg::*;
 /// 2: the conversation store (`ConversationRef`, `StoreRequest`, `Accepted.store`, `Done.stored`).
 /// 3: prompt echo for evaluation (`Generate.echo_prompt`, `Accepted.prompt`).
 /// 4: structured output and tools (`Generate.constraint`, `tools`, `tool_choice`,
-///    `parallel_tool_calls`, `Sampling.logit_bias`, `Role::Tool`).
+///    `parallel_tool_calls`, `Sampling.logit_bias`, `Role::Tool`, `ErrorReply.param`) and raw
+///    prompts (`Generate.prompt`).
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The QUIC ALPN identifier.

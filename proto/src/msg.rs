@@ -196,6 +196,17 @@ pub struct Generate {
     pub tool_choice: ToolChoice,
     /// Whether one answer may hold several calls.
     pub parallel_tool_calls: bool,
+    /// A raw prompt (OpenAI `/v1/completions`): used as it is, no chat template, no store;
+    /// `messages` is then empty.
+    pub prompt: Option<RawPrompt>,
+}
+
+/// A completion's prompt: text (tokenized as text: special-token markers in it are not
+/// control tokens) or token ids (checked against the model's vocabulary by the core).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RawPrompt {
+    Text(String),
+    Ids(Vec<u32>),
 }
 
 /// A grammar the answer is constrained to.
@@ -283,7 +294,18 @@ impl Generate {
         if let Some(c) = self.conversation.id() {
             check_id("conversation", c, l)?;
         }
-        if self.messages.is_empty() {
+        if let Some(p) = &self.prompt {
+            let (len, limit, unit) = match p {
+                RawPrompt::Text(t) => (t.len(), l.max_message_bytes, "bytes"),
+                RawPrompt::Ids(ids) => (ids.len(), l.max_tokens as usize, "tokens"),
+            };
+            if len == 0 || len > limit {
+                return err("prompt", format!("{len} {unit}; must be 1..={limit}"));
+            }
+            if !self.messages.is_empty() || self.conversation != ConversationRef::Stateless || !self.tools.is_empty() {
+                return err("prompt", "a raw prompt takes no messages, conversation or tools".into());
+            }
+        } else if self.messages.is_empty() {
             return err("messages", "must hold at least one message".into());
         }
         if self.messages.len() > l.max_messages {
@@ -297,7 +319,7 @@ impl Generate {
                 );
             }
         }
-        if !matches!(self.messages.last().map(|m| m.role), Some(Role::User | Role::Tool)) {
+        if self.prompt.is_none() && !matches!(self.messages.last().map(|m| m.role), Some(Role::User | Role::Tool)) {
             return err("messages", "the last message must be the user's or a tool's".into());
         }
         if self.sampling.logit_bias.len() > l.max_logit_bias {

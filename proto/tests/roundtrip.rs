@@ -154,6 +154,7 @@ fn generate() -> impl Strategy<Value = Generate> {
                     .collect(),
                 tool_choice: if echo_prompt { ToolChoice::Required } else { ToolChoice::Function(tenant.clone()) },
                 parallel_tool_calls: echo_prompt,
+                prompt: deadline_ms.map(|d| RawPrompt::Ids(vec![d, 1, 2])),
                 request_id,
                 tenant,
                 user,
@@ -373,6 +374,7 @@ fn generate_check_names_the_field() {
         tools: Vec::new(),
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
+        prompt: None,
     };
     let l = Limits::default();
     g.check(&l).unwrap();
@@ -458,6 +460,7 @@ fn max_tokens_is_bounded_by_the_protocol_limit_and_named() {
         tools: Vec::new(),
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
+        prompt: None,
     };
     g.check(&l).unwrap();
     for bad in [0, l.max_tokens + 1, u32::MAX] {

@@ -103,7 +103,21 @@ history = msgs + [choice.message.model_dump(exclude_none=True)] + [
 answer = client.chat.completions.create(model="chorus", messages=history, tools=tools, tool_choice="none",
                                         temperature=0, max_tokens=60)
 
+plain = client.completions.create(model="chorus", prompt="The capital of France is", max_tokens=12,
+                                  temperature=0, echo=True, logprobs=2)
+pieces = "".join(c.choices[0].text for c in client.completions.create(
+    model="chorus", prompt="The capital of France is", max_tokens=12, temperature=0, stream=True) if c.choices)
+ids = client.completions.create(model="chorus", prompt=[504, 3575, 282, 4649, 314], max_tokens=4, temperature=0)
+try:
+    client.completions.create(model="chorus", prompt="x", suffix="y", max_tokens=4)
+    suffix_err = None
+except Exception as e:
+    suffix_err = e.body.get("param") if isinstance(e.body, dict) else str(e)
+
 print(json.dumps({
+    "completion": plain.choices[0].text, "completion_lp": plain.choices[0].logprobs.model_dump(),
+    "completion_usage": plain.usage.model_dump(), "completion_stream": pieces,
+    "ids_text": ids.choices[0].text, "ids_usage": ids.usage.model_dump(), "suffix_err": suffix_err,
     "kinds": kinds,
     "finish": choice.finish_reason, "content": choice.message.content, "calls": calls,
     "streamed": [streamed[k] for k in sorted(streamed)], "stream_finish": stream_finish,
@@ -161,6 +175,19 @@ async fn the_openai_sdk_parses_structured_output_and_round_trips_tool_calls() {
     assert!(named.iter().all(|c| c[0] == "get_time"), "{r}");
     let args: Value = serde_json::from_str(named[0][1].as_str().unwrap()).unwrap();
     assert!(args["city"].is_string(), "{r}");
+    // /v1/completions: echo puts the prompt first; streamed text equals the whole answer;
+    // logprobs in the legacy shape; token-id prompts; suffix refused by name.
+    let c = r["completion"].as_str().unwrap();
+    let rest = c.strip_prefix("The capital of France is").unwrap_or_else(|| panic!("echo: {c:?}"));
+    assert_eq!(rest, r["completion_stream"].as_str().unwrap(), "{r}");
+    assert!(!rest.is_empty(), "{r}");
+    let lp = &r["completion_lp"];
+    let n = r["completion_usage"]["completion_tokens"].as_u64().unwrap() as usize;
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), n, "{r}");
+    assert_eq!(lp["top_logprobs"][0].as_object().unwrap().len(), 2, "{r}");
+    assert_eq!(r["ids_usage"]["prompt_tokens"], 5, "{r}");
+    assert!(!r["ids_text"].as_str().unwrap().is_empty(), "{r}");
+    assert_eq!(r["suffix_err"], "suffix", "{r}");
     // With the tool's result in the history, the model answers in text.
     assert!(!r["answer"].as_str().unwrap_or("").trim().is_empty(), "{r}");
     assert_eq!(r["answer_calls"], Value::Null, "{r}");

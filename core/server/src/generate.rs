@@ -156,12 +156,18 @@ async fn build(core: &Core, g: &Generate, a: &Admitted) -> Result<Built, Refusal
         let mut messages = history;
         messages.extend(g.messages.iter().cloned());
         offer_tools(&mut messages, g);
-        tokio::task::spawn_blocking(move || prompt::build_after(&engine, &model, context.as_ref(), &messages, limit))
-            .await
+        let raw = g.prompt.clone();
+        tokio::task::spawn_blocking(move || match raw {
+            Some(raw) => prompt::raw(&engine, raw, limit),
+            None => prompt::build_after(&engine, &model, context.as_ref(), &messages, limit),
+        })
+        .await
     };
     let p = match built {
         Ok(Ok(p)) => p,
-        Ok(Err(e @ PromptError::TooLong { .. })) => return Err(refuse(ErrorCode::PromptTooLong, e.to_string())),
+        Ok(Err(e @ (PromptError::TooLong { .. } | PromptError::RawTooLong { .. }))) => {
+            return Err(refuse(ErrorCode::PromptTooLong, e.to_string()));
+        }
         Ok(Err(e)) => return Err(refuse(ErrorCode::InvalidRequest, e.to_string())),
         Err(e) => return Err(refuse(ErrorCode::Internal, format!("prompt builder: {e}"))),
     };

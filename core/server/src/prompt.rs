@@ -24,6 +24,10 @@ pub enum PromptError {
     TooLong { tokens: usize, limit: usize },
     #[error("messages: {0}")]
     Template(String),
+    #[error("prompt: the prompt is {tokens} tokens; the limit is {limit}")]
+    RawTooLong { tokens: usize, limit: usize },
+    #[error("prompt: {0}")]
+    Tokenize(String),
 }
 
 /// The prompt for the next turn of a stored conversation. When `context` (the previous turn's
@@ -32,6 +36,21 @@ pub enum PromptError {
 /// it saw before, and the whole previous turn is a prefix-cache hit even where re-tokenizing
 /// the answer would have split it differently. Otherwise (another model, a template that
 /// rewrites history, a stop string cut the answer, over the limit) it is [`build`].
+/// A completion's raw prompt: text tokenized as text (the model's BOS first when its
+/// tokenizer adds one), or ids as given (the engine checks them against its vocabulary).
+pub fn raw(engine: &Engine, prompt: chorus_proto::RawPrompt, limit: usize) -> Result<Prompt, PromptError> {
+    let ids = match prompt {
+        chorus_proto::RawPrompt::Text(t) => {
+            engine.tokenizer.encode(&t, false).map_err(|e| PromptError::Tokenize(e.to_string()))?
+        }
+        chorus_proto::RawPrompt::Ids(ids) => ids,
+    };
+    if ids.len() > limit {
+        return Err(PromptError::RawTooLong { tokens: ids.len(), limit });
+    }
+    Ok(Prompt { ids, trimmed: 0 })
+}
+
 pub fn build_after(
     engine: &Engine,
     model: &str,

@@ -75,6 +75,7 @@ fn turn(id: Option<&str>, request_id: &str, text: &str) -> Generate {
         tools: Vec::new(),
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
+        prompt: None,
     }
 }
 

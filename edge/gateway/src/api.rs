@@ -32,6 +32,15 @@ async fn read_body(st: &EdgeState, parts: &Parts, body: Body, limit: usize) -> R
 }
 
 pub async fn chat_completions(State(st): State<Arc<EdgeState>>, req: Request) -> Response {
+    generate(st, req, pipeline::Api::Chat).await
+}
+
+/// `POST /v1/completions`: a raw prompt, answered in the `text_completion` shape.
+pub async fn completions(State(st): State<Arc<EdgeState>>, req: Request) -> Response {
+    generate(st, req, pipeline::Api::Completions).await
+}
+
+async fn generate(st: Arc<EdgeState>, req: Request, api: pipeline::Api) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let result = async {
@@ -40,7 +49,7 @@ pub async fn chat_completions(State(st): State<Arc<EdgeState>>, req: Request) ->
             return pipeline::resume(&st, &parts.headers, &client_ip(&parts), &last).await;
         }
         let body = read_body(&st, &parts, body, st.cfg.limits.max_body_bytes).await?;
-        let started_run = pipeline::start(&st, &parts.headers, &client_ip(&parts), &body).await?;
+        let started_run = pipeline::start(&st, &parts.headers, &client_ip(&parts), &body, api).await?;
         pipeline::respond(&st, started_run, (0, 0), started).await
     }
     .await;

@@ -1,7 +1,7 @@
 //! OpenAI's chat-completions request, parsed and bounded into a [`ValidChat`] before any other
 //! work (parse, don't validate), and the response shapes the edge writes.
 
-use chorus_proto::{Constraint, ConversationRef, Message, Role, Sampling, Tool, ToolChoice, tools};
+use chorus_proto::{Constraint, ConversationRef, Message, RawPrompt, Role, Sampling, Tool, ToolChoice, tools};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -163,6 +163,19 @@ pub struct ValidChat {
     pub tools: Vec<Tool>,
     pub tool_choice: ToolChoice,
     pub parallel_tool_calls: bool,
+    /// `/v1/completions`: the raw prompt (then `messages` is empty).
+    pub raw: Option<RawPrompt>,
+    pub shape: Shape,
+}
+
+/// Which OpenAI API a request came through, so its answer is rendered in that API's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// `chat.completion` / `chat.completion.chunk`.
+    #[default]
+    Chat,
+    /// `text_completion`; `echo` puts the prompt before the answer.
+    Text { echo: bool },
 }
 
 impl ValidChat {
@@ -175,7 +188,10 @@ impl ValidChat {
 impl ValidChat {
     /// The user messages' text, newest last (what the safety filter reads).
     pub fn prompt_text(&self) -> String {
-        let mut out = String::new();
+        let mut out = match &self.raw {
+            Some(RawPrompt::Text(t)) => t.clone(),
+            _ => String::new(),
+        };
         for m in self.messages.iter().filter(|m| m.role == Role::User) {
             if !out.is_empty() {
                 out.push('\n');
@@ -568,7 +584,99 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         tools,
         tool_choice,
         parallel_tool_calls,
+        raw: None,
+        shape: Shape::Chat,
     })
+}
+
+/// `POST /v1/completions` as clients send it.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: InPrompt,
+    #[serde(default)]
+    pub suffix: Option<String>,
+    #[serde(default)]
+    pub echo: Option<bool>,
+    /// 0..=5 alternatives per token (the legacy API's integer form).
+    #[serde(default)]
+    pub logprobs: Option<u8>,
+    #[serde(default)]
+    pub best_of: Option<u32>,
+    #[serde(flatten)]
+    pub common: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a string, an array of one string, or an array of token ids")]
+pub enum InPrompt {
+    Text(String),
+    Ids(Vec<u32>),
+    Texts(Vec<String>),
+}
+
+/// Decodes a `/v1/completions` body: the prompt is raw (no chat template); every other field
+/// is checked as for chat completions.
+pub fn parse_completion(body: &[u8], limits: &ApiLimits) -> Result<ValidChat, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let req: CompletionRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = if path == "." || path.is_empty() { None } else { Some(path) };
+        ApiError::Invalid { param, message: format!("not a valid completion request: {}", e.into_inner()) }
+    })?;
+    if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::invalid("suffix", "suffix (fill in the middle) is not supported"));
+    }
+    if req.best_of.is_some_and(|b| b > 1) {
+        return Err(ApiError::invalid("best_of", "only best_of = 1 is supported"));
+    }
+    let raw = match req.prompt {
+        InPrompt::Text(t) => RawPrompt::Text(t),
+        InPrompt::Texts(mut v) if v.len() == 1 => RawPrompt::Text(v.remove(0)),
+        InPrompt::Texts(_) => {
+            return Err(ApiError::invalid("prompt", "one prompt per request (an array of one string)"));
+        }
+        InPrompt::Ids(ids) => RawPrompt::Ids(ids),
+    };
+    match &raw {
+        RawPrompt::Text(t) if t.is_empty() || t.len() > limits.max_message_bytes => {
+            let message = format!("{} bytes; must be 1 to {}", t.len(), limits.max_message_bytes);
+            return Err(ApiError::invalid("prompt", message));
+        }
+        RawPrompt::Ids(ids) if ids.is_empty() || ids.len() > limits.max_tokens as usize * 16 => {
+            return Err(ApiError::invalid(
+                "prompt",
+                format!("{} token ids; must be 1 to {}", ids.len(), limits.max_tokens as usize * 16),
+            ));
+        }
+        _ => {}
+    }
+    let top = req.logprobs.unwrap_or(0);
+    if top > 5 {
+        return Err(ApiError::invalid("logprobs", format!("logprobs is {top}; the limit is 5")));
+    }
+    // Everything else is a chat request's field: check it the same way, around a stand-in turn.
+    let mut common = req.common;
+    for chat_only in ["messages", "tools", "tool_choice", "top_logprobs", "store", "conversation_id"] {
+        if common.contains_key(chat_only) {
+            return Err(ApiError::invalid(chat_only, format!("{chat_only} is not a completions field")));
+        }
+    }
+    common.insert("model".into(), Value::String(req.model));
+    common.insert("messages".into(), serde_json::json!([{"role": "user", "content": "-"}]));
+    if req.logprobs.is_some() {
+        common.insert("logprobs".into(), Value::Bool(true));
+        common.insert("top_logprobs".into(), Value::from(top));
+    }
+    let chat: ChatRequest = serde_path_to_error::deserialize(Value::Object(common)).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::Invalid { param: Some(path.clone()), message: format!("{path}: {}", e.into_inner()) }
+    })?;
+    let mut v = validate(chat, limits)?;
+    v.messages.clear();
+    v.raw = Some(raw);
+    v.shape = Shape::Text { echo: req.echo.unwrap_or(false) };
+    Ok(v)
 }
 
 /// OpenAI `usage`.

@@ -18,7 +18,7 @@ use crate::driver::{self, Finisher};
 use crate::error::ApiError;
 use crate::idempotency::{self, Claim};
 use crate::ids::random_hex;
-use crate::openai::{ValidChat, parse_chat};
+use crate::openai::{Shape, ValidChat, parse_chat, parse_completion};
 use crate::render::{self, Position, Started};
 use crate::run::{Next, Run, RunEvent, owner_of};
 use crate::state::{EdgeState, RequestInfo};
@@ -66,19 +66,40 @@ fn echo_prompt(headers: &HeaderMap, allowed: bool) -> Result<bool, ApiError> {
     }
 }
 
+/// The OpenAI API a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Chat,
+    Completions,
+}
+
+impl Api {
+    /// The route, as the filter chain sees it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Chat => "/v1/chat/completions",
+            Api::Completions => "/v1/completions",
+        }
+    }
+}
+
 /// The whole pipeline up to a run to read from.
 pub async fn start(
     st: &Arc<EdgeState>,
     headers: &HeaderMap,
     client_ip: &str,
     body: &[u8],
+    api: Api,
 ) -> Result<Started, ApiError> {
     let limits = &st.cfg.limits;
-    let chat = parse_chat(body, limits)?;
+    let chat = match api {
+        Api::Chat => parse_chat(body, limits)?,
+        Api::Completions => parse_completion(body, limits)?,
+    };
     st.check_model(&chat.model)?;
     let echo_prompt = echo_prompt(headers, st.cfg.debug.echo_prompt)?;
     let idem = idempotency_key(headers, limits.max_idempotency_key_bytes)?;
-    let caller = st.admit(headers, client_ip, "POST", "/v1/chat/completions", Some(&chat)).await?;
+    let caller = st.admit(headers, client_ip, "POST", api.path(), Some(&chat)).await?;
     let owner = owner_of(&caller.tenant, &caller.user);
     let scope = idempotency::scope(&caller.tenant, &caller.user);
     let request_id = match &idem {
@@ -87,7 +108,7 @@ pub async fn start(
         Some(k) => format!("idem-{}", &idempotency::fingerprint(format!("{scope}\0{k}").as_bytes())[..32]),
         None => format!("req-{}", random_hex(16)),
     };
-    let run_id = format!("chatcmpl-{}", random_hex(12));
+    let run_id = format!("{}-{}", if api == Api::Chat { "chatcmpl" } else { "cmpl" }, random_hex(12));
     let mut idem_record = None;
     let Caller { tenant, user, tier, ticket } = caller;
     // The key is claimed after the filter chain, and a repeat is not charged because the
@@ -127,7 +148,9 @@ pub async fn start(
         stop: chat.stop.clone(),
         deadline_ms: Some(st.cfg.upstream.deadline_ms),
         trace: headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 128).map(str::to_owned),
-        echo_prompt,
+        // A completion's `echo` is its own prompt, not the debug echo of a built one.
+        echo_prompt: echo_prompt || chat.shape == Shape::Text { echo: true },
+        prompt: chat.raw.clone(),
         constraint: chat.constraint.clone(),
         tools: chat.tools.clone(),
         tool_choice: chat.tool_choice.clone(),
@@ -146,7 +169,7 @@ pub async fn start(
     let resumable = chat.stream || idem_record.is_some();
     let grace = if resumable { Duration::from_secs(st.cfg.resume.window_secs) } else { Duration::ZERO };
     let max_buffer = st.cfg.resume.max_buffer_bytes;
-    let run = Run::new(run_id, chat.stream, chat.include_usage, tier, owner, max_buffer, grace);
+    let run = Run::new(run_id, chat.stream, chat.include_usage, tier, chat.shape, owner, max_buffer, grace);
     // Only answers that can be resumed or attached to are kept by id.
     let held = match (refused, resumable) {
         (Some(e), _) => Err(e),
@@ -187,7 +210,7 @@ fn answer_claim(
         }
         Claim::Finished { run, events } => {
             st.metrics.idempotent_replays.fetch_add(1, Relaxed);
-            Run::replay(run, chat.stream, chat.include_usage, tier, *owner, events)
+            Run::replay(run, chat.stream, chat.include_usage, tier, chat.shape, *owner, events)
         }
     };
     let reader = run.reader();

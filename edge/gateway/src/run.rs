@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
-use crate::openai::{TokenLogprob, Usage};
+use crate::openai::{Shape, TokenLogprob, Usage};
 
 /// What happened, in order. The first event is `Head` or `Error`; the last is `Finish` or
 /// `Error`.
@@ -118,6 +118,8 @@ pub struct Run {
     pub stream: bool,
     pub include_usage: bool,
     pub tier: Tier,
+    /// The API shape the answer is rendered in.
+    pub shape: Shape,
     /// Whose answer it is (a hash of tenant and user): only they may resume or attach.
     owner: [u8; 32],
     buf: Mutex<Buffer>,
@@ -146,6 +148,7 @@ impl Run {
         stream: bool,
         include_usage: bool,
         tier: Tier,
+        shape: Shape,
         owner: [u8; 32],
         max_bytes: usize,
         grace: Duration,
@@ -157,6 +160,7 @@ impl Run {
             stream,
             include_usage,
             tier,
+            shape,
             owner,
             buf: Mutex::new(Buffer::default()),
             max_bytes,
@@ -174,10 +178,11 @@ impl Run {
         stream: bool,
         include_usage: bool,
         tier: Tier,
+        shape: Shape,
         owner: [u8; 32],
         events: Vec<RunEvent>,
     ) -> Arc<Self> {
-        let run = Run::new(id, stream, include_usage, tier, owner, usize::MAX, Duration::ZERO);
+        let run = Run::new(id, stream, include_usage, tier, shape, owner, usize::MAX, Duration::ZERO);
         for e in events {
             run.push(e);
         }
@@ -386,7 +391,7 @@ mod tests {
 
     #[tokio::test]
     async fn readers_follow_and_the_buffer_is_bounded() {
-        let run = Run::new("r".into(), true, false, Tier::Free, owner_of("t", "u"), 200, Duration::ZERO);
+        let run = Run::new("r".into(), true, false, Tier::Free, Shape::Chat, owner_of("t", "u"), 200, Duration::ZERO);
         run.push(RunEvent::Head {
             model: "m".into(),
             fleet: "mini".into(),
@@ -413,7 +418,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_last_reader_leaving_cancels_after_the_grace() {
-        let run = Run::new("r".into(), true, false, Tier::Free, owner_of("t", "u"), 1 << 20, Duration::from_millis(50));
+        let run = Run::new(
+            "r".into(),
+            true,
+            false,
+            Tier::Free,
+            Shape::Chat,
+            owner_of("t", "u"),
+            1 << 20,
+            Duration::from_millis(50),
+        );
         let a = run.reader();
         let b = run.reader();
         drop(a);
@@ -428,8 +442,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_old_grace_timer_does_not_cut_a_later_readers_grace_short() {
-        let run =
-            Run::new("r".into(), true, false, Tier::Free, owner_of("t", "u"), 1 << 20, Duration::from_millis(200));
+        let run = Run::new(
+            "r".into(),
+            true,
+            false,
+            Tier::Free,
+            Shape::Chat,
+            owner_of("t", "u"),
+            1 << 20,
+            Duration::from_millis(200),
+        );
         drop(run.reader()); // timer 1 runs out at 200 ms
         tokio::time::sleep(Duration::from_millis(120)).await;
         drop(run.reader()); // timer 2 runs out at 320 ms

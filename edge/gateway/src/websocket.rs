@@ -86,7 +86,7 @@ async fn session(st: Arc<EdgeState>, headers: HeaderMap, ip: String, mut socket:
             continue; // nothing in flight between requests
         }
         let started = Instant::now();
-        let s = match pipeline::start(&st, &headers, &ip, &body).await {
+        let s = match pipeline::start(&st, &headers, &ip, &body, pipeline::Api::Chat).await {
             Ok(s) => s,
             Err(e) => {
                 let mut v = e.body();

@@ -83,6 +83,7 @@ pub fn generate(tier: Tier, text: &str, max_tokens: u32) -> Generate {
         tools: Vec::new(),
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
+        prompt: None,
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::{Started, head_extension, head_headers, model_of};
 use crate::error::ApiError;
 use crate::metrics::EdgeMetrics;
+use crate::openai::Shape;
 use crate::run::{Next, RunEvent};
 
 /// The assistant message: its text, and its tool calls when it made any (OpenAI leaves the
@@ -67,6 +68,26 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
     chorus["conversation_id"] = json!(conversation_id);
     chorus["turn_version"] = json!(turn_version);
     chorus["store_error"] = json!(store_error);
+    if let Shape::Text { echo } = s.run.shape {
+        let prompt = match &head {
+            Some(RunEvent::Head { prompt: Some(p), .. }) if echo => p.clone(),
+            _ => String::new(),
+        };
+        let body = json!({
+            "id": s.run.id, "object": "text_completion", "created": s.run.created, "model": model,
+            "system_fingerprint": null,
+            "choices": [{
+                "index": 0, "text": prompt + &content, "logprobs": super::text_logprobs(&logprobs),
+                "finish_reason": finish_reason,
+            }],
+            "usage": usage,
+        });
+        let mut resp = axum::Json(body).into_response();
+        if let Some(h) = &head {
+            head_headers(resp.headers_mut(), h, &s.run, &s.request_id);
+        }
+        return Ok(resp);
+    }
     let body = json!({
         "id": s.run.id, "object": "chat.completion", "created": s.run.created, "model": model,
         "system_fingerprint": null,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
+use crate::openai::Shape;
 use crate::run::{Reader, Run, RunEvent};
 
 /// A run to answer from, and how the caller wants it.
@@ -53,6 +54,9 @@ pub fn head_headers(headers: &mut HeaderMap, head: &RunEvent, run: &Run, request
 
 /// The JSON messages one event becomes on a stream (SSE `data:` or WebSocket text).
 pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec<Value> {
+    if let Shape::Text { echo } = run.shape {
+        return render_text(run, model, ev, include_usage, echo);
+    }
     let chunk = |delta: Value, logprobs: Value, finish: Value| {
         let mut c = json!({
             "id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": model,
@@ -98,6 +102,62 @@ pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec
         }
         RunEvent::Error(e) => vec![e.body()],
     }
+}
+
+/// A `/v1/completions` stream's messages: `text_completion` objects.
+fn render_text(run: &Run, model: &str, ev: &RunEvent, include_usage: bool, echo: bool) -> Vec<Value> {
+    let chunk = |text: &str, logprobs: Value, finish: Value| {
+        let mut c = json!({
+            "id": run.id, "object": "text_completion", "created": run.created, "model": model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    match ev {
+        RunEvent::Head { prompt, .. } => match prompt.as_deref() {
+            Some(p) if echo => vec![chunk(p, Value::Null, Value::Null)],
+            _ => Vec::new(),
+        },
+        RunEvent::Delta { text, logprobs } => vec![chunk(text, text_logprobs(logprobs), Value::Null)],
+        // Tools are not offered to completions; nothing else becomes a call.
+        RunEvent::ToolCall { .. } | RunEvent::ToolArgs { .. } => Vec::new(),
+        RunEvent::Finish { finish_reason, usage, .. } => {
+            let mut out = vec![chunk("", Value::Null, json!(finish_reason))];
+            if include_usage {
+                out.push(json!({
+                    "id": run.id, "object": "text_completion", "created": run.created, "model": model,
+                    "system_fingerprint": null, "choices": [], "usage": usage,
+                }));
+            }
+            out
+        }
+        RunEvent::Error(e) => vec![e.body()],
+    }
+}
+
+/// The legacy completions `logprobs` object for some tokens (`null` when none were asked for).
+pub(crate) fn text_logprobs(lp: &[crate::openai::TokenLogprob]) -> Value {
+    if lp.is_empty() {
+        return Value::Null;
+    }
+    let mut offset = 0usize;
+    let mut offsets = Vec::with_capacity(lp.len());
+    for l in lp {
+        offsets.push(offset);
+        offset += l.token.len();
+    }
+    json!({
+        "tokens": lp.iter().map(|l| &l.token).collect::<Vec<_>>(),
+        "token_logprobs": lp.iter().map(|l| l.logprob).collect::<Vec<_>>(),
+        "top_logprobs": lp.iter().map(|l| {
+            l.top_logprobs.iter().map(|t| (t.token.clone(), json!(t.logprob))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
 }
 
 /// Chorus's own fields about who answered: the fleet, and the built prompt when echoed.
