@@ -114,7 +114,20 @@ try:
 except Exception as e:
     suffix_err = e.body.get("param") if isinstance(e.body, dict) else str(e)
 
+resp = client.responses.create(model="chorus", input="Name a colour.", instructions="Answer briefly.",
+                               max_output_tokens=16, temperature=0)
+resp_events, resp_deltas, resp_final = [], "", None
+for e in client.responses.create(model="chorus", input=[{"role": "user", "content": "Name a colour."}],
+                                 instructions="Answer briefly.", max_output_tokens=16, temperature=0, stream=True):
+    resp_events.append(e.type)
+    if e.type == "response.output_text.delta":
+        resp_deltas += e.delta
+    if e.type in ("response.completed", "response.incomplete"):
+        resp_final = e.response.output_text
+
 print(json.dumps({
+    "resp_text": resp.output_text, "resp_usage": resp.usage.model_dump(), "resp_events": resp_events,
+    "resp_deltas": resp_deltas, "resp_final": resp_final,
     "completion": plain.choices[0].text, "completion_lp": plain.choices[0].logprobs.model_dump(),
     "completion_usage": plain.usage.model_dump(), "completion_stream": pieces,
     "ids_text": ids.choices[0].text, "ids_usage": ids.usage.model_dump(), "suffix_err": suffix_err,
@@ -188,6 +201,15 @@ async fn the_openai_sdk_parses_structured_output_and_round_trips_tool_calls() {
     assert_eq!(r["ids_usage"]["prompt_tokens"], 5, "{r}");
     assert!(!r["ids_text"].as_str().unwrap().is_empty(), "{r}");
     assert_eq!(r["suffix_err"], "suffix", "{r}");
+    // The Responses API: text whole and streamed agree, the stream's events in order.
+    let text = r["resp_text"].as_str().unwrap();
+    assert!(!text.is_empty(), "{r}");
+    assert_eq!(r["resp_deltas"], text, "{r}");
+    assert_eq!(r["resp_final"], text, "{r}");
+    let events = r["resp_events"].as_array().unwrap();
+    assert_eq!(events[0], "response.created", "{r}");
+    assert!(["response.completed", "response.incomplete"].contains(&events.last().unwrap().as_str().unwrap()), "{r}");
+    assert!(r["resp_usage"]["output_tokens"].as_u64().unwrap() >= 1, "{r}");
     // With the tool's result in the history, the model answers in text.
     assert!(!r["answer"].as_str().unwrap_or("").trim().is_empty(), "{r}");
     assert_eq!(r["answer_calls"], Value::Null, "{r}");

@@ -40,6 +40,11 @@ pub async fn completions(State(st): State<Arc<EdgeState>>, req: Request) -> Resp
     generate(st, req, pipeline::Api::Completions).await
 }
 
+/// `POST /v1/responses`: the Responses API's text subset.
+pub async fn responses(State(st): State<Arc<EdgeState>>, req: Request) -> Response {
+    generate(st, req, pipeline::Api::Responses).await
+}
+
 async fn generate(st: Arc<EdgeState>, req: Request, api: pipeline::Api) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();

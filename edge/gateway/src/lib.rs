@@ -50,6 +50,7 @@ pub fn app(state: Arc<EdgeState>) -> Router {
     let mut r = Router::new()
         .route("/v1/chat/completions", post(api::chat_completions))
         .route("/v1/completions", post(api::completions))
+        .route("/v1/responses", post(api::responses))
         .route("/v1/models", get(api::models))
         .route("/v1/me", get(api::me))
         .route("/v1/conversations", get(api::list_conversations).delete(api::erase))

@@ -176,6 +176,8 @@ pub enum Shape {
     Chat,
     /// `text_completion`; `echo` puts the prompt before the answer.
     Text { echo: bool },
+    /// The Responses API's `response` object and its stream events.
+    Responses,
 }
 
 impl ValidChat {
@@ -587,6 +589,130 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         raw: None,
         shape: Shape::Chat,
     })
+}
+
+/// `POST /v1/responses`, the subset an SDK's `client.responses.create(input=…, stream=…)`
+/// uses for text: `input` (a string or messages), `instructions`, `max_output_tokens`,
+/// sampling, `text.format` (text or a JSON schema). Anything else is refused by name.
+#[derive(Debug, Deserialize)]
+pub struct ResponsesRequest {
+    pub model: String,
+    pub input: Value,
+    #[serde(default)]
+    pub instructions: Option<String>,
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub text: Option<Value>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub store: Option<bool>,
+    #[serde(default)]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub previous_response_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// Decodes a `/v1/responses` body into the chat request it is.
+pub fn parse_responses(body: &[u8], limits: &ApiLimits) -> Result<ValidChat, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let req: ResponsesRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = if path == "." || path.is_empty() { None } else { Some(path) };
+        ApiError::Invalid { param, message: format!("not a valid responses request: {}", e.into_inner()) }
+    })?;
+    if req.previous_response_id.is_some() {
+        return Err(ApiError::invalid("previous_response_id", "responses are not stored; send the whole input"));
+    }
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::invalid("tools", "tools are served on /v1/chat/completions"));
+    }
+    let mut messages = Vec::new();
+    if let Some(i) = req.instructions {
+        messages.push(serde_json::json!({"role": "system", "content": i}));
+    }
+    match req.input {
+        Value::String(s) => messages.push(serde_json::json!({"role": "user", "content": s})),
+        Value::Array(items) => {
+            if items.len() > limits.max_messages {
+                return Err(ApiError::invalid(
+                    "input",
+                    format!("{} items; the limit is {}", items.len(), limits.max_messages),
+                ));
+            }
+            for (i, item) in items.into_iter().enumerate() {
+                let role = item.get("role").and_then(Value::as_str).unwrap_or("");
+                let content = match item.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(parts)) => {
+                        let mut t = String::new();
+                        for (j, p) in parts.iter().enumerate() {
+                            match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                                (Some("input_text" | "output_text" | "text"), Some(s)) => t.push_str(s),
+                                _ => {
+                                    return Err(ApiError::invalid(
+                                        format!("input[{i}].content[{j}]"),
+                                        "only input_text and output_text parts are supported",
+                                    ));
+                                }
+                            }
+                        }
+                        t
+                    }
+                    _ => {
+                        return Err(ApiError::invalid(
+                            format!("input[{i}]"),
+                            "each input item is a message with content",
+                        ));
+                    }
+                };
+                messages.push(serde_json::json!({"role": role, "content": content}));
+            }
+        }
+        _ => return Err(ApiError::invalid("input", "input is a string or an array of messages")),
+    }
+    let mut chat = serde_json::json!({"model": req.model, "messages": messages});
+    let c = &mut chat;
+    if let Some(n) = req.max_output_tokens {
+        c["max_tokens"] = n.into();
+    }
+    if let Some(t) = req.temperature {
+        c["temperature"] = t.into();
+    }
+    if let Some(p) = req.top_p {
+        c["top_p"] = p.into();
+    }
+    if let Some(u) = req.user {
+        c["user"] = u.into();
+    }
+    c["stream"] = req.stream.unwrap_or(false).into();
+    c["stream_options"] = serde_json::json!({"include_usage": true});
+    if let Some(format) = req.text.as_ref().and_then(|t| t.get("format")) {
+        c["response_format"] = match format.get("type").and_then(Value::as_str) {
+            Some("json_schema") => serde_json::json!({"type": "json_schema", "json_schema": {
+                "name": format.get("name").cloned().unwrap_or(Value::Null),
+                "schema": format.get("schema").cloned().unwrap_or(Value::Null),
+            }}),
+            _ => format.clone(),
+        };
+    }
+    let _ = (req.store, req.metadata);
+    let chat: ChatRequest = serde_path_to_error::deserialize(chat).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::Invalid { param: Some(path.clone()), message: format!("{path}: {}", e.into_inner()) }
+    })?;
+    let mut v = validate(chat, limits)?;
+    v.shape = Shape::Responses;
+    Ok(v)
 }
 
 /// `POST /v1/completions` as clients send it.

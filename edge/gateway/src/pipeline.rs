@@ -18,7 +18,7 @@ use crate::driver::{self, Finisher};
 use crate::error::ApiError;
 use crate::idempotency::{self, Claim};
 use crate::ids::random_hex;
-use crate::openai::{Shape, ValidChat, parse_chat, parse_completion};
+use crate::openai::{Shape, ValidChat, parse_chat, parse_completion, parse_responses};
 use crate::render::{self, Position, Started};
 use crate::run::{Next, Run, RunEvent, owner_of};
 use crate::state::{EdgeState, RequestInfo};
@@ -71,6 +71,7 @@ fn echo_prompt(headers: &HeaderMap, allowed: bool) -> Result<bool, ApiError> {
 pub enum Api {
     Chat,
     Completions,
+    Responses,
 }
 
 impl Api {
@@ -79,6 +80,7 @@ impl Api {
         match self {
             Api::Chat => "/v1/chat/completions",
             Api::Completions => "/v1/completions",
+            Api::Responses => "/v1/responses",
         }
     }
 }
@@ -95,6 +97,7 @@ pub async fn start(
     let chat = match api {
         Api::Chat => parse_chat(body, limits)?,
         Api::Completions => parse_completion(body, limits)?,
+        Api::Responses => parse_responses(body, limits)?,
     };
     st.check_model(&chat.model)?;
     let echo_prompt = echo_prompt(headers, st.cfg.debug.echo_prompt)?;
@@ -108,7 +111,12 @@ pub async fn start(
         Some(k) => format!("idem-{}", &idempotency::fingerprint(format!("{scope}\0{k}").as_bytes())[..32]),
         None => format!("req-{}", random_hex(16)),
     };
-    let run_id = format!("{}-{}", if api == Api::Chat { "chatcmpl" } else { "cmpl" }, random_hex(12));
+    let prefix = match api {
+        Api::Chat => "chatcmpl-",
+        Api::Completions => "cmpl-",
+        Api::Responses => "resp_",
+    };
+    let run_id = format!("{prefix}{}", random_hex(12));
     let mut idem_record = None;
     let Caller { tenant, user, tier, ticket } = caller;
     // The key is claimed after the filter chain, and a repeat is not charged because the

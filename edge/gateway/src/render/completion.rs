@@ -68,6 +68,18 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
     chorus["conversation_id"] = json!(conversation_id);
     chorus["turn_version"] = json!(turn_version);
     chorus["store_error"] = json!(store_error);
+    if s.run.shape == Shape::Responses {
+        let status = if finish_reason == "length" { "incomplete" } else { "completed" };
+        let mut body = super::response_object(&s.run, &model, status, Some(&content), Some(&usage));
+        if status == "incomplete" {
+            body["incomplete_details"] = json!({"reason": "max_output_tokens"});
+        }
+        let mut resp = axum::Json(body).into_response();
+        if let Some(h) = &head {
+            head_headers(resp.headers_mut(), h, &s.run, &s.request_id);
+        }
+        return Ok(resp);
+    }
     if let Shape::Text { echo } = s.run.shape {
         let prompt = match &head {
             Some(RunEvent::Head { prompt: Some(p), .. }) if echo => p.clone(),

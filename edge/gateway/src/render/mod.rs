@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::openai::Shape;
-use crate::run::{Reader, Run, RunEvent};
+use crate::openai::Usage;
+use crate::run::{Next, Reader, Run, RunEvent};
 
 /// A run to answer from, and how the caller wants it.
 #[derive(Debug)]
@@ -54,8 +55,10 @@ pub fn head_headers(headers: &mut HeaderMap, head: &RunEvent, run: &Run, request
 
 /// The JSON messages one event becomes on a stream (SSE `data:` or WebSocket text).
 pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec<Value> {
-    if let Shape::Text { echo } = run.shape {
-        return render_text(run, model, ev, include_usage, echo);
+    match run.shape {
+        Shape::Text { echo } => return render_text(run, model, ev, include_usage, echo),
+        Shape::Responses => return render_responses(run, model, ev),
+        Shape::Chat => {}
     }
     let chunk = |delta: Value, logprobs: Value, finish: Value| {
         let mut c = json!({
@@ -136,6 +139,90 @@ fn render_text(run: &Run, model: &str, ev: &RunEvent, include_usage: bool, echo:
             out
         }
         RunEvent::Error(e) => vec![e.body()],
+    }
+}
+
+/// The Responses API's `response` object: one assistant message holding `text`.
+pub(crate) fn response_object(
+    run: &Run,
+    model: &str,
+    status: &str,
+    text: Option<&str>,
+    usage: Option<&Usage>,
+) -> Value {
+    let item_id = format!("msg_{}", run.id.trim_start_matches("resp_"));
+    let output = match text {
+        Some(t) => json!([{
+            "type": "message", "id": item_id, "status": status, "role": "assistant",
+            "content": [{"type": "output_text", "text": t, "annotations": []}],
+        }]),
+        None => json!([]),
+    };
+    json!({
+        "id": run.id, "object": "response", "created_at": run.created, "status": status, "model": model,
+        "output": output, "error": null, "incomplete_details": null, "instructions": null, "metadata": {},
+        "parallel_tool_calls": false, "tool_choice": "none", "tools": [], "temperature": null, "top_p": null,
+        "text": {"format": {"type": "text"}},
+        "usage": usage.map(|u| json!({
+            "input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens, "total_tokens": u.total_tokens,
+            "input_tokens_details": {"cached_tokens": u.prompt_tokens_details.cached_tokens},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        })),
+    })
+}
+
+/// The answer's text so far, from the run's buffer (for the Responses API's `done` events,
+/// which repeat it whole). `None` when the buffer no longer holds its start.
+fn text_so_far(run: &Run) -> Option<String> {
+    let mut text = String::new();
+    for i in 0.. {
+        match run.get(i) {
+            Next::Event(RunEvent::Delta { text: t, .. }) => text.push_str(&t),
+            Next::Event(RunEvent::Finish { .. } | RunEvent::Error(_)) | Next::End | Next::Pending => break,
+            Next::Event(_) => {}
+            Next::Gone => return None,
+        }
+    }
+    Some(text)
+}
+
+/// A `/v1/responses` stream's events.
+fn render_responses(run: &Run, model: &str, ev: &RunEvent) -> Vec<Value> {
+    let item_id = format!("msg_{}", run.id.trim_start_matches("resp_"));
+    match ev {
+        RunEvent::Head { .. } => vec![
+            json!({"type": "response.created", "response": response_object(run, model, "in_progress", None, None)}),
+            json!({"type": "response.in_progress", "response": response_object(run, model, "in_progress", None, None)}),
+            json!({"type": "response.output_item.added", "output_index": 0, "item": {
+                "type": "message", "id": item_id, "status": "in_progress", "role": "assistant", "content": []}}),
+            json!({"type": "response.content_part.added", "item_id": item_id, "output_index": 0, "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": []}}),
+        ],
+        RunEvent::Delta { text, .. } if text.is_empty() => Vec::new(),
+        RunEvent::Delta { text, .. } => vec![json!({
+            "type": "response.output_text.delta", "item_id": item_id, "output_index": 0, "content_index": 0, "delta": text,
+        })],
+        RunEvent::ToolCall { .. } | RunEvent::ToolArgs { .. } => Vec::new(),
+        RunEvent::Finish { finish_reason, usage, .. } => {
+            let text = text_so_far(run).unwrap_or_default();
+            let status = if finish_reason == "length" { "incomplete" } else { "completed" };
+            let mut done = response_object(run, model, status, Some(&text), Some(usage));
+            if status == "incomplete" {
+                done["incomplete_details"] = json!({"reason": "max_output_tokens"});
+            }
+            let part = json!({"type": "output_text", "text": text, "annotations": []});
+            vec![
+                json!({"type": "response.output_text.done", "item_id": item_id, "output_index": 0, "content_index": 0, "text": text}),
+                json!({"type": "response.content_part.done", "item_id": item_id, "output_index": 0, "content_index": 0, "part": part}),
+                json!({"type": "response.output_item.done", "output_index": 0, "item": done["output"][0].clone()}),
+                json!({"type": if status == "completed" { "response.completed" } else { "response.incomplete" }, "response": done}),
+            ]
+        }
+        RunEvent::Error(e) => {
+            let mut v = e.body();
+            v["type"] = json!("error");
+            vec![v]
+        }
     }
 }
 
