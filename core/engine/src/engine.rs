@@ -344,7 +344,7 @@ impl Session<'_> {
     ) -> Result<Generation, GenerateError> {
         let mut sampler = Sampler::new(params)?;
         if let Some(g) = &params.grammar {
-            sampler = sampler.with_constraint(self.engine.constraints.compile(g)?);
+            sampler = sampler.with_constraint(Box::new(self.engine.constraints.compile(g)?));
         }
         if prompt.is_empty() {
             return Err(GenerateError::EmptyPrompt);

@@ -345,7 +345,7 @@ pub struct Sampler {
     /// How often each token was generated (presence and frequency penalties).
     counts: std::collections::HashMap<u32, u32>,
     /// The grammar the output must match, if any.
-    constraint: Option<Constraint>,
+    constraint: Option<Box<Constraint>>,
     /// The grammar is complete: nothing may follow the last token.
     grammar_done: bool,
     /// The grammar engine failed (the sequence cannot go on).
@@ -371,14 +371,14 @@ impl Sampler {
     }
 
     /// Restricts every choice to what `constraint` allows next, and advances it.
-    pub fn with_constraint(mut self, constraint: Constraint) -> Self {
+    pub fn with_constraint(mut self, constraint: Box<Constraint>) -> Self {
         self.constraint = Some(constraint);
         self
     }
 
     /// The sequence's grammar, if it has one (to compute its next mask ahead of time).
     pub fn constraint_mut(&mut self) -> Option<&mut Constraint> {
-        self.constraint.as_mut()
+        self.constraint.as_deref_mut()
     }
 
     /// The grammar is complete after the last token: the sequence must end.

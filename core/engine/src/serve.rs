@@ -106,7 +106,8 @@ pub struct ValidSeq {
     params: SamplingParams,
     tier: Tier,
     cache_salt: Vec<u8>,
-    constraint: Option<Constraint>,
+    /// Boxed: a compiled matcher is kilobytes, and the loop's commands move by value.
+    constraint: Option<Box<Constraint>>,
 }
 
 impl ValidSeq {
@@ -163,7 +164,7 @@ impl SeqEvent {
 }
 
 enum Cmd {
-    Submit { id: SeqId, seq: ValidSeq, tx: async_mpsc::UnboundedSender<SeqEvent>, at: Instant },
+    Submit { id: SeqId, seq: Box<ValidSeq>, tx: async_mpsc::UnboundedSender<SeqEvent>, at: Instant },
     Cancel(SeqId),
 }
 
@@ -252,7 +253,8 @@ impl EngineHandle {
         if let Some(&(id, _)) = params.logit_bias.iter().find(|(id, _)| *id as usize >= self.vocab) {
             return Err(SubmitError::BiasToken { id, vocab: self.vocab });
         }
-        let constraint = params.grammar.as_ref().map(|g| self.engine.constraints.compile(g)).transpose()?;
+        let constraint =
+            params.grammar.as_ref().map(|g| self.engine.constraints.compile(g).map(Box::new)).transpose()?;
         Ok(ValidSeq { prompt, params, tier, cache_salt: cache_salt.into(), constraint })
     }
 
@@ -260,12 +262,13 @@ impl EngineHandle {
     pub fn submit(&self, seq: ValidSeq) -> SeqStream {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = async_mpsc::unbounded_channel();
-        let finished = if self.tx.send(Cmd::Submit { id, seq, tx: tx.clone(), at: Instant::now() }).is_err() {
-            let _ = tx.send(SeqEvent::Failed(EngineFailure::Stopped));
-            true
-        } else {
-            false
-        };
+        let finished =
+            if self.tx.send(Cmd::Submit { id, seq: Box::new(seq), tx: tx.clone(), at: Instant::now() }).is_err() {
+                let _ = tx.send(SeqEvent::Failed(EngineFailure::Stopped));
+                true
+            } else {
+                false
+            };
         SeqStream { id, rx, tx: self.tx.clone(), finished }
     }
 
@@ -589,6 +592,7 @@ impl Loop {
     fn command(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Submit { id, seq, tx, at } => {
+                let seq = *seq;
                 let req = SeqRequest {
                     id,
                     tier: seq.tier,

@@ -961,7 +961,7 @@ mod tests {
             r#","tools":[{tool}],"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}}"#
         ));
         assert_eq!(v.tool_choice, ToolChoice::Function("get_weather".into()));
-        assert_eq!(ok(&format!(r#","tools":[{tool}],"tool_choice":"none""#)).offers_tools(), false);
+        assert!(!ok(&format!(r#","tools":[{tool}],"tool_choice":"none""#)).offers_tools());
         assert!(
             bad(&format!(r#","tools":[{tool}],"tool_choice":{{"type":"function","function":{{"name":"nope"}}}}"#))
                 .starts_with("tool_choice.function.name")

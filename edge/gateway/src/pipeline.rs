@@ -20,7 +20,7 @@ use crate::idempotency::{self, Claim};
 use crate::ids::random_hex;
 use crate::openai::{Shape, ValidChat, parse_chat, parse_completion, parse_responses};
 use crate::render::{self, Position, Started};
-use crate::run::{Next, Run, RunEvent, owner_of};
+use crate::run::{Form, Next, Run, RunEvent, owner_of};
 use crate::state::{EdgeState, RequestInfo};
 
 /// Reads at most `limit` bytes of body; a larger one is refused as soon as it is known.
@@ -177,7 +177,7 @@ pub async fn start(
     let resumable = chat.stream || idem_record.is_some();
     let grace = if resumable { Duration::from_secs(st.cfg.resume.window_secs) } else { Duration::ZERO };
     let max_buffer = st.cfg.resume.max_buffer_bytes;
-    let run = Run::new(run_id, chat.stream, chat.include_usage, tier, chat.shape, owner, max_buffer, grace);
+    let run = Run::new(run_id, form(&chat), tier, owner, max_buffer, grace);
     // Only answers that can be resumed or attached to are kept by id.
     let held = match (refused, resumable) {
         (Some(e), _) => Err(e),
@@ -196,6 +196,10 @@ pub async fn start(
     let fin = Finisher { st: st.clone(), run: run.clone(), ticket, idem: idem_record };
     tokio::spawn(driver::drive(st.clone(), run.clone(), generate, key, fin));
     Ok(Started { run, reader, stream: chat.stream, include_usage: chat.include_usage, request_id })
+}
+
+fn form(chat: &ValidChat) -> Form {
+    Form { stream: chat.stream, include_usage: chat.include_usage, shape: chat.shape }
 }
 
 fn answer_claim(
@@ -218,7 +222,7 @@ fn answer_claim(
         }
         Claim::Finished { run, events } => {
             st.metrics.idempotent_replays.fetch_add(1, Relaxed);
-            Run::replay(run, chat.stream, chat.include_usage, tier, chat.shape, *owner, events)
+            Run::replay(run, form(chat), tier, *owner, events)
         }
     };
     let reader = run.reader();

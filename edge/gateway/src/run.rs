@@ -133,6 +133,15 @@ pub struct Run {
     grace: Duration,
 }
 
+/// How the caller asked for the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Form {
+    /// Streamed (SSE or WebSocket) rather than one body.
+    pub stream: bool,
+    pub include_usage: bool,
+    pub shape: Shape,
+}
+
 /// The owner key of (tenant, user).
 pub fn owner_of(tenant: &str, user: &str) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -143,16 +152,8 @@ pub fn owner_of(tenant: &str, user: &str) -> [u8; 32] {
 }
 
 impl Run {
-    pub fn new(
-        id: String,
-        stream: bool,
-        include_usage: bool,
-        tier: Tier,
-        shape: Shape,
-        owner: [u8; 32],
-        max_bytes: usize,
-        grace: Duration,
-    ) -> Arc<Self> {
+    pub fn new(id: String, form: Form, tier: Tier, owner: [u8; 32], max_bytes: usize, grace: Duration) -> Arc<Self> {
+        let Form { stream, include_usage, shape } = form;
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Arc::new(Run {
             id,
@@ -173,16 +174,8 @@ impl Run {
     }
 
     /// A finished run built from stored events (an idempotent replay).
-    pub fn replay(
-        id: String,
-        stream: bool,
-        include_usage: bool,
-        tier: Tier,
-        shape: Shape,
-        owner: [u8; 32],
-        events: Vec<RunEvent>,
-    ) -> Arc<Self> {
-        let run = Run::new(id, stream, include_usage, tier, shape, owner, usize::MAX, Duration::ZERO);
+    pub fn replay(id: String, form: Form, tier: Tier, owner: [u8; 32], events: Vec<RunEvent>) -> Arc<Self> {
+        let run = Run::new(id, form, tier, owner, usize::MAX, Duration::ZERO);
         for e in events {
             run.push(e);
         }
@@ -391,7 +384,14 @@ mod tests {
 
     #[tokio::test]
     async fn readers_follow_and_the_buffer_is_bounded() {
-        let run = Run::new("r".into(), true, false, Tier::Free, Shape::Chat, owner_of("t", "u"), 200, Duration::ZERO);
+        let run = Run::new(
+            "r".into(),
+            Form { stream: true, include_usage: false, shape: Shape::Chat },
+            Tier::Free,
+            owner_of("t", "u"),
+            200,
+            Duration::ZERO,
+        );
         run.push(RunEvent::Head {
             model: "m".into(),
             fleet: "mini".into(),
@@ -420,10 +420,8 @@ mod tests {
     async fn the_last_reader_leaving_cancels_after_the_grace() {
         let run = Run::new(
             "r".into(),
-            true,
-            false,
+            Form { stream: true, include_usage: false, shape: Shape::Chat },
             Tier::Free,
-            Shape::Chat,
             owner_of("t", "u"),
             1 << 20,
             Duration::from_millis(50),
@@ -444,10 +442,8 @@ mod tests {
     async fn an_old_grace_timer_does_not_cut_a_later_readers_grace_short() {
         let run = Run::new(
             "r".into(),
-            true,
-            false,
+            Form { stream: true, include_usage: false, shape: Shape::Chat },
             Tier::Free,
-            Shape::Chat,
             owner_of("t", "u"),
             1 << 20,
             Duration::from_millis(200),
