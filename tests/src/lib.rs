@@ -302,6 +302,22 @@ pub fn openai_python() -> PathBuf {
     dir
 }
 
+/// Runs a Python script that uses the `openai` package against `sys`'s edge (argv: the API
+/// URL and the test key) and returns the one JSON document it prints.
+pub async fn run_openai_script(sys: &System, script: &Path) -> serde_json::Value {
+    let py = openai_python();
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(sys.url("/v1"))
+        .arg(KEY)
+        .env("PYTHONPATH", &py)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the script prints one JSON document")
+}
+
 /// Writes `text` to a scratch file and returns its path.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

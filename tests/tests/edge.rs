@@ -27,7 +27,6 @@ fn chat_body(text: &str, max_tokens: u32, stream: bool) -> String {
 async fn the_openai_sdk_curl_and_a_websocket_client_stream_through_the_edge() {
     let sys = System::up("sdk").await;
     let dir = scratch("sdk");
-    let py = openai_python();
     let script = write_file(
         &dir,
         "client.py",
@@ -57,16 +56,7 @@ print(json.dumps({"text": text, "usage": usage, "chunks": chunks, "whole": whole
                   "whole_usage": whole.usage.model_dump(), "models": models, "err": err}))
 "#,
     );
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(sys.url("/v1"))
-        .arg(KEY)
-        .env("PYTHONPATH", &py)
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = run_openai_script(&sys, &script).await;
     let text = r["text"].as_str().unwrap();
     assert!(!text.is_empty(), "{r}");
     assert!(r["chunks"].as_u64().unwrap() >= 3, "{r}");

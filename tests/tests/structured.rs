@@ -143,18 +143,8 @@ print(json.dumps({
 async fn the_openai_sdk_parses_structured_output_and_round_trips_tool_calls() {
     let sys = System::up("structured").await;
     let dir = scratch("structured");
-    let py = openai_python();
     let script = write_file(&dir, "structured.py", CLIENT);
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(sys.url("/v1"))
-        .arg(KEY)
-        .env("PYTHONPATH", &py)
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = run_openai_script(&sys, &script).await;
     let kinds = r["kinds"].as_array().unwrap();
     assert_eq!(kinds.len(), 60, "{r}");
     for k in ["Person", "Review", "Recipe"] {

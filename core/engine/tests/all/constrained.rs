@@ -4,7 +4,7 @@
 use chorus_engine::chat_template::ChatMessage;
 use chorus_engine::constraint::{ConstraintError, Grammar};
 use chorus_engine::sampler::SamplingParams;
-use chorus_engine::serve::{EngineHandle, SeqEvent, SeqStream, ServeOptions, SubmitError};
+use chorus_engine::serve::{EngineHandle, SeqStream, ServeOptions, SubmitError};
 use chorus_sched::Tier;
 use serde_json::Value;
 
@@ -99,22 +99,9 @@ fn json_object_and_regex() {
     assert_eq!(g.finish_reason.as_str(), "stop");
 }
 
-fn collect(mut s: SeqStream) -> (Vec<u32>, String) {
-    let (mut ids, mut text) = (Vec::new(), String::new());
-    loop {
-        match s.blocking_next().expect("a final event arrives") {
-            SeqEvent::Started { .. } => {}
-            SeqEvent::Token { token, text: t, .. } => {
-                ids.push(token);
-                text.push_str(&t);
-            }
-            SeqEvent::Finished { text: t, .. } => {
-                text.push_str(&t);
-                return (ids, text);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+fn collect(s: SeqStream) -> (Vec<u32>, String) {
+    let (ids, text, _, _) = crate::serve::collect(s);
+    (ids, text)
 }
 
 #[test]

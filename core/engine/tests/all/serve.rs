@@ -28,7 +28,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Reads a stream to its end: token ids, text, usage, and how many tokens the cache supplied.
-fn collect(mut s: SeqStream) -> (Vec<u32>, String, Usage, FinishReason) {
+pub(crate) fn collect(mut s: SeqStream) -> (Vec<u32>, String, Usage, FinishReason) {
     let mut ids = Vec::new();
     let mut text = String::new();
     loop {

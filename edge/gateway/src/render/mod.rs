@@ -61,15 +61,8 @@ pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec
         Shape::Chat => {}
     }
     let chunk = |delta: Value, logprobs: Value, finish: Value| {
-        let mut c = json!({
-            "id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": model,
-            "system_fingerprint": null,
-            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
-        });
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        c
+        let choice = json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish});
+        envelope(run, model, "chat.completion.chunk", Some(choice), include_usage.then_some(Value::Null))
     };
     match ev {
         RunEvent::Head { fleet, prompt, .. } => {
@@ -96,10 +89,7 @@ pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec
                 json!({"conversation_id": conversation_id, "turn_version": turn_version, "store_error": store_error});
             let mut out = vec![last];
             if include_usage {
-                out.push(json!({
-                    "id": run.id, "object": "chat.completion.chunk", "created": run.created, "model": model,
-                    "system_fingerprint": null, "choices": [], "usage": usage,
-                }));
+                out.push(envelope(run, model, "chat.completion.chunk", None, Some(json!(usage))));
             }
             out
         }
@@ -107,18 +97,24 @@ pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec
     }
 }
 
+/// One stream message: `object` with `choice` (none for the closing usage message), and
+/// `usage` when the caller asked for it (null until the end).
+fn envelope(run: &Run, model: &str, object: &str, choice: Option<Value>, usage: Option<Value>) -> Value {
+    let mut c = json!({
+        "id": run.id, "object": object, "created": run.created, "model": model, "system_fingerprint": null,
+        "choices": choice.map_or_else(|| json!([]), |c| json!([c])),
+    });
+    if let Some(u) = usage {
+        c["usage"] = u;
+    }
+    c
+}
+
 /// A `/v1/completions` stream's messages: `text_completion` objects.
 fn render_text(run: &Run, model: &str, ev: &RunEvent, include_usage: bool, echo: bool) -> Vec<Value> {
     let chunk = |text: &str, logprobs: Value, finish: Value| {
-        let mut c = json!({
-            "id": run.id, "object": "text_completion", "created": run.created, "model": model,
-            "system_fingerprint": null,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-        });
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        c
+        let choice = json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish});
+        envelope(run, model, "text_completion", Some(choice), include_usage.then_some(Value::Null))
     };
     match ev {
         RunEvent::Head { prompt, .. } => match prompt.as_deref() {
@@ -131,10 +127,7 @@ fn render_text(run: &Run, model: &str, ev: &RunEvent, include_usage: bool, echo:
         RunEvent::Finish { finish_reason, usage, .. } => {
             let mut out = vec![chunk("", Value::Null, json!(finish_reason))];
             if include_usage {
-                out.push(json!({
-                    "id": run.id, "object": "text_completion", "created": run.created, "model": model,
-                    "system_fingerprint": null, "choices": [], "usage": usage,
-                }));
+                out.push(envelope(run, model, "text_completion", None, Some(json!(usage))));
             }
             out
         }
