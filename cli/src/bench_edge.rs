@@ -79,6 +79,7 @@ async fn direct(client: &CoreClient, i: usize) -> Result<f64> {
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
         prompt: None,
+        n: 1,
     };
     let t = Instant::now();
     let mut s = client.generate(g).await?;

@@ -88,6 +88,7 @@ pub fn run(b: &QuicBench) -> Result<()> {
                         tool_choice: chorus_proto::ToolChoice::None,
                         parallel_tool_calls: false,
                         prompt: None,
+                        n: 1,
                     };
                     let mut s = client.generate(g).await?;
                     let mut lat = Vec::with_capacity(per_stream as usize);

@@ -199,7 +199,13 @@ pub struct Generate {
     /// A raw prompt (OpenAI `/v1/completions`): used as it is, no chat template, no store;
     /// `messages` is then empty.
     pub prompt: Option<RawPrompt>,
+    /// Answers to sample from one prefill (OpenAI `n`), `1..=MAX_N`; more than one only for
+    /// a request that is not stored.
+    pub n: u8,
 }
+
+/// The most answers one request may ask for.
+pub const MAX_N: u8 = 16;
 
 /// A completion's prompt: text (tokenized as text: special-token markers in it are not
 /// control tokens) or token ids (checked against the model's vocabulary by the core).
@@ -293,6 +299,12 @@ impl Generate {
         check_owner(&self.request_id, &self.tenant, &self.user, l)?;
         if let Some(c) = self.conversation.id() {
             check_id("conversation", c, l)?;
+        }
+        if self.n == 0 || self.n > MAX_N {
+            return err("n", format!("{}; must be 1..={MAX_N}", self.n));
+        }
+        if self.n > 1 && self.conversation != ConversationRef::Stateless {
+            return err("n", "several answers cannot be stored in one conversation".into());
         }
         if let Some(p) = &self.prompt {
             let (len, limit, unit) = match p {
@@ -598,6 +610,8 @@ pub struct Token {
     /// UNIX time in microseconds at which the engine emitted the token (server timing; only
     /// as comparable across hosts as their clocks are).
     pub emitted_us: u64,
+    /// Which of the request's `n` answers it belongs to (0 when `n` is 1).
+    pub choice: u8,
 }
 
 /// Why an answer ended.
@@ -640,6 +654,17 @@ pub struct Done {
     /// With [`FinishReason::ContentFilter`]: the category that matched.
     pub filter_category: Option<String>,
     pub stored: Stored,
+    /// With `n` > 1: how each answer ended, in choice order (`finish_reason` is choice 0's;
+    /// `usage` counts the prompt once and every answer's tokens). Empty when `n` is 1.
+    pub choices: Vec<ChoiceEnd>,
+}
+
+/// How one of several answers ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceEnd {
+    pub finish_reason: FinishReason,
+    pub filter_category: Option<String>,
+    pub completion_tokens: u32,
 }
 
 /// The request failed; nothing more follows on the stream.

@@ -155,6 +155,7 @@ fn generate() -> impl Strategy<Value = Generate> {
                 tool_choice: if echo_prompt { ToolChoice::Required } else { ToolChoice::Function(tenant.clone()) },
                 parallel_tool_calls: echo_prompt,
                 prompt: deadline_ms.map(|d| RawPrompt::Ids(vec![d, 1, 2])),
+                n: if echo_prompt { 3 } else { 1 },
                 request_id,
                 tenant,
                 user,
@@ -211,14 +212,22 @@ fn reply() -> impl Strategy<Value = Reply> {
                     })
                 }
             ),
-        (text(), vec(any::<u32>(), 0..3), option::of((logprob(), vec(logprob(), 0..4))), any::<u64>())
-            .prop_map(|(text, ids, logprobs, emitted_us)| Reply::Token(Token { text, ids, logprobs, emitted_us })),
+        (text(), vec(any::<u32>(), 0..3), option::of((logprob(), vec(logprob(), 0..4))), any::<u64>()).prop_map(
+            |(text, ids, logprobs, emitted_us)| {
+                Reply::Token(Token { text, ids, logprobs, emitted_us, choice: (emitted_us % 3) as u8 })
+            }
+        ),
         (finish_reason(), usage(), option::of(text()), stored()).prop_map(
             |(finish_reason, usage, filter_category, stored)| Reply::Done(Done {
                 finish_reason,
                 usage,
+                choices: vec![ChoiceEnd {
+                    finish_reason,
+                    filter_category: filter_category.clone(),
+                    completion_tokens: usage.completion_tokens
+                }],
                 filter_category,
-                stored
+                stored,
             })
         ),
         store_reply().prop_map(Reply::Store),
@@ -375,6 +384,7 @@ fn generate_check_names_the_field() {
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
         prompt: None,
+        n: 1,
     };
     let l = Limits::default();
     g.check(&l).unwrap();
@@ -461,6 +471,7 @@ fn max_tokens_is_bounded_by_the_protocol_limit_and_named() {
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
         prompt: None,
+        n: 1,
     };
     g.check(&l).unwrap();
     for bad in [0, l.max_tokens + 1, u32::MAX] {

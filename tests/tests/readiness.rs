@@ -69,6 +69,7 @@ async fn a_core_with_a_stalled_engine_gets_no_new_requests_and_its_sibling_serve
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
         prompt: None,
+        n: 1,
     };
     let stalled = tokio::spawn(async move { direct.generate(g).await.unwrap().collect().await });
     until("core A to say it is not ready", 10, || a.core.readiness().is_err()).await;

@@ -252,3 +252,73 @@ async fn bad_schemas_and_grammars_are_400s_naming_the_field() {
     let v: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
     assert!(v.is_object());
 }
+
+/// Prompt tokens the core's engines computed so far.
+fn prefilled(sys: &System) -> u64 {
+    sys.core.core.fleets.iter().map(|f| f.handle.metrics().sched.prefill_tokens.iter().sum::<u64>()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_answers_share_one_prefill_and_stream_by_index() {
+    let sys = System::up("n-answers").await;
+    let long = "Here is a list of fruits: apple, banana, cherry, date, elderberry, fig, grape. ".repeat(12);
+    let body = |n: u32, stream: bool| {
+        json!({"model": "chorus", "n": n, "temperature": 1.0, "seed": 5, "max_tokens": 12, "stream": stream,
+               "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": format!("{long}Name one of them.")}]})
+        .to_string()
+    };
+    let key = [("authorization", auth(KEY))];
+    let headers: Vec<(&str, &str)> = key.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let before = prefilled(&sys);
+    let r = http(sys.edge.addr, "POST", "/v1/chat/completions", &headers, &body(3, false)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let after = prefilled(&sys);
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3, "{v}");
+    let mut completion = 0;
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i, "{v}");
+        assert!(c["message"]["content"].is_string(), "{v}");
+        assert!(["stop", "length"].contains(&c["finish_reason"].as_str().unwrap()), "{v}");
+    }
+    for c in choices {
+        completion += c["message"]["content"].as_str().map_or(0, |_| 1);
+    }
+    assert_eq!(completion, 3);
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt > 150, "{v}");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() >= 3, "{v}");
+    // One prefill: the later answers reuse the first's full prompt blocks and compute only the
+    // last, partial one (and one token each), not the whole prompt again.
+    let computed = after - before;
+    eprintln!("n = 3: {computed} prompt tokens computed for a {prompt}-token prompt");
+    assert!(computed < prompt + 2 * 32, "computed {computed} prompt tokens for a {prompt}-token prompt and n = 3");
+    let texts: Vec<&str> = choices.iter().map(|c| c["message"]["content"].as_str().unwrap()).collect();
+    assert!(texts.iter().any(|t| *t != texts[0]) || texts[0].is_empty(), "each answer has its own seed: {texts:?}");
+
+    // Streamed: chunks for both indices, each with its own finish.
+    let r = http(sys.edge.addr, "POST", "/v1/chat/completions", &headers, &body(2, true)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let events = sse_events(&r.body);
+    let mut finishes = std::collections::BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (_, data) in &events {
+        let Ok(c) = serde_json::from_str::<Value>(data) else { continue };
+        for ch in c["choices"].as_array().into_iter().flatten() {
+            let i = ch["index"].as_u64().unwrap();
+            seen.insert(i);
+            if let Some(f) = ch["finish_reason"].as_str() {
+                finishes.insert(i, f.to_string());
+            }
+        }
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![0, 1], "{}", r.body);
+    assert_eq!(finishes.len(), 2, "{}", r.body);
+    // n > 1 cannot be stored.
+    let stored = json!({"model": "chorus", "n": 2, "store": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = http(sys.edge.addr, "POST", "/v1/chat/completions", &headers, &stored.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"]["param"], "n");
+}

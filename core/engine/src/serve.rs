@@ -321,6 +321,14 @@ impl SeqStream {
         self.seen(e)
     }
 
+    /// Polls for the next event (to wait on several streams at once); `None` after the final one.
+    pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<SeqEvent>> {
+        match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(e) => std::task::Poll::Ready(self.seen(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
     /// The next event, blocking the thread (not for use inside an async runtime).
     pub fn blocking_next(&mut self) -> Option<SeqEvent> {
         let e = self.rx.blocking_recv();

@@ -15,8 +15,8 @@ use chorus_engine::sampler::SamplingParams;
 use chorus_engine::serve::{SeqEvent, SeqStream, SubmitError, ValidSeq};
 use chorus_proto::quic::{FramedSend, ReadError, RequestStream};
 use chorus_proto::{
-    Accepted, Constraint, Done, ErrorCode, FinishReason, Generate, Logprob, Message, Reply, Request, Role, Token,
-    Usage, tools,
+    Accepted, ChoiceEnd, Constraint, Done, ErrorCode, FinishReason, Generate, Logprob, Message, Reply, Request, Role,
+    Token, Usage, tools,
 };
 use tracing::info;
 
@@ -128,6 +128,9 @@ async fn admit(core: &Core, g: &Generate) -> Result<Admission, Refusal> {
 /// The prompt, checked by the engine and ready to submit.
 struct Built {
     seq: ValidSeq,
+    /// With `n` > 1: the other answers' sequences (the same prompt, their own seeds), submitted
+    /// once the first has its prompt in the prefix cache.
+    extra: Vec<ValidSeq>,
     prompt_tokens: u32,
     trimmed_messages: u32,
     history_messages: u32,
@@ -196,7 +199,11 @@ async fn build(core: &Core, g: &Generate, a: &Admitted) -> Result<Built, Refusal
     // The cache salt is the tenant: tenants never share KV. A grammar is compiled in
     // `validate` (milliseconds when it is not cached): off the async threads.
     let handle = fleet.handle.clone();
-    let salt = g.tenant.clone().into_bytes();
+    let salt = salt_of(g);
+    // Each further answer samples with its own seed (a given seed stays reproducible).
+    let others: Vec<(Vec<u32>, SamplingParams)> = (1..u64::from(g.n.max(1)))
+        .map(|i| (p.ids.clone(), SamplingParams { seed: params.seed.map(|s| s.wrapping_add(i)), ..params.clone() }))
+        .collect();
     let validated = if params.grammar.is_some() {
         tokio::task::spawn_blocking(move || handle.validate(p.ids, params, tier, salt))
             .await
@@ -204,7 +211,9 @@ async fn build(core: &Core, g: &Generate, a: &Admitted) -> Result<Built, Refusal
     } else {
         handle.validate(p.ids, params, tier, salt)
     };
-    let seq = validated.map_err(|e| {
+    let extra: Result<Vec<ValidSeq>, SubmitError> =
+        others.into_iter().map(|(ids, params)| fleet.handle.validate(ids, params, tier, salt_of(g))).collect();
+    let seq = validated.and_then(|seq| Ok((seq, extra?))).map_err(|e| {
         let param = match &e {
             // The tools' grammar is built from their schemas: a schema it cannot take is theirs.
             SubmitError::Constraint(_) if tools::grammar(&g.tools, &g.tool_choice, false, None).is_some() => {
@@ -217,7 +226,13 @@ async fn build(core: &Core, g: &Generate, a: &Admitted) -> Result<Built, Refusal
         };
         Refusal { param: param.map(str::to_string), ..refuse(ErrorCode::InvalidRequest, e.to_string()) }
     })?;
-    Ok(Built { seq, prompt_tokens, trimmed_messages: p.trimmed as u32, history_messages, echo, context_ids })
+    let (seq, extra) = seq;
+    Ok(Built { seq, extra, prompt_tokens, trimmed_messages: p.trimmed as u32, history_messages, echo, context_ids })
+}
+
+/// The prefix-cache salt: the tenant (tenants never share KV).
+fn salt_of(g: &Generate) -> Vec<u8> {
+    g.tenant.clone().into_bytes()
 }
 
 /// Offers the request's tools in the system message (the generic syntax of
@@ -260,6 +275,8 @@ struct Answer {
     /// the answer was cut by the gate (its ids then end mid-thought).
     context: Option<Context>,
     text: String,
+    /// With `n` > 1: how each answer ended.
+    choices: Vec<ChoiceEnd>,
 }
 
 /// Stage 3: submit, send `Accepted`, then stream tokens until the engine finishes, the gate
@@ -295,9 +312,11 @@ async fn answer(
         prompt: built.echo,
     };
     reply(&mut stream.replies, &Reply::Accepted(accepted)).await?;
-    let mut tokens = Tokens::new(core, g, a, guard, built.prompt_tokens, built.context_ids);
+    let mut tokens = vec![Tokens::new(core, g, a, Some(guard), built.prompt_tokens, built.context_ids)];
+    tokens.extend(built.extra.iter().map(|_| Tokens::new(core, g, a, None, built.prompt_tokens, Vec::new())));
     let deadline = g.deadline_ms.map(|ms| received + Duration::from_millis(ms.into()));
-    follow(core, stream, engine, deadline, &mut tokens).await
+    let later = Later { handle: &fleet.handle, seqs: built.extra };
+    follow(core, stream, engine, later, deadline, &mut tokens).await
 }
 
 /// The select loop of stage 3: whichever of shutdown, deadline, a frame from the edge or an
@@ -305,11 +324,14 @@ async fn answer(
 async fn follow(
     core: &Core,
     stream: &mut RequestStream,
-    mut engine: SeqStream,
+    engine: SeqStream,
+    mut later: Later<'_>,
     deadline: Option<Instant>,
-    tokens: &mut Tokens<'_>,
+    tokens: &mut [Tokens<'_>],
 ) -> Result<Result<Answer, Refusal>, Gone> {
-    let fleet = tokens.fleet.name.as_str();
+    let fleet = tokens[0].fleet.name.as_str();
+    let mut engines: Vec<Option<SeqStream>> = vec![Some(engine)];
+    let mut answers: Vec<Option<Answer>> = tokens.iter().map(|_| None).collect();
     let fail = |code, message: String| Ok(Err(Refusal::new(fleet, code, message, None)));
     let mut phase = core.phases();
     let mut reading = true;
@@ -328,7 +350,7 @@ async fn follow(
             biased;
             _ = phase.changed() => continue,
             _ = until_deadline => {
-                let ms = tokens.g.deadline_ms.unwrap_or(0);
+                let ms = tokens[0].g.deadline_ms.unwrap_or(0);
                 return fail(ErrorCode::DeadlineExceeded, format!("deadline of {ms} ms passed"));
             }
             r = stream.requests.next::<Request>(), if reading => match r {
@@ -341,25 +363,90 @@ async fn follow(
                 Err(ReadError::Gone(_)) => return Err(Gone),
                 Err(ReadError::Frame(e)) => return fail(ErrorCode::Protocol, e.to_string()),
             },
-            ev = engine.next() => match tokens.on_event(ev) {
-                Flow::Send(t) => {
-                    if failpoint_stall(tokens.completion) {
-                        eprintln!("failpoint stall_after_tokens: request {}", tokens.g.request_id);
-                        std::future::pending::<()>().await;
+            (i, ev) = next_event(&mut engines) => {
+                let t = &mut tokens[i];
+                let choice = i as u8;
+                match t.on_event(ev) {
+                    Flow::Send(mut tok) => {
+                        if failpoint_stall(t.completion) {
+                            eprintln!("failpoint stall_after_tokens: request {}", t.g.request_id);
+                            std::future::pending::<()>().await;
+                        }
+                        tok.choice = choice;
+                        reply(&mut stream.replies, &Reply::Token(tok)).await?;
+                        // The first answer's prompt is in the prefix cache now: the others
+                        // start from it.
+                        later.submit(&mut engines);
                     }
-                    reply(&mut stream.replies, &Reply::Token(t)).await?;
-                }
-                Flow::Finish(tail, answer) => {
-                    if let Some(t) = tail {
-                        reply(&mut stream.replies, &Reply::Token(t)).await?;
+                    Flow::Finish(tail, answer) => {
+                        if let Some(mut tok) = tail {
+                            tok.choice = choice;
+                            reply(&mut stream.replies, &Reply::Token(tok)).await?;
+                        }
+                        engines[i] = None;
+                        answers[i] = Some(answer);
+                        later.submit(&mut engines);
+                        if answers.iter().all(Option::is_some) {
+                            return Ok(Ok(combine(answers.into_iter().flatten().collect())));
+                        }
                     }
-                    return Ok(Ok(answer));
+                    Flow::Refuse(r) => return Ok(Err(r)),
+                    Flow::Wait => {}
                 }
-                Flow::Refuse(r) => return Ok(Err(r)),
-                Flow::Wait => {}
             },
         }
     }
+}
+
+/// The sequences of answers after the first, submitted once the first has produced a token
+/// (its prompt blocks are then in the prefix cache, so they prefill only the last partial one).
+struct Later<'a> {
+    handle: &'a chorus_engine::serve::EngineHandle,
+    seqs: Vec<ValidSeq>,
+}
+
+impl Later<'_> {
+    fn submit(&mut self, engines: &mut Vec<Option<SeqStream>>) {
+        for seq in self.seqs.drain(..) {
+            engines.push(Some(self.handle.submit(seq)));
+        }
+    }
+}
+
+/// The next event of any answer still running, with its index.
+async fn next_event(engines: &mut [Option<SeqStream>]) -> (usize, Option<SeqEvent>) {
+    std::future::poll_fn(|cx| {
+        for (i, e) in engines.iter_mut().enumerate() {
+            if let Some(s) = e
+                && let std::task::Poll::Ready(ev) = s.poll_next(cx)
+            {
+                return std::task::Poll::Ready((i, ev));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// One answer, or several made one: the first's text and finish, the prompt counted once and
+/// every answer's tokens, and how each ended.
+fn combine(mut answers: Vec<Answer>) -> Answer {
+    if answers.len() == 1 {
+        return answers.remove(0);
+    }
+    let choices: Vec<ChoiceEnd> = answers
+        .iter()
+        .map(|a| ChoiceEnd {
+            finish_reason: a.finish_reason,
+            filter_category: a.filter_category.clone(),
+            completion_tokens: a.usage.completion_tokens,
+        })
+        .collect();
+    let completion_tokens = answers.iter().map(|a| a.usage.completion_tokens).sum();
+    let mut first = answers.remove(0);
+    first.usage.completion_tokens = completion_tokens;
+    first.choices = choices;
+    first
 }
 
 /// What an engine event means for the stream.
@@ -380,7 +467,8 @@ struct Tokens<'a> {
     g: &'a Generate,
     fleet: &'a Fleet,
     thread_stored: bool,
-    guard: FleetGuard,
+    /// The request's place in the fleet's gauges (the first answer holds it).
+    guard: Option<FleetGuard>,
     gate: crate::safety::Gate<'a>,
     prompt_tokens: u32,
     cached: u32,
@@ -396,7 +484,7 @@ impl<'a> Tokens<'a> {
         core: &'a Core,
         g: &'a Generate,
         a: &'a Admitted,
-        guard: FleetGuard,
+        guard: Option<FleetGuard>,
         prompt_tokens: u32,
         context_ids: Vec<u32>,
     ) -> Self {
@@ -435,6 +523,7 @@ impl<'a> Tokens<'a> {
             filter_category: Some(category),
             context: None,
             text: std::mem::take(&mut self.text),
+            choices: Vec::new(),
         };
         Flow::Finish(None, answer)
     }
@@ -446,7 +535,9 @@ impl<'a> Tokens<'a> {
         };
         match ev {
             SeqEvent::Started { cached_tokens, .. } => {
-                self.guard.started();
+                if let Some(g) = &mut self.guard {
+                    g.started();
+                }
                 self.cached = cached_tokens as u32;
                 Flow::Wait
             }
@@ -467,7 +558,7 @@ impl<'a> Tokens<'a> {
                     (lp(sampled.id, sampled.logprob), sampled.top.iter().map(|t| lp(t.id, t.logprob)).collect())
                 });
                 self.text.push_str(&text);
-                Flow::Send(Token { text, ids: vec![token], logprobs, emitted_us: self.unix_us(at) })
+                Flow::Send(Token { text, ids: vec![token], logprobs, emitted_us: self.unix_us(at), choice: 0 })
             }
             SeqEvent::Finished { reason, text, usage } => {
                 if let Some(v) = self.gate.push(&text) {
@@ -475,7 +566,7 @@ impl<'a> Tokens<'a> {
                 }
                 let tail = (!text.is_empty()).then(|| {
                     self.text.push_str(&text);
-                    Token { text, ids: vec![], logprobs: None, emitted_us: self.unix_us(Instant::now()) }
+                    Token { text, ids: vec![], logprobs: None, emitted_us: self.unix_us(Instant::now()), choice: 0 }
                 });
                 let context = self
                     .thread_stored
@@ -486,6 +577,7 @@ impl<'a> Tokens<'a> {
                     filter_category: None,
                     context,
                     text: std::mem::take(&mut self.text),
+                    choices: Vec::new(),
                 };
                 Flow::Finish(tail, answer)
             }
@@ -520,6 +612,7 @@ async fn commit(core: &Core, send: &mut FramedSend, g: &Generate, a: &Admitted, 
         usage: answer.usage,
         filter_category: answer.filter_category,
         stored,
+        choices: answer.choices,
     });
     reply(send, &last).await?;
     Ok(Ended { fleet: a.fleet.name.clone(), last })

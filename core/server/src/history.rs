@@ -122,13 +122,15 @@ pub(crate) async fn replay(send: &mut FramedSend, c: &Conversation, version: u64
         prompt: None,
     };
     reply(send, &Reply::Accepted(accepted)).await?;
-    let token = Token { text: turn.answer.clone(), ids: vec![], logprobs: None, emitted_us: turn.created_ms * 1000 };
+    let token =
+        Token { text: turn.answer.clone(), ids: vec![], logprobs: None, emitted_us: turn.created_ms * 1000, choice: 0 };
     reply(send, &Reply::Token(token)).await?;
     let r = Reply::Done(Done {
         finish_reason: turn.finish_reason,
         usage: turn.usage,
         filter_category: None,
         stored: Stored::Committed { conversation_id: c.id.clone(), version },
+        choices: Vec::new(),
     });
     reply(send, &r).await?;
     Ok(r)

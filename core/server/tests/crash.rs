@@ -76,6 +76,7 @@ fn turn(id: Option<&str>, request_id: &str, text: &str) -> Generate {
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
         prompt: None,
+        n: 1,
     }
 }
 

@@ -310,8 +310,8 @@ impl EdgeConfig {
                 ),
             );
         }
-        if l.max_n == 0 || l.max_n > 16 {
-            return bad("limits.max_n", "1 to 16".into());
+        if l.max_n == 0 || l.max_n > u32::from(chorus_proto::MAX_N) {
+            return bad("limits.max_n", format!("1 to {} (the protocol's bound)", chorus_proto::MAX_N));
         }
         if l.max_tokens == 0 || l.max_tokens > p.max_tokens {
             return bad("limits.max_tokens", format!("1 to {} (the protocol's bound)", p.max_tokens));

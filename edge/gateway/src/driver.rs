@@ -149,7 +149,8 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
         let mut streamed: u32 = 0;
         // With tools offered, the answer's text is read for calls (before the first token, so
         // a retry on the next core starts it afresh).
-        let mut calls = (!g.tools.is_empty() && g.tool_choice != ToolChoice::None).then(CallParser::new);
+        let offered = !g.tools.is_empty() && g.tool_choice != ToolChoice::None;
+        let mut calls: Vec<Option<CallParser>> = (0..g.n.max(1)).map(|_| offered.then(CallParser::new)).collect();
         loop {
             let reply = tokio::select! {
                 r = stream.next() => r,
@@ -173,36 +174,46 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
                     if !head_sent {
                         head_sent = true;
                         st.metrics.upstream_ttft.observe(sent.elapsed());
-                        push(&run, &mut transcript, head(accepted.as_ref()));
+                        push(&run, &mut transcript, head(accepted.as_ref(), g.n));
                     }
                     let logprobs =
                         t.logprobs.as_ref().map(|(c, top)| vec![TokenLogprob::from_proto(c, top)]).unwrap_or_default();
-                    let pieces = match &mut calls {
+                    // A choice the request did not ask for is the core's bug; it is dropped.
+                    let Some(parser) = calls.get_mut(usize::from(t.choice)) else { continue };
+                    let pieces = match parser {
                         Some(p) => p.push(&t.text),
                         None => vec![Piece::Content(t.text)],
                     };
-                    for e in events(&g.request_id, pieces, logprobs) {
+                    for e in events(&g.request_id, u32::from(t.choice), pieces, logprobs) {
                         push(&run, &mut transcript, e);
                     }
                 }
                 Ok(Some(Reply::Done(d))) => {
                     if !head_sent {
-                        push(&run, &mut transcript, head(accepted.as_ref()));
+                        push(&run, &mut transcript, head(accepted.as_ref(), g.n));
                     }
-                    let mut called = false;
-                    if let Some(p) = &mut calls {
-                        for e in events(&g.request_id, p.finish(), Vec::new()) {
-                            push(&run, &mut transcript, e);
+                    let mut called = Vec::with_capacity(calls.len());
+                    for (choice, parser) in calls.iter_mut().enumerate() {
+                        if let Some(p) = parser {
+                            for e in events(&g.request_id, choice as u32, p.finish(), Vec::new()) {
+                                push(&run, &mut transcript, e);
+                            }
                         }
-                        called = p.calls() > 0;
+                        called.push(parser.as_ref().is_some_and(|p| p.calls() > 0));
                     }
                     let usage = d.usage;
                     let mut last = finish(d);
-                    if let RunEvent::Finish { finish_reason, .. } = &mut last
-                        && called
-                        && finish_reason == "stop"
-                    {
-                        *finish_reason = "tool_calls".into();
+                    if let RunEvent::Finish { finish_reason, choices, .. } = &mut last {
+                        // An answer that made calls ended `tool_calls`.
+                        let tool = |called: bool, reason: &mut String| {
+                            if called && reason == "stop" {
+                                *reason = "tool_calls".into();
+                            }
+                        };
+                        tool(called.first().copied().unwrap_or(false), finish_reason);
+                        for (c, reason) in called.iter().zip(choices.iter_mut()) {
+                            tool(*c, reason);
+                        }
                     }
                     push(&run, &mut transcript, last);
                     fin.end(Outcome::Completed, usage, transcript).await;
@@ -241,22 +252,24 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
 
 /// A token's pieces as run events: content as deltas (the token's logprobs on the first, or on
 /// an empty delta when the token was all call syntax), calls as their start and argument chunks.
-fn events(request_id: &str, pieces: Vec<Piece>, mut logprobs: Vec<TokenLogprob>) -> Vec<RunEvent> {
+fn events(request_id: &str, choice: u32, pieces: Vec<Piece>, mut logprobs: Vec<TokenLogprob>) -> Vec<RunEvent> {
     let mut out = Vec::with_capacity(pieces.len() + 1);
     for p in pieces {
         match p {
-            Piece::Content(text) => out.push(RunEvent::Delta { text, logprobs: std::mem::take(&mut logprobs) }),
-            Piece::CallStart { index, name } => {
-                let id: String = format!("call_{index}_{request_id}").chars().take(40).collect();
-                out.push(RunEvent::ToolCall { index: index as u32, id, name });
+            Piece::Content(text) => {
+                out.push(RunEvent::Delta { text, logprobs: std::mem::take(&mut logprobs), choice });
             }
-            Piece::Arguments { index, text } => out.push(RunEvent::ToolArgs { index: index as u32, text }),
+            Piece::CallStart { index, name } => {
+                let id: String = format!("call_{choice}_{index}_{request_id}").chars().take(40).collect();
+                out.push(RunEvent::ToolCall { index: index as u32, id, name, choice });
+            }
+            Piece::Arguments { index, text } => out.push(RunEvent::ToolArgs { index: index as u32, text, choice }),
         }
     }
     if !logprobs.is_empty() {
-        out.push(RunEvent::Delta { text: String::new(), logprobs });
+        out.push(RunEvent::Delta { text: String::new(), logprobs, choice });
     }
-    out.retain(|e| !matches!(e, RunEvent::Delta { text, logprobs } if text.is_empty() && logprobs.is_empty()));
+    out.retain(|e| !matches!(e, RunEvent::Delta { text, logprobs, .. } if text.is_empty() && logprobs.is_empty()));
     out
 }
 
@@ -273,11 +286,12 @@ fn finish(d: chorus_proto::Done) -> RunEvent {
         conversation_id,
         turn_version,
         store_error,
+        choices: d.choices.iter().map(|c| c.finish_reason.as_str().to_string()).collect(),
     }
 }
 
 /// The run's first event, from the core's `Accepted` (when it came).
-fn head(a: Option<&chorus_proto::Accepted>) -> RunEvent {
+fn head(a: Option<&chorus_proto::Accepted>, n: u8) -> RunEvent {
     RunEvent::Head {
         model: a.map(|a| a.model.clone()).unwrap_or_default(),
         fleet: a.map(|a| a.fleet.clone()).unwrap_or_default(),
@@ -285,6 +299,7 @@ fn head(a: Option<&chorus_proto::Accepted>) -> RunEvent {
         degraded_model: a.is_some_and(|a| a.degraded),
         degraded_store: a.is_some_and(|a| a.store.degraded()),
         conversation_id: a.and_then(|a| a.conversation_id.clone()),
+        choices: u32::from(n.max(1)),
     }
 }
 

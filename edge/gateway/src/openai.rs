@@ -166,6 +166,8 @@ pub struct ValidChat {
     /// `/v1/completions`: the raw prompt (then `messages` is empty).
     pub raw: Option<RawPrompt>,
     pub shape: Shape,
+    /// Answers to sample (`n`).
+    pub n: u8,
 }
 
 /// Which OpenAI API a request came through, so its answer is rendered in that API's shape.
@@ -480,9 +482,12 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
     if req.model.is_empty() || req.model.len() > 128 {
         return Err(ApiError::invalid("model", "model must be 1 to 128 bytes"));
     }
-    match req.n {
-        None | Some(1) => {}
-        Some(n) => return Err(ApiError::invalid("n", format!("n is {n}; only n = 1 is supported"))),
+    let n = req.n.unwrap_or(1);
+    if n == 0 || n > limits.max_n {
+        return Err(ApiError::invalid("n", format!("n is {n}; it must be 1 to {}", limits.max_n)));
+    }
+    if n > 1 && (req.store == Some(true) || req.conversation_id.is_some()) {
+        return Err(ApiError::invalid("n", "several answers cannot be stored in a conversation; n must be 1"));
     }
     if req.messages.is_empty() {
         return Err(ApiError::invalid("messages", "messages must not be empty"));
@@ -588,6 +593,7 @@ fn validate(req: ChatRequest, limits: &ApiLimits) -> Result<ValidChat, ApiError>
         parallel_tool_calls,
         raw: None,
         shape: Shape::Chat,
+        n: n as u8,
     })
 }
 
@@ -903,7 +909,7 @@ mod tests {
         );
         assert!(param(parse(r#"{"model":"m","messages":"hi"}"#).unwrap_err()).starts_with("messages"));
         assert!(
-            param(parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#).unwrap_err())
+            param(parse(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":99}"#).unwrap_err())
                 .starts_with("n |")
         );
         assert!(

@@ -159,6 +159,7 @@ pub async fn start(
         // A completion's `echo` is its own prompt, not the debug echo of a built one.
         echo_prompt: echo_prompt || chat.shape == Shape::Text { echo: true },
         prompt: chat.raw.clone(),
+        n: chat.n,
         constraint: chat.constraint.clone(),
         tools: chat.tools.clone(),
         tool_choice: chat.tool_choice.clone(),

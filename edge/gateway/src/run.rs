@@ -36,16 +36,33 @@ pub enum RunEvent {
         /// The conversation store served it degraded.
         degraded_store: bool,
         conversation_id: Option<String>,
+        /// How many answers the request asked for (`n`).
+        #[serde(default = "one")]
+        choices: u32,
     },
     Delta {
         text: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         logprobs: Vec<TokenLogprob>,
+        /// Which answer (with `n` > 1).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        choice: u32,
     },
     /// Tool call `index` of the answer begins (its arguments follow in [`RunEvent::ToolArgs`]).
-    ToolCall { index: u32, id: String, name: String },
+    ToolCall {
+        index: u32,
+        id: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        choice: u32,
+    },
     /// More of call `index`'s arguments JSON.
-    ToolArgs { index: u32, text: String },
+    ToolArgs {
+        index: u32,
+        text: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        choice: u32,
+    },
     Finish {
         finish_reason: String,
         usage: Usage,
@@ -54,15 +71,27 @@ pub enum RunEvent {
         turn_version: Option<u64>,
         /// Why a turn that was to be stored was not.
         store_error: Option<String>,
+        /// With `n` > 1: each answer's finish reason, in choice order (`finish_reason` is the
+        /// first's).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        choices: Vec<String>,
     },
     #[serde(skip)]
     Error(ApiError),
 }
 
+fn one() -> u32 {
+    1
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 impl RunEvent {
     fn size(&self) -> usize {
         match self {
-            RunEvent::Delta { text, logprobs } => {
+            RunEvent::Delta { text, logprobs, .. } => {
                 64 + text.len()
                     + logprobs
                         .iter()
@@ -379,7 +408,7 @@ mod tests {
     use super::*;
 
     fn delta(t: &str) -> RunEvent {
-        RunEvent::Delta { text: t.into(), logprobs: vec![] }
+        RunEvent::Delta { text: t.into(), logprobs: vec![], choice: 0 }
     }
 
     #[tokio::test]
@@ -399,6 +428,7 @@ mod tests {
             degraded_model: false,
             degraded_store: false,
             conversation_id: None,
+            choices: 1,
         });
         let r2 = run.clone();
         let waiter = tokio::spawn(async move { matches!(r2.next(1).await, Next::Event(RunEvent::Delta { .. })) });

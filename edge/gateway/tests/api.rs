@@ -67,10 +67,10 @@ async fn bad_requests_get_openai_errors_naming_the_field() {
             "between 0 and 2",
         ),
         (
-            Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": "x"}], "n": 3}"#),
+            Body::from(r#"{"model": "chorus", "messages": [{"role": "user", "content": "x"}], "n": 30}"#),
             400,
             "n",
-            "only n = 1",
+            "1 to 8",
         ),
         (Body::from(r#"{"model": "chorus", "messages": []}"#), 400, "messages", "must not be empty"),
         (

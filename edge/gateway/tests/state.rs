@@ -54,7 +54,7 @@ fn redis() -> Redis {
 }
 
 fn events() -> Vec<RunEvent> {
-    vec![RunEvent::Delta { text: "hello".into(), logprobs: vec![] }]
+    vec![RunEvent::Delta { text: "hello".into(), logprobs: vec![], choice: 0 }]
 }
 
 async fn exercise(store: IdempotencyStore) {
@@ -155,14 +155,16 @@ async fn charges(redis: Option<&str>) {
             degraded_model: false,
             degraded_store: false,
             conversation_id: None,
+            choices: 1,
         },
-        RunEvent::Delta { text: "hi".into(), logprobs: vec![] },
+        RunEvent::Delta { text: "hi".into(), logprobs: vec![], choice: 0 },
         RunEvent::Finish {
             finish_reason: "stop".into(),
             usage: chorus_proto::Usage { prompt_tokens: 9, completion_tokens: 1, cached_tokens: 0 }.into(),
             conversation_id: None,
             turn_version: None,
             store_error: None,
+            choices: vec![],
         },
     ];
     let (sc, fp) = (scope("t", &user), fingerprint(BODY.as_bytes()));

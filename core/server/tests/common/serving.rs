@@ -84,6 +84,7 @@ pub fn generate(tier: Tier, text: &str, max_tokens: u32) -> Generate {
         tool_choice: chorus_proto::ToolChoice::None,
         parallel_tool_calls: false,
         prompt: None,
+        n: 1,
     }
 }
 

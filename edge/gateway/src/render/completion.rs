@@ -21,36 +21,48 @@ fn message(content: String, calls: Vec<Value>) -> Value {
     json!({"role": "assistant", "content": content, "refusal": null, "tool_calls": calls})
 }
 
+/// One answer's text, logprobs and calls.
+#[derive(Default)]
+struct Gathered {
+    content: String,
+    logprobs: Vec<crate::openai::TokenLogprob>,
+    calls: Vec<Value>,
+}
+
 /// Waits for the whole answer and returns it as one `chat.completion`.
 pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Result<Response, ApiError> {
-    let mut content = String::new();
-    let mut logprobs = Vec::new();
-    let mut calls: Vec<Value> = Vec::new();
+    // One per answer (`n`), in choice order.
+    let mut answers: Vec<Gathered> = vec![Gathered::default()];
     let mut i = 0;
     let mut first_token = true;
     let finish = loop {
         match s.run.next(i).await {
-            Next::Event(RunEvent::Delta { text, logprobs: lp }) => {
+            Next::Event(RunEvent::Head { choices, .. }) => {
+                answers.resize_with(choices.clamp(1, u32::from(chorus_proto::MAX_N)) as usize, Gathered::default);
+            }
+            Next::Event(RunEvent::Delta { text, logprobs: lp, choice }) => {
                 if first_token {
                     first_token = false;
                     metrics.ttft(s.run.tier.as_str(), started.elapsed());
                 }
-                content.push_str(&text);
-                logprobs.extend(lp);
+                if let Some(a) = answers.get_mut(choice as usize) {
+                    a.content.push_str(&text);
+                    a.logprobs.extend(lp);
+                }
             }
-            Next::Event(RunEvent::ToolCall { id, name, .. }) => {
-                calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": ""}}));
+            Next::Event(RunEvent::ToolCall { id, name, choice, .. }) => {
+                if let Some(a) = answers.get_mut(choice as usize) {
+                    a.calls.push(json!({"id": id, "type": "function", "function": {"name": name, "arguments": ""}}));
+                }
             }
-            Next::Event(RunEvent::ToolArgs { index, text }) => {
-                if let Some(args) =
-                    calls.get_mut(index as usize).and_then(|c| c["function"]["arguments"].as_str().map(str::to_owned))
-                {
-                    calls[index as usize]["function"]["arguments"] = json!(args + &text);
+            Next::Event(RunEvent::ToolArgs { index, text, choice }) => {
+                if let Some(call) = answers.get_mut(choice as usize).and_then(|a| a.calls.get_mut(index as usize)) {
+                    let args = call["function"]["arguments"].as_str().unwrap_or("").to_owned();
+                    call["function"]["arguments"] = json!(args + &text);
                 }
             }
             Next::Event(RunEvent::Error(e)) => return Err(e),
             Next::Event(f @ RunEvent::Finish { .. }) => break f,
-            Next::Event(RunEvent::Head { .. }) => {}
             Next::Pending => continue,
             Next::End | Next::Gone => return Err(ApiError::Unavailable("the answer was lost".into())),
         }
@@ -58,9 +70,10 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
     };
     let head = s.run.head();
     let model = model_of(&head);
-    let RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error } = finish else {
+    let RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error, choices } = finish else {
         unreachable!("loop breaks on Finish")
     };
+    let reason = |i: usize| choices.get(i).cloned().unwrap_or_else(|| finish_reason.clone());
     let mut chorus = match &head {
         Some(RunEvent::Head { fleet, prompt, .. }) => head_extension(fleet, prompt.as_deref()),
         _ => json!({}),
@@ -70,7 +83,7 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
     chorus["store_error"] = json!(store_error);
     if s.run.shape == Shape::Responses {
         let status = if finish_reason == "length" { "incomplete" } else { "completed" };
-        let mut body = super::response_object(&s.run, &model, status, Some(&content), Some(&usage));
+        let mut body = super::response_object(&s.run, &model, status, Some(&answers[0].content), Some(&usage));
         if status == "incomplete" {
             body["incomplete_details"] = json!({"reason": "max_output_tokens"});
         }
@@ -88,10 +101,10 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
         let body = json!({
             "id": s.run.id, "object": "text_completion", "created": s.run.created, "model": model,
             "system_fingerprint": null,
-            "choices": [{
-                "index": 0, "text": prompt + &content, "logprobs": super::text_logprobs(&logprobs),
-                "finish_reason": finish_reason,
-            }],
+            "choices": answers.iter().enumerate().map(|(i, a)| json!({
+                "index": i, "text": prompt.clone() + &a.content, "logprobs": super::text_logprobs(&a.logprobs),
+                "finish_reason": reason(i),
+            })).collect::<Vec<_>>(),
             "usage": usage,
         });
         let mut resp = axum::Json(body).into_response();
@@ -103,12 +116,12 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
     let body = json!({
         "id": s.run.id, "object": "chat.completion", "created": s.run.created, "model": model,
         "system_fingerprint": null,
-        "choices": [{
-            "index": 0,
-            "message": message(content, calls),
-            "logprobs": if logprobs.is_empty() { Value::Null } else { json!({"content": logprobs}) },
-            "finish_reason": finish_reason,
-        }],
+        "choices": answers.into_iter().enumerate().map(|(i, a)| json!({
+            "index": i,
+            "logprobs": if a.logprobs.is_empty() { Value::Null } else { json!({"content": a.logprobs}) },
+            "message": message(a.content, a.calls),
+            "finish_reason": reason(i),
+        })).collect::<Vec<_>>(),
         "usage": usage,
         "chorus": chorus,
     });

@@ -60,34 +60,38 @@ pub fn render(run: &Run, model: &str, ev: &RunEvent, include_usage: bool) -> Vec
         Shape::Responses => return render_responses(run, model, ev),
         Shape::Chat => {}
     }
-    let chunk = |delta: Value, logprobs: Value, finish: Value| {
-        let choice = json!({"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish});
+    let chunk = |index: u32, delta: Value, logprobs: Value, finish: Value| {
+        let choice = json!({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish});
         envelope(run, model, "chat.completion.chunk", Some(choice), include_usage.then_some(Value::Null))
     };
     match ev {
-        RunEvent::Head { fleet, prompt, .. } => {
-            let mut first = chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null);
-            first["chorus"] = head_extension(fleet, prompt.as_deref());
-            vec![first]
+        RunEvent::Head { fleet, prompt, choices, .. } => {
+            let mut out: Vec<Value> = (0..(*choices).max(1))
+                .map(|i| chunk(i, json!({"role": "assistant", "content": ""}), Value::Null, Value::Null))
+                .collect();
+            out[0]["chorus"] = head_extension(fleet, prompt.as_deref());
+            out
         }
-        RunEvent::Delta { text, logprobs } => {
+        RunEvent::Delta { text, logprobs, choice } => {
             let lp = if logprobs.is_empty() { Value::Null } else { json!({ "content": logprobs }) };
-            vec![chunk(json!({ "content": text }), lp, Value::Null)]
+            vec![chunk(*choice, json!({ "content": text }), lp, Value::Null)]
         }
-        RunEvent::ToolCall { index, id, name } => {
+        RunEvent::ToolCall { index, id, name, choice } => {
             let call =
                 json!({"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
-            vec![chunk(json!({ "tool_calls": [call] }), Value::Null, Value::Null)]
+            vec![chunk(*choice, json!({ "tool_calls": [call] }), Value::Null, Value::Null)]
         }
-        RunEvent::ToolArgs { index, text } => {
+        RunEvent::ToolArgs { index, text, choice } => {
             let call = json!({"index": index, "function": {"arguments": text}});
-            vec![chunk(json!({ "tool_calls": [call] }), Value::Null, Value::Null)]
+            vec![chunk(*choice, json!({ "tool_calls": [call] }), Value::Null, Value::Null)]
         }
-        RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error } => {
-            let mut last = chunk(json!({}), Value::Null, json!(finish_reason));
-            last["chorus"] =
-                json!({"conversation_id": conversation_id, "turn_version": turn_version, "store_error": store_error});
-            let mut out = vec![last];
+        RunEvent::Finish { finish_reason, usage, conversation_id, turn_version, store_error, choices } => {
+            let reasons: Vec<&String> = if choices.is_empty() { vec![finish_reason] } else { choices.iter().collect() };
+            let mut out: Vec<Value> =
+                reasons.iter().enumerate().map(|(i, r)| chunk(i as u32, json!({}), Value::Null, json!(r))).collect();
+            if let Some(last) = out.last_mut() {
+                last["chorus"] = json!({"conversation_id": conversation_id, "turn_version": turn_version, "store_error": store_error});
+            }
             if include_usage {
                 out.push(envelope(run, model, "chat.completion.chunk", None, Some(json!(usage))));
             }
@@ -112,20 +116,22 @@ fn envelope(run: &Run, model: &str, object: &str, choice: Option<Value>, usage: 
 
 /// A `/v1/completions` stream's messages: `text_completion` objects.
 fn render_text(run: &Run, model: &str, ev: &RunEvent, include_usage: bool, echo: bool) -> Vec<Value> {
-    let chunk = |text: &str, logprobs: Value, finish: Value| {
-        let choice = json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish});
+    let chunk = |index: u32, text: &str, logprobs: Value, finish: Value| {
+        let choice = json!({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish});
         envelope(run, model, "text_completion", Some(choice), include_usage.then_some(Value::Null))
     };
     match ev {
-        RunEvent::Head { prompt, .. } => match prompt.as_deref() {
-            Some(p) if echo => vec![chunk(p, Value::Null, Value::Null)],
+        RunEvent::Head { prompt, choices, .. } => match prompt.as_deref() {
+            Some(p) if echo => (0..(*choices).max(1)).map(|i| chunk(i, p, Value::Null, Value::Null)).collect(),
             _ => Vec::new(),
         },
-        RunEvent::Delta { text, logprobs } => vec![chunk(text, text_logprobs(logprobs), Value::Null)],
+        RunEvent::Delta { text, logprobs, choice } => vec![chunk(*choice, text, text_logprobs(logprobs), Value::Null)],
         // Tools are not offered to completions; nothing else becomes a call.
         RunEvent::ToolCall { .. } | RunEvent::ToolArgs { .. } => Vec::new(),
-        RunEvent::Finish { finish_reason, usage, .. } => {
-            let mut out = vec![chunk("", Value::Null, json!(finish_reason))];
+        RunEvent::Finish { finish_reason, usage, choices, .. } => {
+            let reasons: Vec<&String> = if choices.is_empty() { vec![finish_reason] } else { choices.iter().collect() };
+            let mut out: Vec<Value> =
+                reasons.iter().enumerate().map(|(i, r)| chunk(i as u32, "", Value::Null, json!(r))).collect();
             if include_usage {
                 out.push(envelope(run, model, "text_completion", None, Some(json!(usage))));
             }
