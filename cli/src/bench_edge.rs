@@ -19,7 +19,7 @@ use chorus_edge::EdgeConfig;
 use chorus_edge::config::ApiKey;
 use chorus_edge::regions::CoreSite;
 use chorus_proto::quic::CoreClient;
-use chorus_proto::{ConversationRef, Generate, Message, Reply, Role, Sampling, Tier};
+use chorus_proto::{Generate, Message, Reply, Role, Sampling, Tier};
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -66,20 +66,10 @@ async fn direct(client: &CoreClient, i: usize) -> Result<f64> {
         tenant: "bench".into(),
         user: "bench".into(),
         tier: Tier::Enterprise,
-        conversation: ConversationRef::Stateless,
         messages: vec![Message { role: Role::User, content: prompt(i) }],
         sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
         max_tokens: 2,
-        stop: vec![],
-        deadline_ms: None,
-        trace: None,
-        echo_prompt: false,
-        constraint: None,
-        tools: Vec::new(),
-        tool_choice: chorus_proto::ToolChoice::None,
-        parallel_tool_calls: false,
-        prompt: None,
-        n: 1,
+        ..Generate::default()
     };
     let t = Instant::now();
     let mut s = client.generate(g).await?;

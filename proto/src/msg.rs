@@ -207,6 +207,40 @@ pub struct Generate {
 /// The most answers one request may ask for.
 pub const MAX_N: u8 = 16;
 
+/// A stateless request with no owner yet, one empty-handed answer of 256 tokens at the model's
+/// sampling defaults: callers set what they need and take the rest (`..Generate::default()`).
+impl Default for Generate {
+    fn default() -> Self {
+        Self {
+            request_id: String::new(),
+            tenant: String::new(),
+            user: String::new(),
+            tier: Tier::Free,
+            conversation: ConversationRef::Stateless,
+            messages: Vec::new(),
+            sampling: Sampling::default(),
+            max_tokens: 256,
+            stop: Vec::new(),
+            deadline_ms: None,
+            trace: None,
+            echo_prompt: false,
+            constraint: None,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::None,
+            parallel_tool_calls: false,
+            prompt: None,
+            n: 1,
+        }
+    }
+}
+
+impl Generate {
+    /// Whether the answer may hold tool calls.
+    pub fn offers_tools(&self) -> bool {
+        crate::tools::offered(&self.tools, &self.tool_choice)
+    }
+}
+
 /// A completion's prompt: text (tokenized as text: special-token markers in it are not
 /// control tokens) or token ids (checked against the model's vocabulary by the core).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

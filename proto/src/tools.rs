@@ -28,9 +28,14 @@ pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Whether `tools` are offered to the model at all.
+pub fn offered(tools: &[Tool], choice: &ToolChoice) -> bool {
+    !tools.is_empty() && *choice != ToolChoice::None
+}
+
 /// The system-message text offering `tools` (empty when they are not offered).
 pub fn instructions(tools: &[Tool], choice: &ToolChoice, parallel: bool) -> String {
-    if tools.is_empty() || *choice == ToolChoice::None {
+    if !offered(tools, choice) {
         return String::new();
     }
     let mut s = String::from(

@@ -371,20 +371,9 @@ fn generate_check_names_the_field() {
         tenant: "t".into(),
         user: "u".into(),
         tier: Tier::Free,
-        conversation: ConversationRef::Stateless,
         messages: vec![Message { role: Role::User, content: "hi".into() }],
-        sampling: Sampling::default(),
         max_tokens: 8,
-        stop: vec![],
-        deadline_ms: None,
-        trace: None,
-        echo_prompt: false,
-        constraint: None,
-        tools: Vec::new(),
-        tool_choice: chorus_proto::ToolChoice::None,
-        parallel_tool_calls: false,
-        prompt: None,
-        n: 1,
+        ..Generate::default()
     };
     let l = Limits::default();
     g.check(&l).unwrap();
@@ -458,20 +447,9 @@ fn max_tokens_is_bounded_by_the_protocol_limit_and_named() {
         tenant: "t".into(),
         user: "u".into(),
         tier: Tier::Free,
-        conversation: ConversationRef::Stateless,
         messages: vec![Message { role: Role::User, content: "hi".into() }],
-        sampling: Sampling::default(),
         max_tokens: l.max_tokens,
-        stop: vec![],
-        deadline_ms: None,
-        trace: None,
-        echo_prompt: false,
-        constraint: None,
-        tools: Vec::new(),
-        tool_choice: chorus_proto::ToolChoice::None,
-        parallel_tool_calls: false,
-        prompt: None,
-        n: 1,
+        ..Generate::default()
     };
     g.check(&l).unwrap();
     for bad in [0, l.max_tokens + 1, u32::MAX] {

@@ -56,20 +56,10 @@ async fn a_core_with_a_stalled_engine_gets_no_new_requests_and_its_sibling_serve
         tenant: "acme".into(),
         user: "alice".into(),
         tier: Tier::Enterprise,
-        conversation: chorus_proto::ConversationRef::Stateless,
         messages: vec![Message { role: Role::User, content: "Say hi.".into() }],
         sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
         max_tokens: 4,
-        stop: vec![],
-        deadline_ms: None,
-        trace: None,
-        echo_prompt: false,
-        constraint: None,
-        tools: Vec::new(),
-        tool_choice: chorus_proto::ToolChoice::None,
-        parallel_tool_calls: false,
-        prompt: None,
-        n: 1,
+        ..chorus_proto::Generate::default()
     };
     let stalled = tokio::spawn(async move { direct.generate(g).await.unwrap().collect().await });
     until("core A to say it is not ready", 10, || a.core.readiness().is_err()).await;

@@ -160,9 +160,6 @@ impl Constraints {
     /// A fresh matcher for `grammar`: compiled, or cloned from the cache.
     pub fn compile(&self, grammar: &Grammar) -> Result<Constraint, ConstraintError> {
         let field = grammar.field();
-        if grammar.source_len() > MAX_GRAMMAR_BYTES {
-            return Err(ConstraintError::TooLarge { field, len: grammar.source_len() });
-        }
         let (key_src, top) = to_llguidance(grammar)?;
         let key: [u8; 32] = Sha256::digest(key_src.as_bytes()).into();
         {
@@ -193,9 +190,6 @@ impl Constraints {
 impl Constraints {
     /// Compiles `grammar` without looking in or filling the cache (benchmarks: the cold cost).
     pub fn compile_uncached(&self, grammar: &Grammar) -> Result<Constraint, ConstraintError> {
-        if grammar.source_len() > MAX_GRAMMAR_BYTES {
-            return Err(ConstraintError::TooLarge { field: grammar.field(), len: grammar.source_len() });
-        }
         let (_, top) = to_llguidance(grammar)?;
         Ok(Constraint::new(self.build(grammar.field(), top)?))
     }
@@ -258,9 +252,13 @@ fn json_options() -> Value {
     })
 }
 
-/// The llguidance grammar and the canonical text that keys the cache.
+/// The llguidance grammar and the canonical text that keys the cache; a source over
+/// [`MAX_GRAMMAR_BYTES`] is refused before it is parsed.
 fn to_llguidance(grammar: &Grammar) -> Result<(String, TopLevelGrammar), ConstraintError> {
     let field = grammar.field();
+    if grammar.source_len() > MAX_GRAMMAR_BYTES {
+        return Err(ConstraintError::TooLarge { field, len: grammar.source_len() });
+    }
     Ok(match grammar {
         Grammar::JsonObject => {
             let schema = serde_json::json!({ "type": "object", "x-guidance": json_options() });

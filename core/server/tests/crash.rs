@@ -67,16 +67,7 @@ fn turn(id: Option<&str>, request_id: &str, text: &str) -> Generate {
         messages: vec![Message { role: Role::User, content: text.into() }],
         sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
         max_tokens: 12,
-        stop: vec![],
-        deadline_ms: None,
-        trace: None,
-        echo_prompt: false,
-        constraint: None,
-        tools: Vec::new(),
-        tool_choice: chorus_proto::ToolChoice::None,
-        parallel_tool_calls: false,
-        prompt: None,
-        n: 1,
+        ..Generate::default()
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chorus_filter_host::{CompletionTicket, Outcome};
 use chorus_proto::tools::{CallParser, Piece};
-use chorus_proto::{ErrorCode, Generate, Reply, Stored, ToolChoice};
+use chorus_proto::{ErrorCode, Generate, Reply, Stored};
 use tracing::warn;
 
 use crate::admission::filter_usage;
@@ -149,8 +149,8 @@ pub(crate) async fn drive(st: Arc<EdgeState>, run: Arc<Run>, g: Generate, key: S
         let mut streamed: u32 = 0;
         // With tools offered, the answer's text is read for calls (before the first token, so
         // a retry on the next core starts it afresh).
-        let offered = !g.tools.is_empty() && g.tool_choice != ToolChoice::None;
-        let mut calls: Vec<Option<CallParser>> = (0..g.n.max(1)).map(|_| offered.then(CallParser::new)).collect();
+        let mut calls: Vec<Option<CallParser>> =
+            (0..g.n.max(1)).map(|_| g.offers_tools().then(CallParser::new)).collect();
         loop {
             let reply = tokio::select! {
                 r = stream.next() => r,

@@ -185,7 +185,7 @@ pub enum Shape {
 impl ValidChat {
     /// Whether the answer may hold tool calls (the edge reads them out of its text).
     pub fn offers_tools(&self) -> bool {
-        !self.tools.is_empty() && self.tool_choice != ToolChoice::None
+        tools::offered(&self.tools, &self.tool_choice)
     }
 }
 
@@ -628,14 +628,30 @@ pub struct ResponsesRequest {
     pub metadata: Option<Value>,
 }
 
+/// Decodes another API's body (`what`: "completion", "responses"); errors name the path.
+fn decode<'de, T: Deserialize<'de>>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+    what: &str,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = if path == "." || path.is_empty() { None } else { Some(path) };
+        ApiError::Invalid { param, message: format!("not a valid {what} request: {}", e.into_inner()) }
+    })
+}
+
+/// The chat request another API's body was translated into, checked like one a client sent.
+fn as_chat(v: Value) -> Result<ChatRequest, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::Invalid { param: Some(path.clone()), message: format!("{path}: {}", e.into_inner()) }
+    })
+}
+
 /// Decodes a `/v1/responses` body into the chat request it is.
 pub fn parse_responses(body: &[u8], limits: &ApiLimits) -> Result<ValidChat, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let req: ResponsesRequest = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let param = if path == "." || path.is_empty() { None } else { Some(path) };
-        ApiError::Invalid { param, message: format!("not a valid responses request: {}", e.into_inner()) }
-    })?;
+    let req: ResponsesRequest = decode(de, "responses")?;
     if req.previous_response_id.is_some() {
         return Err(ApiError::invalid("previous_response_id", "responses are not stored; send the whole input"));
     }
@@ -712,11 +728,7 @@ pub fn parse_responses(body: &[u8], limits: &ApiLimits) -> Result<ValidChat, Api
         };
     }
     let _ = (req.store, req.metadata);
-    let chat: ChatRequest = serde_path_to_error::deserialize(chat).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::Invalid { param: Some(path.clone()), message: format!("{path}: {}", e.into_inner()) }
-    })?;
-    let mut v = validate(chat, limits)?;
+    let mut v = validate(as_chat(chat)?, limits)?;
     v.shape = Shape::Responses;
     Ok(v)
 }
@@ -751,11 +763,7 @@ pub enum InPrompt {
 /// is checked as for chat completions.
 pub fn parse_completion(body: &[u8], limits: &ApiLimits) -> Result<ValidChat, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    let req: CompletionRequest = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let param = if path == "." || path.is_empty() { None } else { Some(path) };
-        ApiError::Invalid { param, message: format!("not a valid completion request: {}", e.into_inner()) }
-    })?;
+    let req: CompletionRequest = decode(de, "completion")?;
     if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid("suffix", "suffix (fill in the middle) is not supported"));
     }
@@ -800,11 +808,7 @@ pub fn parse_completion(body: &[u8], limits: &ApiLimits) -> Result<ValidChat, Ap
         common.insert("logprobs".into(), Value::Bool(true));
         common.insert("top_logprobs".into(), Value::from(top));
     }
-    let chat: ChatRequest = serde_path_to_error::deserialize(Value::Object(common)).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::Invalid { param: Some(path.clone()), message: format!("{path}: {}", e.into_inner()) }
-    })?;
-    let mut v = validate(chat, limits)?;
+    let mut v = validate(as_chat(Value::Object(common))?, limits)?;
     v.messages.clear();
     v.raw = Some(raw);
     v.shape = Shape::Text { echo: req.echo.unwrap_or(false) };

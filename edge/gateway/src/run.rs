@@ -407,20 +407,18 @@ impl Runs {
 mod tests {
     use super::*;
 
+    fn test_run(max_bytes: usize, grace: Duration) -> Arc<Run> {
+        let form = Form { stream: true, include_usage: false, shape: Shape::Chat };
+        Run::new("r".into(), form, Tier::Free, owner_of("t", "u"), max_bytes, grace)
+    }
+
     fn delta(t: &str) -> RunEvent {
         RunEvent::Delta { text: t.into(), logprobs: vec![], choice: 0 }
     }
 
     #[tokio::test]
     async fn readers_follow_and_the_buffer_is_bounded() {
-        let run = Run::new(
-            "r".into(),
-            Form { stream: true, include_usage: false, shape: Shape::Chat },
-            Tier::Free,
-            owner_of("t", "u"),
-            200,
-            Duration::ZERO,
-        );
+        let run = test_run(200, Duration::ZERO);
         run.push(RunEvent::Head {
             model: "m".into(),
             fleet: "mini".into(),
@@ -448,14 +446,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_last_reader_leaving_cancels_after_the_grace() {
-        let run = Run::new(
-            "r".into(),
-            Form { stream: true, include_usage: false, shape: Shape::Chat },
-            Tier::Free,
-            owner_of("t", "u"),
-            1 << 20,
-            Duration::from_millis(50),
-        );
+        let run = test_run(1 << 20, Duration::from_millis(50));
         let a = run.reader();
         let b = run.reader();
         drop(a);
@@ -470,14 +461,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_old_grace_timer_does_not_cut_a_later_readers_grace_short() {
-        let run = Run::new(
-            "r".into(),
-            Form { stream: true, include_usage: false, shape: Shape::Chat },
-            Tier::Free,
-            owner_of("t", "u"),
-            1 << 20,
-            Duration::from_millis(200),
-        );
+        let run = test_run(1 << 20, Duration::from_millis(200));
         drop(run.reader()); // timer 1 runs out at 200 ms
         tokio::time::sleep(Duration::from_millis(120)).await;
         drop(run.reader()); // timer 2 runs out at 320 ms

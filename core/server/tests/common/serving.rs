@@ -75,16 +75,7 @@ pub fn generate(tier: Tier, text: &str, max_tokens: u32) -> Generate {
         messages: vec![Message { role: Role::User, content: text.into() }],
         sampling: Sampling { temperature: Some(0.0), ..Sampling::default() },
         max_tokens,
-        stop: vec![],
-        deadline_ms: None,
-        trace: None,
-        echo_prompt: false,
-        constraint: None,
-        tools: Vec::new(),
-        tool_choice: chorus_proto::ToolChoice::None,
-        parallel_tool_calls: false,
-        prompt: None,
-        n: 1,
+        ..Generate::default()
     }
 }
 

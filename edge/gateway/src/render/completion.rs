@@ -87,11 +87,7 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
         if status == "incomplete" {
             body["incomplete_details"] = json!({"reason": "max_output_tokens"});
         }
-        let mut resp = axum::Json(body).into_response();
-        if let Some(h) = &head {
-            head_headers(resp.headers_mut(), h, &s.run, &s.request_id);
-        }
-        return Ok(resp);
+        return Ok(respond(body, head.as_ref(), s));
     }
     if let Shape::Text { echo } = s.run.shape {
         let prompt = match &head {
@@ -107,11 +103,7 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
             })).collect::<Vec<_>>(),
             "usage": usage,
         });
-        let mut resp = axum::Json(body).into_response();
-        if let Some(h) = &head {
-            head_headers(resp.headers_mut(), h, &s.run, &s.request_id);
-        }
-        return Ok(resp);
+        return Ok(respond(body, head.as_ref(), s));
     }
     let body = json!({
         "id": s.run.id, "object": "chat.completion", "created": s.run.created, "model": model,
@@ -125,9 +117,14 @@ pub async fn whole(metrics: &EdgeMetrics, s: &Started, started: Instant) -> Resu
         "usage": usage,
         "chorus": chorus,
     });
+    Ok(respond(body, head.as_ref(), s))
+}
+
+/// The body as the response, with the head's `x-chorus-*` headers.
+fn respond(body: Value, head: Option<&RunEvent>, s: &Started) -> Response {
     let mut resp = axum::Json(body).into_response();
-    if let Some(h) = &head {
+    if let Some(h) = head {
         head_headers(resp.headers_mut(), h, &s.run, &s.request_id);
     }
-    Ok(resp)
+    resp
 }
