@@ -111,6 +111,11 @@ enum Cmd {
         #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         names: Vec<String>,
     },
+    /// Region files: validate them, and render the Terraform variables of a provisioned one.
+    Regions {
+        #[command(subcommand)]
+        cmd: RegionsCmd,
+    },
     /// The feedback queue (ratings of answers, for reward-model training).
     Feedback {
         #[command(subcommand)]
@@ -127,6 +132,21 @@ enum Cmd {
     /// The level-1 checks of a running deployment (routing, prefix cache, safety gate,
     /// multi-turn context, refusal calibration); exits non-zero when one falls short.
     Eval(measure::EvalArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum RegionsCmd {
+    /// Validate a region file (provisioning tables included) and print its failover orders.
+    Check { file: PathBuf },
+    /// Write `chorus.auto.tfvars.json` for Terraform into OUT (e.g. terraform/envs/NAME).
+    Render {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Compare with what OUT holds instead of writing; exit 1 when they differ.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -417,6 +437,31 @@ fn main() -> Result<()> {
                 edge.key.display(),
                 core.ca.display()
             );
+            Ok(())
+        }
+        Cmd::Regions { cmd: RegionsCmd::Check { file } } => {
+            let f = chorus_edge::regions::RegionFile::load(&file)?;
+            for r in &f.regions {
+                let order: Vec<&str> = f.failover_order(&r.name).iter().map(|o| o.name.as_str()).collect();
+                println!("{}: {} core(s); tries {}", r.name, r.cores.len(), order.join(" → "));
+            }
+            Ok(())
+        }
+        Cmd::Regions { cmd: RegionsCmd::Render { file, out, check } } => {
+            use chorus_edge::provision;
+            let json = provision::render_file(&file)?;
+            let target = out.join(provision::TFVARS_FILE);
+            if check {
+                let have = std::fs::read_to_string(&target).unwrap_or_default();
+                if have != json {
+                    bail!("{} is not what {} renders; run without --check", target.display(), file.display());
+                }
+                println!("{}: up to date", target.display());
+            } else {
+                std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+                std::fs::write(&target, json).with_context(|| format!("writing {}", target.display()))?;
+                println!("wrote {}", target.display());
+            }
             Ok(())
         }
         Cmd::Model { cmd } => match cmd {

@@ -264,8 +264,9 @@ impl EdgeConfig {
                     edge: None,
                     cores: self.cores.clone(),
                     rtt_ms: BTreeMap::new(),
+                    provision: None,
                 };
-                let file = RegionFile { regions: vec![home] };
+                let file = RegionFile { provision: None, regions: vec![home] };
                 file.validate(Path::new("[cores]"))?;
                 Ok(file)
             }

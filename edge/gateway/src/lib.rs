@@ -23,6 +23,7 @@ pub mod ids;
 pub mod metrics;
 pub mod openai;
 pub mod pipeline;
+pub mod provision;
 pub mod regions;
 pub mod render;
 pub mod run;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::provision::{self, Deployment, RegionProvision};
+
 /// Why a region file was refused. Every variant names the file and the field.
 #[derive(Debug, thiserror::Error)]
 pub enum RegionError {
@@ -27,6 +29,10 @@ pub const MAX_CORES_PER_REGION: usize = 256;
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RegionFile {
+    /// What Terraform needs for the deployment as a whole (`chorus regions render`); files for
+    /// one machine leave it out.
+    #[serde(default)]
+    pub provision: Option<Deployment>,
     #[serde(rename = "region")]
     pub regions: Vec<Region>,
 }
@@ -47,6 +53,9 @@ pub struct Region {
     /// order from this region is the others by ascending RTT (unlisted ones last, by name).
     #[serde(default)]
     pub rtt_ms: BTreeMap<String, u32>,
+    /// Machines, sizes and placement for Terraform; required in a file with `[provision]`.
+    #[serde(default)]
+    pub provision: Option<RegionProvision>,
 }
 
 /// Where a region's edge listens.
@@ -155,7 +164,7 @@ impl RegionFile {
                 }
             }
         }
-        Ok(())
+        provision::validate(self, path)
     }
 
     /// The region named `name`.

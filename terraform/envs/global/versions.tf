@@ -1,0 +1,17 @@
+terraform {
+  required_version = ">= 1.6.0"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.60.0, < 7.0.0"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.6.0, < 4.0.0"
+    }
+  }
+  # State holds the Redis auth token: keep it in an encrypted, versioned bucket with locking.
+  # `terraform init -backend-config=bucket=… -backend-config=key=chorus/global.tfstate
+  #  -backend-config=region=… -backend-config=encrypt=true -backend-config=use_lockfile=true`
+  backend "s3" {}
+}
