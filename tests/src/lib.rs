@@ -324,3 +324,42 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("write");
     p
 }
+
+/// A Redis for tests: the CI machine's at 127.0.0.1:6379 when it answers, else a private
+/// `redis-server` on a free port (stopped when this is dropped).
+#[derive(Debug)]
+pub struct TestRedis {
+    pub url: String,
+    child: Option<std::process::Child>,
+}
+
+impl TestRedis {
+    pub fn start() -> TestRedis {
+        use std::net::TcpStream;
+        if TcpStream::connect_timeout(&"127.0.0.1:6379".parse().expect("addr"), Duration::from_millis(300)).is_ok() {
+            return TestRedis { url: "redis://127.0.0.1:6379/".into(), child: None };
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (.ci/run installs it)");
+        let start = std::time::Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server starts");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TestRedis { url: format!("redis://127.0.0.1:{port}/"), child: Some(child) }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

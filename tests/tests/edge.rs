@@ -256,6 +256,112 @@ async fn a_dropped_stream_resumes_from_last_event_id_exactly() {
     assert_eq!(r.json()["error"]["code"], "resume_unavailable");
 }
 
+/// Reads a stream until `events` data lines arrived, then drops the connection; the complete
+/// events seen, the raw head and body.
+async fn read_some_then_drop(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+    body: &str,
+    events: usize,
+) -> (Vec<(String, String)>, String) {
+    let mut s = send_request(addr, "POST", "/v1/chat/completions", headers, body.as_bytes()).await;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while raw.windows(7).filter(|w| w == b"\ndata: ").count() < events {
+        let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "the stream ended early");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let body_part = text.split_once("\r\n\r\n").unwrap().1;
+    let complete = &body_part[..body_part.rfind("\n\n").unwrap() + 2];
+    (sse_events(complete).into_iter().filter(|(id, _)| !id.is_empty()).collect(), text)
+}
+
+/// With Redis, the edges of a region share answers: a stream dropped on one edge resumes on
+/// another (while the first still generates it, and after the first has stopped), and a retried
+/// `Idempotency-Key` on another edge attaches to the running answer instead of a 409.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_sharing_redis_resume_and_attach_each_others_answers() {
+    let redis = TestRedis::start();
+    let core = start_core(core_config("shared")).await;
+    let prefix = format!("chorus:test:{}", chorus_edge::random_hex(6));
+    let edge_on = |id: &str| {
+        let mut cfg = edge_config(vec![site("core-1", &core)]);
+        cfg.edge_id = id.into();
+        cfg.state.redis = Some(redis.url.clone());
+        cfg.state.prefix = prefix.clone();
+        cfg
+    };
+    let one = start_edge(edge_on("edge-1")).await;
+    let two = start_edge(edge_on("edge-2")).await;
+    let a = auth(KEY);
+    let headers = [("Authorization", a.as_str()), ("Content-Type", "application/json")];
+    let streams = || core.core.metrics.streams_total.load(Ordering::Relaxed);
+    let index = |id: &str| id.rsplit_once('.').unwrap().1.parse::<usize>().unwrap();
+
+    // 1. Dropped on edge 1 mid-answer, resumed on edge 2 while edge 1 still generates.
+    let mut body: Value = serde_json::from_str(&chat_body("Count from one to thirty in words.", 80, true)).unwrap();
+    body["store"] = json!(true);
+    let before = streams();
+    let (first, raw) = read_some_then_drop(one.addr, &headers, &body.to_string(), 4).await;
+    let last_id = first.last().unwrap().0.clone();
+    let h2 = [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Last-Event-ID", last_id.as_str())];
+    let rest = http(two.addr, "POST", "/v1/chat/completions", &h2, &body.to_string()).await;
+    assert_eq!(rest.status, 200, "{rest:?}");
+    let second = sse_events(&rest.body);
+    assert_eq!(second.last().unwrap().1, "[DONE]");
+    assert_eq!(index(&second[0].0), index(&last_id) + 1, "ids continue across edges: {last_id} then {}", second[0].0);
+    let resumed = format!("{}{}", sse_text(&first), sse_text(&second));
+    assert_eq!(streams() - before, 1, "resuming elsewhere generates nothing again");
+    let conversation = raw
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("x-chorus-conversation-id:")
+                .then(|| l.split(':').nth(1).unwrap().trim().to_owned())
+        })
+        .expect("the conversation id header");
+    let conv = http(two.addr, "GET", &format!("/v1/conversations/{conversation}"), &headers, "").await;
+    assert_eq!(conv.json()["turns"][0]["answer"].as_str().unwrap(), resumed, "the answer as generated, once");
+    // Someone else cannot resume it through another edge either.
+    let b = auth(OTHER_KEY);
+    let h3 = [("Authorization", b.as_str()), ("Last-Event-ID", last_id.as_str())];
+    assert_eq!(http(two.addr, "POST", "/v1/chat/completions", &h3, "").await.status, 410);
+
+    // 2. An idempotent retry on edge 2 while edge 1 answers: attached, one generation.
+    let before = streams();
+    let body = chat_body("Write two short sentences about the sea.", 48, false);
+    let hk = [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Idempotency-Key", "shared-7")];
+    let first = http(one.addr, "POST", "/v1/chat/completions", &hk, &body);
+    let retry = async {
+        // Once edge 1 has claimed the key and started.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        http(two.addr, "POST", "/v1/chat/completions", &hk, &body).await
+    };
+    let (r1, r2) = tokio::join!(first, retry);
+    assert_eq!((r1.status, r2.status), (200, 200), "{r1:?} {r2:?}");
+    assert_eq!(r1.json()["id"], r2.json()["id"], "the same answer");
+    assert_eq!(r1.json()["choices"][0]["message"]["content"], r2.json()["choices"][0]["message"]["content"]);
+    assert_eq!(streams() - before, 1, "one generation");
+
+    // 3. Edge 1 stops after an answer it held finished; the client resumes on edge 2.
+    let sbody = chat_body("Name five fruits.", 24, true);
+    let (first, _) = read_some_then_drop(one.addr, &headers, &sbody, 2).await;
+    let last_id = first.last().unwrap().0.clone();
+    tokio::time::sleep(Duration::from_secs(3)).await; // it finishes on edge 1 meanwhile
+    one.stop().await;
+    let h4 = [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Last-Event-ID", last_id.as_str())];
+    let rest = http(two.addr, "POST", "/v1/chat/completions", &h4, &sbody).await;
+    assert_eq!(rest.status, 200, "{rest:?}");
+    let second = sse_events(&rest.body);
+    assert_eq!(index(&second[0].0), index(&last_id) + 1);
+    assert_eq!(second.last().unwrap().1, "[DONE]");
+    let m = http(two.addr, "GET", "/metrics", &[], "").await.body;
+    assert!(m.contains("chorus_edge_resumes_total 2"), "{m}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversations_continue_list_export_feedback_and_erase() {
     let sys = System::up("conv").await;

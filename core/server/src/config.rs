@@ -304,11 +304,19 @@ pub struct PostgresConfig {
     pub pool: usize,
     /// The schema the tables live in (created if missing).
     pub schema: String,
+    /// PEM roots that verify the server's certificate when the URL says `sslmode=require`
+    /// (e.g. the RDS bundle); without it, the system's roots. Other modes connect in plain text.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PostgresConfig {
     fn default() -> Self {
-        Self { url: "host=127.0.0.1 user=postgres dbname=chorus".into(), pool: 4, schema: "chorus".into() }
+        Self {
+            url: "host=127.0.0.1 user=postgres dbname=chorus".into(),
+            pool: 4,
+            schema: "chorus".into(),
+            ca_file: None,
+        }
     }
 }
 

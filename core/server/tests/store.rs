@@ -379,3 +379,45 @@ async fn an_unreachable_durable_tier_is_a_typed_error_in_bounded_time() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(s.metrics.counter("commit", "failed"), 1);
 }
+
+/// `sslmode=require` really does TLS and verifies the server: the CI PostgreSQL serves TLS with
+/// a self-signed certificate nobody trusts here, so the connection is refused for it (without
+/// TLS it would succeed, as every other test here shows); a bad `ca_file` names the field.
+#[tokio::test]
+async fn postgres_tls_verifies_the_server() {
+    let bad = StoreConfig {
+        durable: DurableKind::Postgres,
+        postgres: chorus_core::config::PostgresConfig {
+            url: "host=127.0.0.1 user=postgres dbname=test sslmode=require".into(),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        },
+        ..StoreConfig::default()
+    };
+    let e = ConversationStore::open(&bad).await.unwrap_err().to_string();
+    assert!(e.contains("store.postgres.ca_file") && e.contains("/nonexistent/ca.pem"), "{e}");
+
+    let Some(url) = postgres_url() else {
+        eprintln!("note: no PostgreSQL at 127.0.0.1:5432; TLS to it is not exercised here");
+        return;
+    };
+    let mut cfg = StoreConfig { durable: DurableKind::Postgres, ..StoreConfig::default() };
+    cfg.postgres.url = format!("{url} sslmode=require connect_timeout=5");
+    cfg.postgres.schema = unique("tls");
+    let s = ConversationStore::open(&cfg).await.unwrap();
+    let a = Owner::new("t", "u");
+    let e = s.list(&a, 5).await.unwrap_err().to_string();
+    assert!(
+        ["certificate", "UnknownIssuer", "NotValidForName", "does not support TLS", "TLS"]
+            .iter()
+            .any(|w| e.contains(w)),
+        "TLS must be attempted and the server verified: {e}"
+    );
+}
+
+/// ElastiCache runs Redis with TLS in transit: `rediss://` URLs are accepted (the client is
+/// built with rustls; a build without it refuses the scheme).
+#[test]
+fn rediss_urls_are_supported() {
+    redis::Client::open("rediss://:token@127.0.0.1:6380/").unwrap();
+}

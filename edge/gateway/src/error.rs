@@ -5,10 +5,10 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chorus_proto::{ErrorCode, ErrorReply};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An API error. `code` is stable (metrics label, clients branch on it).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum ApiError {
     /// The request is malformed or a field is out of range; `param` names the field.
     #[error("{message}")]

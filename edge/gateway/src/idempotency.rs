@@ -72,7 +72,12 @@ pub struct IdempotencyStore {
 #[derive(Debug)]
 enum Backend {
     Memory(Mutex<Memory>),
-    Redis { client: redis::Client, conn: OnceCell<redis::aio::ConnectionManager>, prefix: String },
+    /// The client is boxed: with TLS support it is several times the in-process variant.
+    Redis {
+        client: Box<redis::Client>,
+        conn: OnceCell<redis::aio::ConnectionManager>,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -128,7 +133,7 @@ impl IdempotencyStore {
         let backend = match &cfg.redis {
             None => Backend::Memory(Mutex::new(Memory { max: cfg.max_records.max(1), ..Memory::default() })),
             Some(url) => Backend::Redis {
-                client: redis::Client::open(url.as_str()).map_err(|e| ApiError::State(e.to_string()))?,
+                client: Box::new(redis::Client::open(url.as_str()).map_err(|e| ApiError::State(e.to_string()))?),
                 conn: OnceCell::new(),
                 prefix: cfg.prefix.clone(),
             },

@@ -27,6 +27,7 @@ pub mod provision;
 pub mod regions;
 pub mod render;
 pub mod run;
+pub mod shared;
 pub mod state;
 pub mod upstream;
 mod web;

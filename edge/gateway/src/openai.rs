@@ -171,7 +171,7 @@ pub struct ValidChat {
 }
 
 /// Which OpenAI API a request came through, so its answer is rendered in that API's shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Shape {
     /// `chat.completion` / `chat.completion.chunk`.
     #[default]

@@ -136,7 +136,7 @@ pub async fn start(
                 // answered by (or waits on) the request that was charged.
                 let outcome = if matches!(other, Claim::Mismatch) { Outcome::Failed } else { Outcome::Replayed };
                 st.complete(ticket, outcome, Default::default()).await;
-                return answer_claim(st, other, &owner, &chat, tier, request_id);
+                return answer_claim(st, other, &owner, &chat, tier, request_id).await;
             }
             Err(e) => {
                 st.complete(ticket, driver::failure(&e, false), Default::default()).await;
@@ -182,7 +182,11 @@ pub async fn start(
     // Only answers that can be resumed or attached to are kept by id.
     let held = match (refused, resumable) {
         (Some(e), _) => Err(e),
-        (None, true) => st.runs.insert(run.clone()),
+        (None, true) => st.runs.insert(run.clone()).inspect(|()| {
+            if let Some(shared) = &st.shared {
+                tokio::spawn(shared.clone().publish(run.clone(), owner));
+            }
+        }),
         (None, false) => Ok(()),
     };
     if let Err(e) = held {
@@ -203,7 +207,7 @@ fn form(chat: &ValidChat) -> Form {
     Form { stream: chat.stream, include_usage: chat.include_usage, shape: chat.shape }
 }
 
-fn answer_claim(
+async fn answer_claim(
     st: &Arc<EdgeState>,
     claim: Claim,
     owner: &[u8; 32],
@@ -217,7 +221,13 @@ fn answer_claim(
         Claim::Mismatch => return Err(ApiError::KeyReused),
         Claim::Running { edge, run } => {
             let local = (edge == st.cfg.edge_id).then(|| st.runs.get(&run)).flatten().filter(|r| r.owned_by(owner));
-            let Some(run) = local else { return Err(ApiError::InProgress) };
+            // Running on another edge of the region: follow it through Redis when it is shared.
+            let found = match (local, &st.shared) {
+                (Some(r), _) => Some(r),
+                (None, Some(shared)) => shared.mirror(&st.runs, &run, owner, st.cfg.resume.max_buffer_bytes).await?,
+                (None, None) => None,
+            };
+            let Some(run) = found else { return Err(ApiError::InProgress) };
             st.metrics.idempotent_attaches.fetch_add(1, Relaxed);
             run
         }
@@ -272,7 +282,14 @@ pub async fn resume(
     let mut caller = st.admit(headers, client_ip, "POST", "/v1/chat/completions", None).await?;
     st.complete(caller.ticket.take(), Outcome::Completed, Default::default()).await;
     let owner = owner_of(&caller.tenant, &caller.user);
-    let run = st.runs.get(id).filter(|r| r.owned_by(&owner)).ok_or_else(gone)?;
+    let run = match (st.runs.get(id), &st.shared) {
+        (Some(r), _) => Some(r),
+        // Not this edge's: another edge of the region may share it (an edge restarted, or the
+        // load balancer sent the reconnect elsewhere).
+        (None, Some(shared)) => shared.mirror(&st.runs, id, &owner, st.cfg.resume.max_buffer_bytes).await?,
+        (None, None) => None,
+    };
+    let run = run.filter(|r| r.owned_by(&owner)).ok_or_else(gone)?;
     // Continue after the frame the client saw: the next frame of the same event, and the
     // event's later frames are rendered from the event itself.
     let from = (event, frame.checked_add(1).ok_or_else(gone)?);

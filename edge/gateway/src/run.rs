@@ -202,6 +202,27 @@ impl Run {
         })
     }
 
+    /// A run fed from another edge's shared answer (see [`crate::shared`]): the same id, owner
+    /// and creation time, so it renders exactly as the origin's.
+    pub fn mirror(
+        id: String,
+        form: Form,
+        tier: Tier,
+        owner: [u8; 32],
+        created: u64,
+        max_bytes: usize,
+        grace: Duration,
+    ) -> Arc<Self> {
+        let mut run = Run::new(id, form, tier, owner, max_bytes, grace);
+        Arc::get_mut(&mut run).expect("just made").created = created;
+        run
+    }
+
+    /// How many readers follow it now.
+    pub fn readers(&self) -> usize {
+        self.readers.load(Ordering::SeqCst)
+    }
+
     /// A finished run built from stored events (an idempotent replay).
     pub fn replay(id: String, form: Form, tier: Tier, owner: [u8; 32], events: Vec<RunEvent>) -> Arc<Self> {
         let run = Run::new(id, form, tier, owner, usize::MAX, Duration::ZERO);
@@ -383,6 +404,14 @@ impl Runs {
         }
         m.insert(run.id.clone(), run);
         Ok(())
+    }
+
+    /// Holds `run` unless one with its id is held already, which is returned instead.
+    pub fn insert_new(&self, run: Arc<Run>) -> Result<Option<Arc<Run>>, ApiError> {
+        if let Some(existing) = self.get(&run.id) {
+            return Ok(Some(existing));
+        }
+        self.insert(run).map(|()| None)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Run>> {

@@ -20,6 +20,7 @@ use crate::idempotency::IdempotencyStore;
 use crate::metrics::EdgeMetrics;
 use crate::openai::ValidChat;
 use crate::run::Runs;
+use crate::shared::SharedRuns;
 use crate::upstream::UpstreamPool;
 
 /// Everything a request handler needs.
@@ -29,6 +30,8 @@ pub struct EdgeState {
     pub pool: Arc<UpstreamPool>,
     pub idempotency: IdempotencyStore,
     pub runs: Runs,
+    /// With Redis: answers shared with the region's other edges (resume and attach anywhere).
+    pub shared: Option<Arc<SharedRuns>>,
     pub metrics: EdgeMetrics,
     /// Open WebSocket connections (bounded by `limits.max_websockets`).
     pub(crate) websockets: AtomicUsize,
@@ -83,12 +86,26 @@ impl EdgeState {
         let deadline = Duration::from_millis(u64::from(cfg.upstream.deadline_ms));
         let idempotency = IdempotencyStore::open(&cfg.state, deadline).map_err(|e| StartError::State(e.to_string()))?;
         let runs = Runs::new(cfg.limits.max_in_flight);
+        let shared = match &cfg.state.redis {
+            Some(url) => Some(Arc::new(
+                SharedRuns::open(
+                    url,
+                    &cfg.state.prefix,
+                    &cfg.edge_id,
+                    Duration::from_secs(cfg.resume.window_secs),
+                    deadline,
+                )
+                .map_err(|e| StartError::State(e.to_string()))?,
+            )),
+            None => None,
+        };
         Ok(Arc::new(Self {
             cfg,
             admission,
             pool,
             idempotency,
             runs,
+            shared,
             metrics: EdgeMetrics::default(),
             websockets: AtomicUsize::new(0),
         }))

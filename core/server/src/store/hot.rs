@@ -16,7 +16,8 @@ use crate::config::RedisConfig;
 #[derive(Debug)]
 pub enum Hot {
     Memory(Memory),
-    Redis(Redis),
+    /// Boxed: with TLS support the client is several times the in-process variant.
+    Redis(Box<Redis>),
 }
 
 impl Hot {
@@ -27,14 +28,14 @@ impl Hot {
     pub fn redis(cfg: &RedisConfig, ttl: Duration, timeout: Duration) -> Result<Self> {
         let client =
             redis::Client::open(cfg.url.as_str()).map_err(|e| StoreError::hot(format!("store.redis.url: {e}")))?;
-        Ok(Hot::Redis(Redis {
+        Ok(Hot::Redis(Box::new(Redis {
             client,
             prefix: cfg.prefix.clone(),
             ttl,
             timeout,
             slots: (0..cfg.pool).map(|_| tokio::sync::Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
-        }))
+        })))
     }
 
     pub fn name(&self) -> &'static str {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chorus_proto::{ConversationSummary, Erased, Tier, Turn};
 use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{Commit, Conversation, Feedback, IdempotencyRecord, Meta, Owner, Result, StoreError, decode, encode};
 use crate::config::PostgresConfig;
@@ -52,6 +54,8 @@ CREATE INDEX IF NOT EXISTS feedback_owner ON feedback (tenant, user_id);
 /// A pool of connections to one database.
 pub struct Postgres {
     pg: tokio_postgres::Config,
+    /// With `sslmode=require`: TLS, the server verified.
+    tls: Option<MakeRustlsConnect>,
     schema: String,
     connect_timeout: Duration,
     slots: Vec<Mutex<Option<Client>>>,
@@ -111,6 +115,47 @@ fn text(v: &impl serde::Serialize) -> String {
     String::from_utf8(encode(v)).unwrap_or_default()
 }
 
+/// A TLS connector that verifies the server against `ca_file`'s roots, else the system's.
+fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(|e| StoreError::durable(format!("store.postgres.ca_file: {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(StoreError::durable(format!(
+                    "store.postgres.ca_file: {}: no certificates",
+                    path.display()
+                )));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| StoreError::durable(format!("store.postgres.ca_file: {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(StoreError::durable(
+                    "sslmode=require: no system root certificates; set store.postgres.ca_file",
+                ));
+            }
+        }
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StoreError::durable(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
 impl Postgres {
     /// A pool for `cfg`; connects on first use.
     pub fn new(cfg: &PostgresConfig, timeout: Duration) -> Result<Self> {
@@ -118,8 +163,13 @@ impl Postgres {
             cfg.url.parse().map_err(|e| StoreError::durable(format!("store.postgres.url: {e}")))?;
         pg.connect_timeout(timeout);
         pg.application_name("chorus-core");
+        let tls = match pg.get_ssl_mode() {
+            SslMode::Require => Some(tls_connector(cfg.ca_file.as_deref())?),
+            _ => None,
+        };
         Ok(Self {
             pg,
+            tls,
             schema: cfg.schema.clone(),
             connect_timeout: timeout,
             slots: (0..cfg.pool).map(|_| Mutex::new(None)).collect(),
@@ -128,15 +178,33 @@ impl Postgres {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let (mut client, conn) = tokio::time::timeout(self.connect_timeout, self.pg.connect(NoTls))
-            .await
-            .map_err(|_| StoreError::durable("connecting to PostgreSQL timed out"))?
-            .map_err(db)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended");
+        let timed_out = |_| StoreError::durable("connecting to PostgreSQL timed out");
+        let mut client = match &self.tls {
+            Some(tls) => {
+                let (client, conn) = tokio::time::timeout(self.connect_timeout, self.pg.connect(tls.clone()))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(db)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "PostgreSQL connection ended");
+                    }
+                });
+                client
             }
-        });
+            None => {
+                let (client, conn) = tokio::time::timeout(self.connect_timeout, self.pg.connect(NoTls))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(db)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "PostgreSQL connection ended");
+                    }
+                });
+                client
+            }
+        };
         // The schema name is validated by the config (a-z, 0-9, _), so it can be spliced.
         let tx = client.transaction().await.map_err(db)?;
         tx.batch_execute(&format!(
