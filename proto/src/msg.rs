@@ -307,6 +307,22 @@ pub enum ConversationRef {
     Continue(String),
 }
 
+/// The region a conversation lives in, from its id: cores name conversations
+/// `conv_<region>_<32 hex>` (the region that created it, its *home*). Edges route a continuing
+/// request there first, and a core elsewhere that does not hold it answers single-turn (its
+/// home is unreachable) instead of "not found". Ids of another form have no home.
+pub fn conversation_home(id: &str) -> Option<&str> {
+    let (region, hex) = id.strip_prefix("conv_")?.rsplit_once('_')?;
+    let region_ok = (1..=63).contains(&region.len())
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    (region_ok && hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(region)
+}
+
+/// The prefix of a conversation id homed in `region` (see [`conversation_home`]).
+pub fn conversation_prefix(region: &str) -> String {
+    format!("conv_{region}_")
+}
+
 impl ConversationRef {
     /// The conversation's id when it continues one.
     pub fn id(&self) -> Option<&str> {
@@ -314,6 +330,21 @@ impl ConversationRef {
             ConversationRef::Continue(id) => Some(id),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod home_tests {
+    use super::*;
+
+    #[test]
+    fn conversation_ids_name_their_home_region() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        assert_eq!(conversation_home(&format!("{}{hex}", conversation_prefix("eu-west"))), Some("eu-west"));
+        assert_eq!(conversation_home(&format!("conv_{hex}")), None, "ids from before homes");
+        assert_eq!(conversation_home(&format!("conv_EU_{hex}")), None);
+        assert_eq!(conversation_home("conv_eu-west_abc"), None);
+        assert_eq!(conversation_home(&format!("fb_eu-west_{hex}")), None);
     }
 }
 

@@ -462,19 +462,31 @@ fn core_proc(
     ops: SocketAddr,
     failpoint: Option<&str>,
 ) -> CoreProc {
+    let store = format!("[store]\npath = {:?}\n", dir.join(format!("{name}.redb")).display().to_string());
+    core_proc_with_store(dir, name, region, quic, ops, failpoint, &store)
+}
+
+/// [`core_proc`] with its own `[store]` table.
+fn core_proc_with_store(
+    dir: &std::path::Path,
+    name: &str,
+    region: &str,
+    quic: SocketAddr,
+    ops: SocketAddr,
+    failpoint: Option<&str>,
+    store: &str,
+) -> CoreProc {
     let (core_files, _) = pki().write(&dir.join("certs")).unwrap();
     let q = |p: &std::path::Path| format!("{:?}", p.display().to_string());
     let toml = format!(
         "core_id = {name:?}\nregion = {region:?}\nlisten = \"{quic}\"\nhttp = \"{ops}\"\nthreads = 1\nload_report_ms = 50\n\
          [tls]\nca = {}\ncert = {}\nkey = {}\n\
-         [fleets.mini]\nkv_tokens = 4096\nmodel = {}\n[fleets.flagship]\nkv_tokens = 4096\nmodel = {}\n\
-         [store]\npath = {}\n",
+         [fleets.mini]\nkv_tokens = 4096\nmodel = {}\n[fleets.flagship]\nkv_tokens = 4096\nmodel = {}\n{store}",
         q(&core_files.ca),
         q(&core_files.cert),
         q(&core_files.key),
         q(&model_path()),
         q(&model_path()),
-        q(&dir.join(format!("{name}.redb"))),
     );
     let path = write_file(dir, &format!("{name}.toml"), &toml);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chorus-test-core"));
@@ -572,6 +584,132 @@ async fn when_region_a_dies_region_b_serves_retrying_only_before_the_first_token
     let m = http(e, "GET", "/metrics", &[], "").await.body;
     assert!(m.contains("chorus_edge_upstream_retries_total 1"), "{m}");
     assert!(m.contains("chorus_edge_upstream_healthy_cores{region=\"region-a\"} 0"), "{m}");
+}
+
+/// A conversation has a home region (its id names it): continued through another region's
+/// edge it is read and appended in its home region; with its home down it is answered
+/// single-turn, flagged, and nothing is stored elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_follows_its_user_to_another_region() {
+    let dir = scratch("home");
+    let (qa, oa, qb, ob) = (free_port(), free_port(), free_port(), free_port());
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let regions = format!(
+        "[[region]]\nname = \"eu-west\"\nrtt_ms = {{ us-east = 80 }}\n[[region.core]]\nname = \"eu-west-1\"\nquic = \"{}\"\nops = \"{}\"\n\n\
+         [[region]]\nname = \"us-east\"\nrtt_ms = {{ eu-west = 80 }}\n[[region.core]]\nname = \"us-east-1\"\nquic = \"{}\"\nops = \"{}\"\n",
+        addr(qa),
+        addr(oa),
+        addr(qb),
+        addr(ob)
+    );
+    let regions_file = write_file(&dir, "regions.toml", &regions);
+    let eu = core_proc(&dir, "eu-west-1", "eu-west", addr(qa), addr(oa), None);
+    let _us = core_proc(&dir, "us-east-1", "us-east", addr(qb), addr(ob), None);
+    let edge_in = |region: &str| {
+        let mut cfg = edge_config(vec![]);
+        cfg.region = region.into();
+        cfg.regions_file = Some(regions_file.clone());
+        cfg
+    };
+    let eu_edge = start_edge(edge_in("eu-west")).await;
+    let us_edge = start_edge(edge_in("us-east")).await;
+    let healthy = |edge: &chorus_edge::RunningEdge| edge.state.pool.health().iter().all(|h| h.1 == 1);
+    let t = std::time::Instant::now();
+    while !(healthy(&eu_edge) && healthy(&us_edge)) {
+        assert!(t.elapsed() < Duration::from_secs(60), "both edges reach both cores");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let k = auth(KEY);
+    let headers = [("Authorization", k.as_str()), ("Content-Type", "application/json")];
+    let turn = |conversation: Option<&str>, text: &str| {
+        let mut b = json!({"model": "chorus", "temperature": 0, "max_tokens": 8, "messages": [{"role": "user", "content": text}]});
+        match conversation {
+            Some(id) => b["conversation_id"] = json!(id),
+            None => b["store"] = json!(true),
+        }
+        b.to_string()
+    };
+
+    // Started in eu-west: the id names its home.
+    let r = http(eu_edge.addr, "POST", "/v1/chat/completions", &headers, &turn(None, "My name is Ada.")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = r.json()["chorus"]["conversation_id"].as_str().unwrap().to_owned();
+    assert_eq!(chorus_proto::conversation_home(&id), Some("eu-west"), "{id}");
+
+    // The user is now nearest us-east: the edge there sends the turn to the home region.
+    let r = http(us_edge.addr, "POST", "/v1/chat/completions", &headers, &turn(Some(&id), "What is my name?")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-chorus-degraded"), None, "{r:?}");
+    assert_eq!(r.json()["chorus"]["turn_version"], 2, "appended to the stored conversation: {}", r.body);
+    let conv = http(us_edge.addr, "GET", &format!("/v1/conversations/{id}"), &headers, "").await;
+    assert_eq!(conv.status, 200, "{conv:?}");
+    assert_eq!(conv.json()["turns"].as_array().unwrap().len(), 2);
+
+    // Its home region goes down: answered single-turn from us-east, flagged, not stored there.
+    drop(eu);
+    let t = std::time::Instant::now();
+    while us_edge.state.pool.health().iter().any(|h| h.0 == "eu-west" && h.1 == 1) {
+        assert!(t.elapsed() < Duration::from_secs(30), "the edge notices eu-west is down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = http(us_edge.addr, "POST", "/v1/chat/completions", &headers, &turn(Some(&id), "Are you there?")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.header("x-chorus-degraded").is_some_and(|d| d.contains("store")), "{r:?}");
+    assert!(r.json()["chorus"]["store_error"].is_string(), "{}", r.body);
+    assert!(r.json()["chorus"]["turn_version"].is_null(), "{}", r.body);
+}
+
+/// Where the operator gives several regions one PostgreSQL, a conversation continues with its
+/// history in another region after its home region's core is killed (durable first, as ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_continues_in_another_region_sharing_one_postgresql() {
+    if std::net::TcpStream::connect_timeout(&"127.0.0.1:5432".parse().unwrap(), Duration::from_millis(300)).is_err() {
+        eprintln!("note: no PostgreSQL at 127.0.0.1:5432; the shared durable tier is not exercised here");
+        return;
+    }
+    let dir = scratch("home-pg");
+    let schema = format!("home_{}", chorus_edge::random_hex(6));
+    let store = format!(
+        "[store]\ndurable = \"postgres\"\n[store.postgres]\nurl = \"host=127.0.0.1 port=5432 user=postgres dbname=test\"\nschema = \"{schema}\"\n"
+    );
+    let (qa, oa, qb, ob) = (free_port(), free_port(), free_port(), free_port());
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let regions = format!(
+        "[[region]]\nname = \"eu-west\"\nrtt_ms = {{ us-east = 80 }}\n[[region.core]]\nname = \"eu-west-1\"\nquic = \"{}\"\nops = \"{}\"\n\n\
+         [[region]]\nname = \"us-east\"\nrtt_ms = {{ eu-west = 80 }}\n[[region.core]]\nname = \"us-east-1\"\nquic = \"{}\"\nops = \"{}\"\n",
+        addr(qa),
+        addr(oa),
+        addr(qb),
+        addr(ob)
+    );
+    let regions_file = write_file(&dir, "regions.toml", &regions);
+    let eu = core_proc_with_store(&dir, "eu-west-1", "eu-west", addr(qa), addr(oa), None, &store);
+    let _us = core_proc_with_store(&dir, "us-east-1", "us-east", addr(qb), addr(ob), None, &store);
+    let mut cfg = edge_config(vec![]);
+    cfg.region = "eu-west".into();
+    cfg.regions_file = Some(regions_file);
+    let edge = start_edge(cfg).await;
+    let k = auth(KEY);
+    let headers = [("Authorization", k.as_str()), ("Content-Type", "application/json")];
+    let body = json!({"model": "chorus", "temperature": 0, "max_tokens": 8, "store": true,
+        "messages": [{"role": "user", "content": "My name is Ada."}]});
+    let r = http(edge.addr, "POST", "/v1/chat/completions", &headers, &body.to_string()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = r.json()["chorus"]["conversation_id"].as_str().unwrap().to_owned();
+    drop(eu);
+    let t = std::time::Instant::now();
+    while edge.state.pool.health().iter().any(|h| h.0 == "eu-west" && h.1 == 1) {
+        assert!(t.elapsed() < Duration::from_secs(30), "the edge notices eu-west is down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let next = json!({"model": "chorus", "temperature": 0, "max_tokens": 8, "conversation_id": id,
+        "messages": [{"role": "user", "content": "What is my name?"}]});
+    let r = http(edge.addr, "POST", "/v1/chat/completions", &headers, &next.to_string()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-chorus-degraded"), None, "{r:?}");
+    assert_eq!(r.json()["chorus"]["turn_version"], 2, "continued with its history in us-east: {}", r.body);
+    let conv = http(edge.addr, "GET", &format!("/v1/conversations/{id}"), &headers, "").await;
+    assert_eq!(conv.json()["turns"].as_array().unwrap().len(), 2, "{conv:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,7 +70,7 @@ pub(crate) async fn resolve(core: &Core, g: &Generate) -> Resolved {
         _ => {
             return Resolved::Go(Thread {
                 owner,
-                id: Some(crate::store::new_id("conv_")),
+                id: Some(crate::store::new_id(&chorus_proto::conversation_prefix(&core.cfg.region))),
                 prior: None,
                 status: StoreStatus::Ok,
             });
@@ -94,6 +94,17 @@ pub(crate) async fn resolve(core: &Core, g: &Generate) -> Resolved {
                 StoreStatus::Ok
             };
             Resolved::Go(Thread { owner, id: Some(id), prior: Some(c), status })
+        }
+        // Homed in another region whose store this core does not share, and routed here because
+        // that region is unreachable: answer single-turn, flagged, and store nothing (a turn
+        // kept here would split the conversation).
+        Err(StoreError::NotFound)
+            if chorus_proto::conversation_home(&id).is_some_and(|home| home != core.cfg.region) =>
+        {
+            let home = chorus_proto::conversation_home(&id).unwrap_or_default();
+            warn!(request = %g.request_id, conversation = %id, home, "the conversation's home region is unreachable: answering single-turn");
+            store.metrics.degraded("unavailable");
+            Resolved::Go(Thread { owner, id: Some(id), prior: None, status: StoreStatus::Unavailable })
         }
         Err(StoreError::NotFound) => Resolved::Fail(ErrorCode::NotFound, format!("conversation {id:?} not found")),
         Err(e @ StoreError::Unavailable { .. }) => unavailable(owner, Some(id), &e),

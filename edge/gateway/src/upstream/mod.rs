@@ -106,7 +106,14 @@ impl UpstreamPool {
     /// when it is that busy and a sibling is not).
     pub fn candidates(&self, key: &str) -> Vec<(Arc<CoreSlot>, Arc<CoreClient>)> {
         let mut out = Vec::new();
-        for (_, slots) in &self.regions {
+        if self.regions.is_empty() {
+            return out;
+        }
+        // A conversation's home region goes first: its store holds the history.
+        let home = chorus_proto::conversation_home(key);
+        let first = home.and_then(|h| self.regions.iter().position(|(name, _)| name == h)).unwrap_or(0);
+        let order = std::iter::once(first).chain((0..self.regions.len()).filter(|&i| i != first));
+        for (_, slots) in order.map(|i| &self.regions[i]) {
             let live: Vec<(&Arc<CoreSlot>, Arc<CoreClient>)> =
                 slots.iter().filter(|s| s.healthy()).filter_map(|s| Some((s, s.client()?))).collect();
             let facts: Vec<(&str, bool)> = live
