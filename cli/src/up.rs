@@ -23,6 +23,11 @@ pub struct UpArgs {
     /// Keep the edge's state, the filters' counters and the core's hot tier in this Redis.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Keep conversations in this PostgreSQL (a libpq-style string) instead of an embedded
+    /// file per core; with `--regions`, every region's cores share it, so a conversation
+    /// continues with its history in another region when its home region's core is gone.
+    #[arg(long)]
+    pub postgres: Option<String>,
     /// Start the topology of this region file (every core and edge) on this machine.
     #[arg(long)]
     pub regions: Option<PathBuf>,
@@ -114,6 +119,10 @@ fn core_config(args: &UpArgs) -> Result<CoreConfig> {
         cfg.store.hot = HotKind::Redis;
         cfg.store.redis.url = url.clone();
     }
+    if let Some(url) = &args.postgres {
+        cfg.store.durable = chorus_core::config::DurableKind::Postgres;
+        cfg.store.postgres.url = url.clone();
+    }
     Ok(cfg)
 }
 
@@ -183,7 +192,8 @@ pub fn run(args: UpArgs) -> Result<()> {
                     cfg.region = r.name.clone();
                     cfg.listen = c.quic;
                     cfg.http = c.ops.unwrap_or_else(|| "127.0.0.1:0".parse().expect("literal address"));
-                    // One embedded store file per core (a real deployment shares PostgreSQL).
+                    // One embedded store file per core unless `--postgres` (a real deployment
+                    // shares PostgreSQL within a region, and may across regions).
                     cfg.store.path = Some(data.join("regions").join(format!("{}.redb", c.name)));
                     cfg.store.redis.prefix = format!("{}:{}", cfg.store.redis.prefix, c.name);
                     cores.push(cfg);
