@@ -192,30 +192,10 @@ async fn a_dropped_stream_resumes_from_last_event_id_exactly() {
     let headers = [("Authorization", a.as_str()), ("Content-Type", "application/json")];
     let mut body: Value = serde_json::from_str(&chat_body("Count from one to forty in words.", 96, true)).unwrap();
     body["store"] = json!(true);
-    let mut s = send_request(addr, "POST", "/v1/chat/completions", &headers, body.to_string().as_bytes()).await;
     // Read until a few tokens have arrived, then drop the connection.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    while raw.windows(7).filter(|w| w == b"\ndata: ").count() < 6 {
-        let n = tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0, "the stream ended early");
-        raw.extend_from_slice(&buf[..n]);
-    }
-    drop(s);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let body_part = text.split_once("\r\n\r\n").unwrap().1;
-    // Complete events only (a chunk may end mid-event).
-    let complete = &body_part[..body_part.rfind("\n\n").unwrap() + 2];
-    let first: Vec<(String, String)> = sse_events(complete).into_iter().filter(|(id, _)| !id.is_empty()).collect();
+    let (first, text) = read_some_then_drop(addr, &headers, &body.to_string(), 6).await;
     let last_id = first.last().unwrap().0.clone();
-    let conversation = text
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("x-chorus-conversation-id:")
-                .then(|| l.split(':').nth(1).unwrap().trim().to_owned())
-        })
-        .expect("the conversation id header");
+    let conversation = conversation_header(&text);
 
     let h2 = [("Authorization", a.as_str()), ("Content-Type", "application/json"), ("Last-Event-ID", last_id.as_str())];
     let rest = http(addr, "POST", "/v1/chat/completions", &h2, &body.to_string()).await;
@@ -254,6 +234,17 @@ async fn a_dropped_stream_resumes_from_last_event_id_exactly() {
     let r = http(addr, "POST", "/v1/chat/completions", &h3, "").await;
     assert_eq!(r.status, 410, "{r:?}");
     assert_eq!(r.json()["error"]["code"], "resume_unavailable");
+}
+
+/// The `x-chorus-conversation-id` of a raw HTTP response head.
+fn conversation_header(raw: &str) -> String {
+    raw.lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("x-chorus-conversation-id:")
+                .then(|| l.split(':').nth(1).unwrap().trim().to_owned())
+        })
+        .expect("the conversation id header")
 }
 
 /// Reads a stream until `events` data lines arrived, then drops the connection; the complete
@@ -315,14 +306,7 @@ async fn edges_sharing_redis_resume_and_attach_each_others_answers() {
     assert_eq!(index(&second[0].0), index(&last_id) + 1, "ids continue across edges: {last_id} then {}", second[0].0);
     let resumed = format!("{}{}", sse_text(&first), sse_text(&second));
     assert_eq!(streams() - before, 1, "resuming elsewhere generates nothing again");
-    let conversation = raw
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("x-chorus-conversation-id:")
-                .then(|| l.split(':').nth(1).unwrap().trim().to_owned())
-        })
-        .expect("the conversation id header");
+    let conversation = conversation_header(&raw);
     let conv = http(two.addr, "GET", &format!("/v1/conversations/{conversation}"), &headers, "").await;
     assert_eq!(conv.json()["turns"][0]["answer"].as_str().unwrap(), resumed, "the answer as generated, once");
     // Someone else cannot resume it through another edge either.
@@ -586,25 +570,27 @@ async fn when_region_a_dies_region_b_serves_retrying_only_before_the_first_token
     assert!(m.contains("chorus_edge_upstream_healthy_cores{region=\"region-a\"} 0"), "{m}");
 }
 
+/// A region file for eu-west and us-east with one core each on free local ports: the cores'
+/// QUIC and ops addresses (eu's, then us's) and the file.
+fn eu_and_us(dir: &std::path::Path) -> ([SocketAddr; 4], std::path::PathBuf) {
+    let a = [free_port(), free_port(), free_port(), free_port()].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+    let regions = format!(
+        "[[region]]\nname = \"eu-west\"\nrtt_ms = {{ us-east = 80 }}\n[[region.core]]\nname = \"eu-west-1\"\nquic = \"{}\"\nops = \"{}\"\n\n\
+         [[region]]\nname = \"us-east\"\nrtt_ms = {{ eu-west = 80 }}\n[[region.core]]\nname = \"us-east-1\"\nquic = \"{}\"\nops = \"{}\"\n",
+        a[0], a[1], a[2], a[3]
+    );
+    (a, write_file(dir, "regions.toml", &regions))
+}
+
 /// A conversation has a home region (its id names it): continued through another region's
 /// edge it is read and appended in its home region; with its home down it is answered
 /// single-turn, flagged, and nothing is stored elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_follows_its_user_to_another_region() {
     let dir = scratch("home");
-    let (qa, oa, qb, ob) = (free_port(), free_port(), free_port(), free_port());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let regions = format!(
-        "[[region]]\nname = \"eu-west\"\nrtt_ms = {{ us-east = 80 }}\n[[region.core]]\nname = \"eu-west-1\"\nquic = \"{}\"\nops = \"{}\"\n\n\
-         [[region]]\nname = \"us-east\"\nrtt_ms = {{ eu-west = 80 }}\n[[region.core]]\nname = \"us-east-1\"\nquic = \"{}\"\nops = \"{}\"\n",
-        addr(qa),
-        addr(oa),
-        addr(qb),
-        addr(ob)
-    );
-    let regions_file = write_file(&dir, "regions.toml", &regions);
-    let eu = core_proc(&dir, "eu-west-1", "eu-west", addr(qa), addr(oa), None);
-    let _us = core_proc(&dir, "us-east-1", "us-east", addr(qb), addr(ob), None);
+    let ([qa, oa, qb, ob], regions_file) = eu_and_us(&dir);
+    let eu = core_proc(&dir, "eu-west-1", "eu-west", qa, oa, None);
+    let _us = core_proc(&dir, "us-east-1", "us-east", qb, ob, None);
     let edge_in = |region: &str| {
         let mut cfg = edge_config(vec![]);
         cfg.region = region.into();
@@ -672,19 +658,9 @@ async fn a_conversation_continues_in_another_region_sharing_one_postgresql() {
     let store = format!(
         "[store]\ndurable = \"postgres\"\n[store.postgres]\nurl = \"host=127.0.0.1 port=5432 user=postgres dbname=test\"\nschema = \"{schema}\"\n"
     );
-    let (qa, oa, qb, ob) = (free_port(), free_port(), free_port(), free_port());
-    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let regions = format!(
-        "[[region]]\nname = \"eu-west\"\nrtt_ms = {{ us-east = 80 }}\n[[region.core]]\nname = \"eu-west-1\"\nquic = \"{}\"\nops = \"{}\"\n\n\
-         [[region]]\nname = \"us-east\"\nrtt_ms = {{ eu-west = 80 }}\n[[region.core]]\nname = \"us-east-1\"\nquic = \"{}\"\nops = \"{}\"\n",
-        addr(qa),
-        addr(oa),
-        addr(qb),
-        addr(ob)
-    );
-    let regions_file = write_file(&dir, "regions.toml", &regions);
-    let eu = core_proc_with_store(&dir, "eu-west-1", "eu-west", addr(qa), addr(oa), None, &store);
-    let _us = core_proc_with_store(&dir, "us-east-1", "us-east", addr(qb), addr(ob), None, &store);
+    let ([qa, oa, qb, ob], regions_file) = eu_and_us(&dir);
+    let eu = core_proc_with_store(&dir, "eu-west-1", "eu-west", qa, oa, None, &store);
+    let _us = core_proc_with_store(&dir, "us-east-1", "us-east", qb, ob, None, &store);
     let mut cfg = edge_config(vec![]);
     cfg.region = "eu-west".into();
     cfg.regions_file = Some(regions_file);

@@ -48,8 +48,9 @@ fn default_cloud() -> String {
 pub struct RegionProvision {
     /// The provider's region, e.g. `eu-west-1`.
     pub cloud_region: String,
-    /// The data-residency zone (e.g. `eu`): conversations homed in this region are stored only
-    /// in regions of the same zone. Tagged on every resource.
+    /// The data-residency zone (e.g. `eu`), tagged on every resource. A conversation is stored
+    /// only in its home region (a core elsewhere answers it single-turn and stores nothing), so
+    /// this is where the region's conversations live.
     pub residency: String,
     /// The region's private IPv4 range, /16 to /20; regions must not overlap (their VPCs are
     /// peered so edges can fail over to other regions' cores).

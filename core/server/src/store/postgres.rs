@@ -115,6 +115,26 @@ fn text(v: &impl serde::Serialize) -> String {
     String::from_utf8(encode(v)).unwrap_or_default()
 }
 
+/// Connects with `tls` (or none) and drives the connection on its own task.
+async fn open<T>(pg: &tokio_postgres::Config, tls: T, timeout: Duration) -> Result<Client>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+    T::TlsConnect: Send,
+    <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+{
+    let (client, conn) = tokio::time::timeout(timeout, pg.connect(tls))
+        .await
+        .map_err(|_| StoreError::durable("connecting to PostgreSQL timed out"))?
+        .map_err(db)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
 /// A TLS connector that verifies the server against `ca_file`'s roots, else the system's.
 fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<MakeRustlsConnect> {
     use rustls_pki_types::CertificateDer;
@@ -178,32 +198,9 @@ impl Postgres {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let timed_out = |_| StoreError::durable("connecting to PostgreSQL timed out");
         let mut client = match &self.tls {
-            Some(tls) => {
-                let (client, conn) = tokio::time::timeout(self.connect_timeout, self.pg.connect(tls.clone()))
-                    .await
-                    .map_err(timed_out)?
-                    .map_err(db)?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "PostgreSQL connection ended");
-                    }
-                });
-                client
-            }
-            None => {
-                let (client, conn) = tokio::time::timeout(self.connect_timeout, self.pg.connect(NoTls))
-                    .await
-                    .map_err(timed_out)?
-                    .map_err(db)?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "PostgreSQL connection ended");
-                    }
-                });
-                client
-            }
+            Some(tls) => open(&self.pg, tls.clone(), self.connect_timeout).await?,
+            None => open(&self.pg, NoTls, self.connect_timeout).await?,
         };
         // The schema name is validated by the config (a-z, 0-9, _), so it can be spliced.
         let tx = client.transaction().await.map_err(db)?;
