@@ -220,7 +220,12 @@ impl SharedRuns {
         let (_, events_key, live_key) = self.keys(&run.id);
         // Blocking reads get their own connection: they would stall every other command on a
         // multiplexed one.
-        let mut blocking = self.client.get_multiplexed_async_connection().await.map_err(state)?;
+        // Its replies take up to the block time, so its response timeout is longer than that
+        // (the client's default, 500 ms, would cut every quiet second short).
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(LIVE_EVERY + Duration::from_secs(2)));
+        let mut blocking = self.client.get_multiplexed_async_connection_with_config(&cfg).await.map_err(state)?;
         let mut c = self.conn().await?;
         let mut last = "0-0".to_string();
         let mut expect = 0usize;

@@ -191,3 +191,65 @@ async fn nothing_is_charged_for_no_core_or_a_replay_in_redis() {
     let r = redis();
     charges(Some(&r.url)).await;
 }
+
+/// A shared answer with quiet gaps longer than a blocking read (a slow or busy core) is
+/// mirrored whole on another edge: every event, in order, with the same indexes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_answer_with_quiet_gaps_is_mirrored_whole() {
+    use chorus_edge::openai::Shape;
+    use chorus_edge::run::{Form, Next, Run, Runs, owner_of};
+    use chorus_edge::shared::SharedRuns;
+    let r = redis();
+    let prefix = format!("test:{}", chorus_edge::random_hex(4));
+    let open = |edge: &str| {
+        Arc::new(SharedRuns::open(&r.url, &prefix, edge, Duration::from_secs(30), Duration::from_secs(60)).unwrap())
+    };
+    let (origin, other) = (open("edge-1"), open("edge-2"));
+    let owner = owner_of("acme", "alice");
+    let form = Form { stream: true, include_usage: false, shape: Shape::Chat };
+    let run = Run::new("chatcmpl-gaps".into(), form, chorus_proto::Tier::Plus, owner, 1 << 20, Duration::from_secs(30));
+    let _reader = run.reader();
+    tokio::spawn(origin.clone().publish(run.clone(), owner));
+    run.push(RunEvent::Head {
+        model: "m".into(),
+        fleet: "flagship".into(),
+        prompt: None,
+        degraded_model: false,
+        degraded_store: false,
+        conversation_id: None,
+        choices: 1,
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let runs = Runs::new(16);
+    assert!(
+        other.mirror(&runs, "chatcmpl-gaps", &owner_of("acme", "mallory"), 1 << 20).await.unwrap().is_none(),
+        "not theirs"
+    );
+    let mirror = other.mirror(&runs, "chatcmpl-gaps", &owner, 1 << 20).await.unwrap().expect("shared");
+    for word in ["one", "two", "three"] {
+        tokio::time::sleep(Duration::from_millis(1600)).await; // longer than a blocking read
+        run.push(RunEvent::Delta { text: word.into(), logprobs: vec![], choice: 0 });
+    }
+    run.push(RunEvent::Finish {
+        finish_reason: "stop".into(),
+        usage: Default::default(),
+        conversation_id: None,
+        turn_version: None,
+        store_error: None,
+        choices: vec![],
+    });
+    let mut text = String::new();
+    for i in 0.. {
+        match tokio::time::timeout(Duration::from_secs(10), mirror.next(i)).await.expect("the mirror keeps up") {
+            Next::Event(RunEvent::Delta { text: t, .. }) => text.push_str(&t),
+            Next::Event(RunEvent::Error(e)) => panic!("the mirror failed: {e}"),
+            Next::Event(RunEvent::Finish { .. }) => {
+                assert_eq!(i, 4, "head, three deltas, finish");
+                break;
+            }
+            Next::Event(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(text, "onetwothree");
+}
