@@ -564,7 +564,9 @@ async fn answers_continue_while_redis_is_down_and_the_hot_tier_recovers() {
     let mut cfg = base_config();
     cfg.store.hot = HotKind::Redis;
     cfg.store.redis.url = redis.url();
-    cfg.store.op_timeout_ms = 500;
+    // Short enough that a stopped Redis costs a turn little; long enough for the embedded
+    // durable tier's first commits on a busy disk (500 ms failed a loaded CI run's first commit).
+    cfg.store.op_timeout_ms = 1500;
     let running = start(cfg).await;
     let client = connect(running.quic_addr).await;
     let mut g = generate(Tier::Plus, "Say hello.", 8);
