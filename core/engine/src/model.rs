@@ -803,7 +803,11 @@ mod tests {
         }
         let dir = std::env::temp_dir().join(format!("chorus-synth-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("m{}-{}-{}.gguf", s.dim, s.heads, drop.unwrap_or("full").replace('.', "_")));
+        // Tests run in parallel threads of one process and load the same shapes: each write gets
+        // its own file, so no test reads a file another is still truncating and rewriting.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("m{}-{}-{}-{n}.gguf", s.dim, s.heads, drop.unwrap_or("full").replace('.', "_")));
         std::fs::write(&path, b.build()).unwrap();
         path
     }
