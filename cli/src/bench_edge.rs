@@ -208,8 +208,10 @@ pub fn run(b: &EdgeBench) -> Result<()> {
         bail!("--requests and --connections must be at least 1");
     }
     let (cfg, scratch) = bench_core_config("edge", b.threads, &b.model, 8)?;
-    let fleets =
-        chorus_core::fleet::start_fleets(&cfg, &mut chorus_core::fleet::load_engines(cfg.threads, cfg.device))?;
+    let fleets = chorus_core::fleet::start_fleets(
+        &cfg,
+        &mut chorus_core::fleet::load_engines(cfg.threads, cfg.compute_priority, cfg.device),
+    )?;
     let pki = chorus_proto::tls::mint_dev("bench CA", &["localhost".into()])?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(async {

@@ -47,8 +47,10 @@ pub fn run(b: &QuicBench) -> Result<()> {
     }
     let (mut cfg, scratch) = bench_core_config("quic", b.threads, &b.model, b.streams)?;
     cfg.post_safety.enabled = !b.no_post_safety;
-    let fleets =
-        chorus_core::fleet::start_fleets(&cfg, &mut chorus_core::fleet::load_engines(cfg.threads, cfg.device))?;
+    let fleets = chorus_core::fleet::start_fleets(
+        &cfg,
+        &mut chorus_core::fleet::load_engines(cfg.threads, cfg.compute_priority, cfg.device),
+    )?;
     let pki = chorus_core::tls::mint_dev("bench CA", &["localhost".into()])?;
     let per_stream = b.tokens.div_ceil(b.streams) as u32;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

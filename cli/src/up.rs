@@ -213,7 +213,7 @@ pub fn run(args: UpArgs) -> Result<()> {
     }
 
     println!("loading the model (the first run fetches and verifies it)…");
-    let mut loader = chorus_core::fleet::load_engines(base.threads, base.device);
+    let mut loader = chorus_core::fleet::load_engines(base.threads, base.compute_priority, base.device);
     let mut fleets = Vec::new();
     for cfg in &cores {
         fleets.push(chorus_core::fleet::start_fleets(cfg, &mut loader)?);

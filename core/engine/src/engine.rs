@@ -146,8 +146,8 @@ pub struct Engine {
     pub constraints: Constraints,
     /// The GGUF's own chat template, if it has one.
     pub template: Option<ChatTemplate>,
-    /// Compute threads.
-    pub pool: ThreadPool,
+    /// Compute threads, shared with every engine loaded onto the same pool.
+    pub pool: Arc<ThreadPool>,
     /// Kernel instruction set in use.
     pub isa: Isa,
     /// Tokens that end a turn.
@@ -159,11 +159,18 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads a GGUF model.
+    /// Loads a GGUF model with a compute pool of its own (`opts.threads`).
     pub fn load(path: &Path, opts: &EngineOptions) -> Result<Self, LoadError> {
         if opts.threads == 0 || opts.threads > 256 {
             return Err(LoadError::Threads(opts.threads));
         }
+        Self::load_on(path, opts, Arc::new(ThreadPool::new(opts.threads)))
+    }
+
+    /// Loads a GGUF model that computes on `pool`, which other engines (other fleets' models)
+    /// may share: their loops then take turns by step ([`ThreadPool::step`]) rather than
+    /// running more threads than there are cores. `opts.threads` is ignored.
+    pub fn load_on(path: &Path, opts: &EngineOptions, pool: Arc<ThreadPool>) -> Result<Self, LoadError> {
         let best = Isa::detect();
         let isa = match opts.isa {
             Some(i) if i > best => {
@@ -237,7 +244,7 @@ impl Engine {
             constraints: Constraints::new(tokenizer.clone(), &stop_ids),
             tokenizer,
             template,
-            pool: ThreadPool::new(opts.threads),
+            pool,
             isa,
             stop_ids,
             backend,

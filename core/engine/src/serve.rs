@@ -211,7 +211,11 @@ impl EngineHandle {
         let handle_engine = engine.clone();
         let sup =
             Supervisor { engine, opts, metrics: metrics.clone(), pulse: pulse.clone(), failpoints: failpoints.clone() };
-        std::thread::Builder::new().name("chorus-engine".into()).spawn(move || sup.run(&rx, first))?;
+        std::thread::Builder::new().name("chorus-engine".into()).spawn(move || {
+            // The loop's thread computes as the pool's thread 0.
+            sup.engine.pool.enter();
+            sup.run(&rx, first)
+        })?;
         Ok(Self {
             tx,
             next_id: Arc::new(AtomicU64::new(1)),
@@ -676,6 +680,11 @@ impl Loop {
         let host = |i: usize| needs_host.get(i).copied().unwrap_or(true);
         // Constrained sequences' next masks are computed beside the forward pass, so the
         // sampler finds them ready (a mask depends only on the tokens taken so far).
+        // The step holds the machine's compute pool, which other fleets' loops share; its claim
+        // is the weight of the most important tier in it.
+        let tiers = &self.sched.config().tiers;
+        let weight = plan.seqs.iter().filter_map(|p| self.live.get(&p.id)).map(|l| tiers[l.tier.index()].weight).max();
+        let grant = e.pool.step(weight.unwrap_or(1));
         let ahead: Vec<&mut Constraint> = self.live.values_mut().filter_map(|l| l.sampler.constraint_mut()).collect();
         let forwarded = if ahead.is_empty() {
             self.exec.forward(e, &steps, &host)
@@ -693,6 +702,8 @@ impl Loop {
                 rows
             })
         };
+        // Sampling and delivery need no pool: the next loop's step may start.
+        drop(grant);
         let rows = match forwarded {
             Ok(rows) => rows,
             Err(err) => {

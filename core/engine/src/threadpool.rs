@@ -4,13 +4,21 @@
 //! so per-operation cost matters more than generality: workers spin briefly on an epoch counter
 //! before sleeping, a job is a borrowed closure (no boxing, no channel), and the calling thread
 //! takes part as thread 0. The pool never spawns a thread after construction.
+//!
+//! One pool serves every model fleet of a process, so fleets never oversubscribe the cores: an
+//! engine loop takes the pool for a whole step with [`ThreadPool::step`], and when several loops
+//! want it the [`StepGrant`] goes to the largest claim, its tier weight times how long it has
+//! waited (plus one mean step), so a higher tier's steps come first and a lower tier's are
+//! delayed, never starved. Between steps, with no loop waiting, the workers sleep at once instead
+//! of spinning, leaving the cores to the threads that send the step's tokens.
 
 #![allow(unsafe_code)] // lifetime erasure of the borrowed job; see `run`.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 type Job = dyn Fn(usize) + Sync;
 
@@ -27,6 +35,8 @@ struct Shared {
     job: UnsafeCell<Option<*const Job>>,
     shutdown: AtomicBool,
     panicked: AtomicBool,
+    /// Set between steps: idle workers sleep at once rather than spin.
+    resting: AtomicBool,
     sleep: Mutex<()>,
     wake: Condvar,
 }
@@ -44,6 +54,102 @@ pub struct ThreadPool {
     n_threads: usize,
     /// Serializes callers: the pool runs one job at a time.
     busy: Mutex<()>,
+    /// How the workers (and the threads that [`ThreadPool::enter`]) are scheduled.
+    priority: ComputePriority,
+    /// Who runs the next step.
+    arbiter: Arbiter,
+}
+
+/// Hands whole steps to the engine loops that share the pool.
+#[derive(Default)]
+struct Arbiter {
+    state: Mutex<Turns>,
+    turn: Condvar,
+}
+
+#[derive(Default)]
+struct Turns {
+    /// A step holds the pool.
+    held: bool,
+    /// The ticket the last release handed the pool to, not yet taken up by its waiter.
+    handed: Option<u64>,
+    next_ticket: u64,
+    waiting: Vec<Waiter>,
+    /// Mean hold time of a step (exponentially smoothed), the unit a wait is measured in.
+    mean_step: Duration,
+    grants: u64,
+    contended: u64,
+}
+
+struct Waiter {
+    ticket: u64,
+    weight: u32,
+    since: Instant,
+}
+
+impl Turns {
+    /// The waiter with the largest claim, `weight × (waited + mean step)`; the earlier ticket
+    /// on a tie.
+    fn pick(&self, now: Instant) -> Option<usize> {
+        let unit = self.mean_step.max(Duration::from_micros(100)).as_secs_f64();
+        let claim = |w: &Waiter| f64::from(w.weight) * (now.saturating_duration_since(w.since).as_secs_f64() + unit);
+        let mut best: Option<usize> = None;
+        for (i, w) in self.waiting.iter().enumerate() {
+            if best.is_none_or(|b| claim(w) > claim(&self.waiting[b])) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+}
+
+/// Counts of [`ThreadPool::step`] grants, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepCounts {
+    /// Steps granted.
+    pub grants: u64,
+    /// Steps that waited for another loop's step.
+    pub contended: u64,
+}
+
+/// The pool held for one step; dropping it hands the pool to the next waiting loop (or lets the
+/// workers rest).
+#[must_use = "the step holds the pool until the grant is dropped"]
+pub struct StepGrant<'a> {
+    pool: &'a ThreadPool,
+    start: Instant,
+}
+
+impl std::fmt::Debug for StepGrant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepGrant").field("held", &self.start.elapsed()).finish()
+    }
+}
+
+impl Drop for StepGrant<'_> {
+    fn drop(&mut self) {
+        let a = &self.pool.arbiter;
+        let mut t = lock(&a.state);
+        let held = self.start.elapsed();
+        t.mean_step = if t.grants <= 1 { held } else { (t.mean_step * 7 + held) / 8 };
+        match t.pick(Instant::now()) {
+            Some(i) => {
+                let w = t.waiting.swap_remove(i);
+                t.handed = Some(w.ticket);
+                drop(t);
+                a.turn.notify_all();
+            }
+            None => {
+                t.held = false;
+                drop(t);
+                self.pool.rest();
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl std::fmt::Debug for ThreadPool {
@@ -53,8 +159,14 @@ impl std::fmt::Debug for ThreadPool {
 }
 
 impl ThreadPool {
-    /// A pool of `n_threads` (the caller counts as one; at least 1).
+    /// A pool of `n_threads` (the caller counts as one; at least 1) at normal priority.
     pub fn new(n_threads: usize) -> Self {
+        Self::with_priority(n_threads, ComputePriority::Normal)
+    }
+
+    /// A pool of `n_threads` whose workers run at `priority`; a thread that runs jobs as thread 0
+    /// takes it with [`ThreadPool::enter`].
+    pub fn with_priority(n_threads: usize, priority: ComputePriority) -> Self {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
             epoch: AtomicUsize::new(0),
@@ -62,6 +174,7 @@ impl ThreadPool {
             job: UnsafeCell::new(None),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
+            resting: AtomicBool::new(false),
             sleep: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -70,11 +183,52 @@ impl ThreadPool {
                 let s = shared.clone();
                 std::thread::Builder::new()
                     .name(format!("chorus-compute-{idx}"))
-                    .spawn(move || worker(&s, idx))
+                    .spawn(move || worker(&s, idx, priority))
                     .expect("spawning a compute thread at start-up")
             })
             .collect();
-        Self { shared, workers, n_threads, busy: Mutex::new(()) }
+        Self { shared, workers, n_threads, priority, busy: Mutex::new(()), arbiter: Arbiter::default() }
+    }
+
+    /// Takes the pool for one step of an engine loop whose most important sequence has tier
+    /// `weight` (≥ 1). Returns at once when no other step holds or waits for the pool; otherwise
+    /// waits its turn (see the module docs). Jobs may also be run without a grant (a single
+    /// session, a benchmark); they then interleave with granted steps kernel by kernel.
+    pub fn step(&self, weight: u32) -> StepGrant<'_> {
+        let a = &self.arbiter;
+        let mut t = lock(&a.state);
+        t.grants += 1;
+        if !t.held && t.waiting.is_empty() {
+            t.held = true;
+            return StepGrant { pool: self, start: Instant::now() };
+        }
+        t.contended += 1;
+        let ticket = t.next_ticket;
+        t.next_ticket += 1;
+        t.waiting.push(Waiter { ticket, weight: weight.max(1), since: Instant::now() });
+        loop {
+            t = a.turn.wait(t).unwrap_or_else(|e| e.into_inner());
+            if t.handed == Some(ticket) {
+                t.handed = None;
+                return StepGrant { pool: self, start: Instant::now() };
+            }
+        }
+    }
+
+    /// Grants so far.
+    pub fn step_counts(&self) -> StepCounts {
+        let t = lock(&self.arbiter.state);
+        StepCounts { grants: t.grants, contended: t.contended }
+    }
+
+    /// Lets idle workers sleep now instead of spinning for the next job.
+    fn rest(&self) {
+        self.shared.resting.store(true, Ordering::Relaxed);
+    }
+
+    /// Gives the calling thread, which will run jobs as thread 0, the workers' priority.
+    pub fn enter(&self) {
+        self.priority.apply_to_current_thread();
     }
 
     /// Threads that run a job, the caller included.
@@ -99,6 +253,7 @@ impl ThreadPool {
             *s.job.get() = Some(ptr);
         }
         s.pending.store(self.n_threads - 1, Ordering::Relaxed);
+        s.resting.store(false, Ordering::Relaxed);
         s.epoch.fetch_add(1, Ordering::Release);
         {
             // Taking the lock orders this notify after any worker's check-then-wait.
@@ -150,7 +305,36 @@ impl ThreadPool {
     }
 }
 
-fn worker(s: &Shared, idx: usize) {
+/// How the compute threads are scheduled against the rest of the machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputePriority {
+    /// Ordinary threads: the OS shares the cores between compute and everything else.
+    #[default]
+    Normal,
+    /// Compute runs only when nothing else wants a core (Linux `SCHED_IDLE`; elsewhere the
+    /// same as `normal`). A thread that wakes to send tokens or answer a request then runs at
+    /// once instead of waiting out a compute thread's time slice, which cuts the hop's tail
+    /// latency on a machine whose every core computes; but any other busy process on the
+    /// machine slows the model, so it is for machines that serve and do little else.
+    Background,
+}
+
+impl ComputePriority {
+    /// Puts the calling thread in this class. Failure (a platform or policy that refuses)
+    /// leaves the thread as it was: priority is an optimisation, never a requirement.
+    pub fn apply_to_current_thread(self) {
+        #[cfg(target_os = "linux")]
+        if self == ComputePriority::Background {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: a plain system call on the calling thread (pid 0) with a valid parameter.
+            let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        }
+    }
+}
+
+fn worker(s: &Shared, idx: usize, priority: ComputePriority) {
+    priority.apply_to_current_thread();
     let mut seen = 0usize;
     loop {
         let mut spins = 0u32;
@@ -163,7 +347,7 @@ fn worker(s: &Shared, idx: usize) {
                 return;
             }
             spins += 1;
-            if spins < SPIN_ITERS {
+            if spins < SPIN_ITERS && !s.resting.load(Ordering::Relaxed) {
                 std::hint::spin_loop();
             } else {
                 let guard = s.sleep.lock().unwrap_or_else(|e| e.into_inner());
@@ -224,6 +408,61 @@ mod tests {
             }
         });
         assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn the_largest_weighted_wait_goes_first_and_a_long_wait_overtakes_weight() {
+        let now = Instant::now();
+        let ago = |ms: u64| now - Duration::from_millis(ms);
+        let mut t = Turns { mean_step: Duration::from_millis(10), ..Turns::default() };
+        t.waiting.push(Waiter { ticket: 0, weight: 1, since: ago(5) });
+        t.waiting.push(Waiter { ticket: 1, weight: 4, since: ago(0) });
+        assert_eq!(t.pick(now), Some(1), "4 × 10 ms beats 1 × 15 ms");
+        t.waiting[0].since = ago(31);
+        assert_eq!(t.pick(now), Some(0), "1 × 41 ms beats 4 × 10 ms: a lower tier is delayed, not starved");
+        t.waiting[1] = Waiter { ticket: 1, weight: 1, since: ago(31) };
+        assert_eq!(t.pick(now), Some(0), "a tie goes to the earlier ticket");
+        t.waiting.clear();
+        assert_eq!(t.pick(now), None);
+    }
+
+    #[test]
+    fn steps_hold_the_pool_alone_and_every_loop_gets_its_turns() {
+        let pool = Arc::new(ThreadPool::new(2));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = [1u32, 4, 8]
+            .into_iter()
+            .map(|weight| {
+                let (pool, inside) = (pool.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let _g = pool.step(weight);
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two steps hold the pool");
+                        pool.run(&|_| std::hint::black_box(()));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let c = pool.step_counts();
+        assert_eq!(c.grants, 600);
+        // The pool is free again: an uncontended step is granted at once.
+        drop(pool.step(1));
+        assert_eq!(pool.step_counts().contended, c.contended);
+    }
+
+    #[test]
+    fn a_step_that_panics_hands_the_pool_on() {
+        let pool = ThreadPool::new(2);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _g = pool.step(1);
+            panic!("inside a step");
+        }));
+        assert!(r.is_err());
+        let _g = pool.step(1);
     }
 
     #[test]

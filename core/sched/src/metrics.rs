@@ -54,8 +54,15 @@ impl SchedCounters {
 }
 
 /// Labels of [`SchedCounters::rejections`], in order.
-pub const REJECT_REASONS: [&str; 6] =
-    ["invalid", "never_fits", "input_too_long", "queue_full", "queue_tokens_full", "queue_timeout"];
+pub const REJECT_REASONS: [&str; 7] = [
+    "invalid",
+    "never_fits",
+    "input_too_long",
+    "queue_full",
+    "queue_tokens_full",
+    "queue_timeout",
+    "would_miss_deadline",
+];
 
 /// Bucket upper bounds, in milliseconds, of [`Histogram`].
 pub const BUCKETS_MS: [f64; 15] =

@@ -7,6 +7,10 @@ use crate::block::{BlockHash, BlockPool, BlockTable};
 use crate::config::{SchedConfig, Tier};
 use crate::metrics::SchedCounters;
 
+/// The shortest saturated period an admission-rate sample is taken over (with at least four
+/// starts in it; a period of fifteen times this with fewer is a sample too).
+const START_WINDOW_MS: u64 = 1000;
+
 /// Names a sequence; chosen by the caller, unique among live sequences.
 pub type SeqId = u64;
 
@@ -47,6 +51,13 @@ pub enum AdmitError {
         "{tier} queue holds {queued} prompt tokens; {prompt} more exceeds the limit of {limit}; retry after {retry_after_ms} ms"
     )]
     QueueTokensFull { tier: Tier, queued: usize, prompt: usize, limit: usize, retry_after_ms: u64 },
+    /// The tier's queue drains too slowly for this request to start before its queue deadline:
+    /// it is refused now rather than dropped after waiting. Lower tiers, whose share of the
+    /// admissions is smaller, reach this first.
+    #[error(
+        "the {tier} queue would hold this request about {estimate_ms} ms, over its queue deadline of {deadline_ms} ms; retry after {retry_after_ms} ms"
+    )]
+    WouldMissDeadline { tier: Tier, estimate_ms: u64, deadline_ms: u64, retry_after_ms: u64 },
 }
 
 impl AdmitError {
@@ -58,15 +69,16 @@ impl AdmitError {
             AdmitError::InputTooLong { .. } => "input_too_long",
             AdmitError::QueueFull { .. } => "queue_full",
             AdmitError::QueueTokensFull { .. } => "queue_tokens_full",
+            AdmitError::WouldMissDeadline { .. } => "would_miss_deadline",
         }
     }
 
     /// When retrying may succeed; `None` when retrying the same request never will.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            AdmitError::QueueFull { retry_after_ms, .. } | AdmitError::QueueTokensFull { retry_after_ms, .. } => {
-                Some(*retry_after_ms)
-            }
+            AdmitError::QueueFull { retry_after_ms, .. }
+            | AdmitError::QueueTokensFull { retry_after_ms, .. }
+            | AdmitError::WouldMissDeadline { retry_after_ms, .. } => Some(*retry_after_ms),
             _ => None,
         }
     }
@@ -214,8 +226,16 @@ pub struct Scheduler {
     vclock: f64,
     step: u64,
     next_start: u64,
-    /// Tokens per millisecond, smoothed, for retry-after estimates.
+    /// Tokens per millisecond, smoothed, for retry-after estimates before `start_rate` is known.
     rate: Option<f64>,
+    /// Per tier, and for all tiers together (the last entry): admissions per millisecond while
+    /// that queue (any queue) held requests, smoothed. How fast a queue drains when there is
+    /// more work than room.
+    start_rate: [Option<f64>; 5],
+    /// The measurement windows of `start_rate`: backlogged milliseconds and the starts in them.
+    window: [(u64, u64); 5],
+    /// The previous plan's time, and which queues (and whether any) it left with requests.
+    last_schedule: Option<(u64, [bool; 5])>,
     last_plan: Option<(u64, usize)>,
     counters: SchedCounters,
     watermark: usize,
@@ -242,6 +262,9 @@ impl Scheduler {
             step: 0,
             next_start: 0,
             rate: None,
+            start_rate: [None; 5],
+            window: [(0, 0); 5],
+            last_schedule: None,
             last_plan: None,
             counters: SchedCounters::default(),
             watermark,
@@ -284,12 +307,64 @@ impl Scheduler {
         self.seqs.contains_key(&id)
     }
 
-    fn retry_after_ms(&self) -> u64 {
+    /// How long `tier`'s queue, with `extra` more requests at its back, takes to start its
+    /// last one: the queue's length over the rate the tier's queue was measured to drain at
+    /// while it held requests. A tier not yet measured gets its weight's share, among the tiers
+    /// with requests waiting, of the rate measured for all. `None` until a backlogged period
+    /// has been measured.
+    pub fn queue_estimate_ms(&self, tier: Tier, extra: usize) -> Option<u64> {
+        let t = tier.index();
+        let positive = |r: Option<f64>| r.filter(|r| *r > 0.0);
+        let rate = match positive(self.start_rate[t]) {
+            Some(r) => r,
+            None => {
+                let all = positive(self.start_rate[4])?;
+                let w = |i: usize| f64::from(self.cfg.tiers[i].weight.max(1));
+                let competing: f64 = (0..4).filter(|&i| i == t || !self.waiting[i].is_empty()).map(w).sum();
+                all * w(t) / competing
+            }
+        };
+        let n = (self.waiting[t].len() + extra) as f64;
+        Some((n / rate).min(u64::MAX as f64 / 2.0) as u64)
+    }
+
+    /// When a refused request of `tier` may be accepted: its own queue's estimate (until its
+    /// queue has drained below the deadline, for [`AdmitError::WouldMissDeadline`]), else the
+    /// time to prefill every queued prompt token.
+    fn retry_after_ms(&self, tier: Tier) -> u64 {
+        let deadline = self.cfg.tier(tier).queue_deadline_ms;
+        let own = self.queue_estimate_ms(tier, 1).map(|e| if deadline > 0 { e.saturating_sub(deadline) } else { e });
         let queued: usize = self.queued_tokens.iter().sum();
-        match self.rate {
-            Some(r) if r > 0.0 => ((queued as f64 / r) as u64).clamp(1000, 120_000),
+        let fallback = match self.rate {
+            Some(r) if r > 0.0 => (queued as f64 / r) as u64,
             _ => 1000,
+        };
+        own.unwrap_or(fallback).clamp(1000, 120_000)
+    }
+
+    /// Measures admission rates over periods when requests were left waiting: the starts a
+    /// plan makes after such a period are what the freed room allowed. `starts` is per tier.
+    fn observe_admissions(&mut self, now_ms: u64, starts: [u64; 4]) {
+        let starts = [starts[0], starts[1], starts[2], starts[3], starts.iter().sum()];
+        if let Some((at, backlogged)) = self.last_schedule {
+            for i in 0..5 {
+                if backlogged[i] {
+                    self.window[i].0 += now_ms.saturating_sub(at);
+                    self.window[i].1 += starts[i];
+                }
+            }
         }
+        for i in 0..5 {
+            let (ms, n) = self.window[i];
+            if (ms >= START_WINDOW_MS && n >= 4) || ms >= 15 * START_WINDOW_MS {
+                let r = n as f64 / ms as f64;
+                self.start_rate[i] = Some(self.start_rate[i].map_or(r, |old| 0.5 * old + 0.5 * r));
+                self.window[i] = (0, 0);
+            }
+        }
+        let waiting = |i: usize| !self.waiting[i].is_empty();
+        let any = (0..4).any(waiting);
+        self.last_schedule = Some((now_ms, [waiting(0), waiting(1), waiting(2), waiting(3), any]));
     }
 
     /// Queues a request, or rejects it at once with the reason.
@@ -360,7 +435,7 @@ impl Scheduler {
             return Err(AdmitError::QueueFull {
                 tier: req.tier,
                 limit: tc.max_queued_requests,
-                retry_after_ms: self.retry_after_ms(),
+                retry_after_ms: self.retry_after_ms(req.tier),
             });
         }
         if self.queued_tokens[t] + n > tc.max_queued_tokens {
@@ -369,7 +444,21 @@ impl Scheduler {
                 queued: self.queued_tokens[t],
                 prompt: n,
                 limit: tc.max_queued_tokens,
-                retry_after_ms: self.retry_after_ms(),
+                retry_after_ms: self.retry_after_ms(req.tier),
+            });
+        }
+        // Shed what would only wait to be dropped: with a queue already there, a request whose
+        // estimated start is past its tier's deadline is refused now, with when to come back.
+        if tc.queue_deadline_ms > 0
+            && !self.waiting[t].is_empty()
+            && let Some(estimate_ms) = self.queue_estimate_ms(req.tier, 1)
+            && estimate_ms > tc.queue_deadline_ms
+        {
+            return Err(AdmitError::WouldMissDeadline {
+                tier: req.tier,
+                estimate_ms,
+                deadline_ms: tc.queue_deadline_ms,
+                retry_after_ms: self.retry_after_ms(req.tier),
             });
         }
         Ok(())
@@ -475,6 +564,13 @@ impl Scheduler {
             }
         }
         self.admit(now_ms, &mut budget, prefill, &mut plan);
+        let mut starts = [0u64; 4];
+        for e in &plan.events {
+            if let Event::Started { id, .. } = e {
+                starts[self.seqs[id].tier.index()] += 1;
+            }
+        }
+        self.observe_admissions(now_ms, starts);
         self.last_plan = Some((now_ms, plan.tokens()));
         self.debug_check();
         plan

@@ -558,3 +558,65 @@ fn lower_tiers_prefill_in_their_chunk_size() {
     let plan = s.schedule(1);
     assert_eq!(plan.seqs.iter().map(|p| p.tokens.len()).sum::<usize>(), 1 + 16, "plus decodes, free continues");
 }
+
+#[test]
+fn past_capacity_free_is_shed_at_admission_with_its_own_retry_after() {
+    // Four slots, 40-token answers: about one start every 70 virtual ms. Free arrives every
+    // 35 ms (twice what the slots serve), plus every 280 ms.
+    let mut rng = Rng(8);
+    let mut reqs = Vec::new();
+    for i in 0..600u64 {
+        let tier = if i % 8 == 7 { Tier::Plus } else { Tier::Free };
+        reqs.push(Req { at_ms: i * 35, id: i, tier, prompt: prompt(&mut rng, 20), max_tokens: 40, salt: vec![] });
+    }
+    let mut cfg = config(1024);
+    cfg.max_running = 4;
+    for t in [Tier::Free, Tier::Plus] {
+        cfg.tiers[t.index()].queue_deadline_ms = 3000;
+    }
+    let mut sim = Sim::new(cfg, 0);
+    // The estimate a request was given on arrival, against the wait it then had.
+    let mut estimated: HashMap<SeqId, u64> = HashMap::new();
+    let mut next = 0;
+    while next < reqs.len() || !sim.sched.is_idle() {
+        while next < reqs.len() && reqs[next].at_ms <= sim.now {
+            if let Some(e) = sim.sched.queue_estimate_ms(reqs[next].tier, 1) {
+                estimated.insert(reqs[next].id, e);
+            }
+            sim.add(&reqs[next]);
+            next += 1;
+        }
+        if !sim.step() {
+            sim.now = if next < reqs.len() { sim.now.max(reqs[next].at_ms) } else { sim.now + 1 };
+        }
+    }
+    let of = |tier: Tier| reqs.iter().filter(move |r| r.tier == tier).map(|r| &sim.out[&r.id]);
+    let shed: Vec<&AdmitError> = of(Tier::Free).filter_map(|o| o.rejected.as_ref()).collect();
+    let dropped = of(Tier::Free).filter(|o| o.dropped).count();
+    eprintln!("free: {} requests, {} shed, {} dropped after waiting", of(Tier::Free).count(), shed.len(), dropped);
+    assert!(shed.len() > 100, "at twice the capacity free is shed ({} were)", shed.len());
+    for e in &shed {
+        let AdmitError::WouldMissDeadline { estimate_ms, deadline_ms: 3000, retry_after_ms, .. } = e else {
+            panic!("free is shed by its queue estimate, not a bound: {e}");
+        };
+        assert!(*estimate_ms > 3000);
+        assert!((1000..=120_000).contains(retry_after_ms), "{e}");
+    }
+    assert!(dropped * 20 < shed.len(), "free is refused at once rather than dropped after waiting ({dropped} dropped)");
+    // Plus is never refused and starts within a few steps.
+    assert!(of(Tier::Plus).all(|o| o.rejected.is_none() && !o.dropped));
+    let plus_ttft: Vec<u64> = reqs.iter().filter(|r| r.tier == Tier::Plus).map(|r| sim.ttft(r.id)).collect();
+    let p95 = percentile(plus_ttft, 0.95);
+    assert!(p95 < 300, "plus p95 TTFT {p95} virtual ms");
+    // The estimates free was given are the waits it then had, within a factor of two (median).
+    let mut ratios: Vec<f64> = of(Tier::Free)
+        .zip(reqs.iter().filter(|r| r.tier == Tier::Free))
+        .filter(|(o, r)| o.rejected.is_none() && !o.dropped && estimated.get(&r.id).is_some_and(|e| *e > 500))
+        .map(|(o, r)| (o.first_token_ms.unwrap() - o.arrived) as f64 / estimated[&r.id] as f64)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    assert!(ratios.len() > 50, "{} accepted free requests had an estimate", ratios.len());
+    let median = ratios[ratios.len() / 2];
+    eprintln!("free wait / estimate: median {median:.2} over {}", ratios.len());
+    assert!((0.5..=2.0).contains(&median), "median wait / estimate {median:.2}");
+}

@@ -39,8 +39,12 @@ pub struct CoreConfig {
     pub drain_secs: u64,
     /// How long an edge has to send its `Hello` or a request stream its `Generate`.
     pub handshake_timeout_ms: u64,
-    /// Compute threads per model.
+    /// Compute threads: one pool for the whole process, shared by every fleet's model.
     pub threads: usize,
+    /// How the compute threads are scheduled: `normal`, or `background` (Linux `SCHED_IDLE`:
+    /// compute yields a core at once to the threads that send tokens; for machines that serve
+    /// and do little else).
+    pub compute_priority: chorus_engine::threadpool::ComputePriority,
     /// Where fleets run their steps: `auto` (GPU 0 when the CUDA backend can start, else the
     /// CPU), `cpu` or `cuda:N`.
     pub device: chorus_engine::device::DeviceSpec,
@@ -72,6 +76,7 @@ impl Default for CoreConfig {
             drain_secs: 30,
             handshake_timeout_ms: 10_000,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            compute_priority: chorus_engine::threadpool::ComputePriority::Normal,
             device: chorus_engine::device::DeviceSpec::Auto,
             fleets: BTreeMap::from([("mini".to_string(), fleet.clone()), ("flagship".to_string(), fleet)]),
             router: RouterConfig::default(),
@@ -576,6 +581,10 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.starts_with(field) && e.contains(&v.to_string()), "{e}");
         }
+        let c: CoreConfig = toml::from_str("compute_priority = \"background\"").unwrap();
+        assert_eq!(c.compute_priority, chorus_engine::threadpool::ComputePriority::Background);
+        let e = toml::from_str::<CoreConfig>("compute_priority = \"high\"").unwrap_err().to_string();
+        assert!(e.contains("compute_priority") && e.contains("background"), "{e}");
         let c: CoreConfig = toml::from_str("device = \"cuda:1\"").unwrap();
         assert_eq!(c.device, chorus_engine::device::DeviceSpec::Cuda(1));
         let e = toml::from_str::<CoreConfig>("device = \"tpu:0\"").unwrap_err().to_string();

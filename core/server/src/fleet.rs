@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use chorus_engine::device::DeviceSpec;
 use chorus_engine::engine::{Engine, EngineOptions};
 use chorus_engine::serve::{EngineHandle, LoopState, ServeOptions};
+use chorus_engine::threadpool::{ComputePriority, ThreadPool};
 use chorus_proto::{SamplingDefaults, Tier};
 
 use crate::config::{CoreConfig, FleetConfig};
@@ -207,12 +208,17 @@ pub fn sampling_defaults(f: &FleetConfig) -> SamplingDefaults {
     }
 }
 
-/// The default loader: resolve, then load each distinct file once, on `device`.
+/// The default loader: resolve, then load each distinct file once, on `device`. Every model
+/// computes on one pool of `threads` (the machine's cores are not multiplied by the number of
+/// models), whose steps go to the fleets' loops by tier weight and wait
+/// ([`chorus_engine::threadpool::ThreadPool::step`]).
 pub fn load_engines(
     threads: usize,
+    priority: ComputePriority,
     device: DeviceSpec,
 ) -> impl FnMut(&str, &FleetConfig) -> Result<Arc<Engine>, FleetError> {
     let mut loaded: HashMap<PathBuf, Arc<Engine>> = HashMap::new();
+    let mut pool: Option<Arc<ThreadPool>> = None;
     move |fleet, f| {
         let err = |why: String| FleetError::Model { fleet: fleet.to_string(), model: f.model.clone(), why };
         let path = resolve_model(&f.model).map_err(err)?;
@@ -220,8 +226,13 @@ pub fn load_engines(
         if let Some(e) = loaded.get(&key) {
             return Ok(e.clone());
         }
+        if threads == 0 || threads > 256 {
+            return Err(err(chorus_engine::engine::LoadError::Threads(threads).to_string()));
+        }
+        let pool = pool.get_or_insert_with(|| Arc::new(ThreadPool::with_priority(threads, priority))).clone();
         let e = Arc::new(
-            Engine::load(&path, &EngineOptions { threads, isa: None, device }).map_err(|e| err(e.to_string()))?,
+            Engine::load_on(&path, &EngineOptions { threads, isa: None, device }, pool)
+                .map_err(|e| err(e.to_string()))?,
         );
         match &e.device_note {
             Some(why) => tracing::info!(fleet, device = %e.device_name(), "device auto: running on the CPU ({why})"),

@@ -156,7 +156,7 @@ pub fn run(cfg: CoreConfig) -> anyhow::Result<()> {
     cfg.validate()?;
     let identity = identity_for(&cfg)?;
     info!(fleets = cfg.fleets.len(), "loading models");
-    let fleets = fleet::start_fleets(&cfg, &mut fleet::load_engines(cfg.threads, cfg.device))?;
+    let fleets = fleet::start_fleets(&cfg, &mut fleet::load_engines(cfg.threads, cfg.compute_priority, cfg.device))?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let store = open_store(&cfg).await?;
