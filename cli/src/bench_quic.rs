@@ -29,6 +29,9 @@ pub struct QuicBench {
     /// Turn the post-generation safety gate off (to see its share of the cost).
     #[arg(long)]
     no_post_safety: bool,
+    /// Run the compute threads under Linux SCHED_IDLE (`compute_priority = "background"`).
+    #[arg(long)]
+    background_compute: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -47,6 +50,9 @@ pub fn run(b: &QuicBench) -> Result<()> {
     }
     let (mut cfg, scratch) = bench_core_config("quic", b.threads, &b.model, b.streams)?;
     cfg.post_safety.enabled = !b.no_post_safety;
+    if b.background_compute {
+        cfg.compute_priority = chorus_engine::threadpool::ComputePriority::Background;
+    }
     let fleets = chorus_core::fleet::start_fleets(
         &cfg,
         &mut chorus_core::fleet::load_engines(cfg.threads, cfg.compute_priority, cfg.device),
