@@ -6,7 +6,9 @@
 //!   tok/s is all output tokens over the wall time from first submission to last token, TTFT is
 //!   per request from its submission.
 //! - **prefix**: TTFT of a request whose ~1,000-token system prompt is cold vs already cached.
-//! - **overload**: plus-tier TTFT alone, then under a 10:1 free:plus flood beyond capacity.
+//! - **overload**: plus-tier TTFT alone, then under a 10:1 free:plus flood beyond capacity;
+//!   then the same with the flood on a second engine loop (another fleet's scheduler and KV
+//!   cache) sharing the one compute pool, as `mini` and `flagship` do in a core.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -198,19 +200,30 @@ pub fn run(e: Engine, prompt_tokens: usize, new_tokens: usize, json: bool, a: &S
             warm / cold
         );
     }
-    let overload =
-        if a.overload_secs == 0 { None } else { Some(overload_case(&h, &prompts, new_tokens, a.overload_secs)?) };
-    if let (Some(o), false) = (&overload, json) {
-        println!(
-            "overload 10:1 free:plus for {}s: plus TTFT p95 {:.0} ms (unloaded {:.0} ms, {:.2}x); free TTFT p95 {:.0} ms, {} free started, {} not started by the end",
-            a.overload_secs,
-            o.plus_p95,
-            o.unloaded_p95,
-            o.plus_p95 / o.unloaded_p95,
-            o.free_p95,
-            o.free_served,
-            o.free_rejected
-        );
+    let (overload, across) = if a.overload_secs == 0 {
+        (None, None)
+    } else {
+        let one = overload_case(&h, &h, &prompts, new_tokens, a.overload_secs, 0)?;
+        // A second loop on the same engine: its own scheduler and KV cache, the same pool.
+        let other = EngineHandle::start(e.clone(), opts.clone())?;
+        burst(&other, &prompts(2, 98), 8, Tier::Free, "warm-other")?;
+        let two = overload_case(&other, &h, &prompts, new_tokens, a.overload_secs, 1000)?;
+        (Some(one), Some(two))
+    };
+    if !json {
+        for (o, what) in [(&overload, "one loop"), (&across, "free on another loop, one pool")] {
+            let Some(o) = o else { continue };
+            println!(
+                "overload 10:1 free:plus for {}s ({what}): plus TTFT p95 {:.0} ms (unloaded {:.0} ms, {:.2}x); free TTFT p95 {:.0} ms, {} free started, {} not started by the end",
+                a.overload_secs,
+                o.plus_p95,
+                o.unloaded_p95,
+                o.plus_p95 / o.unloaded_p95,
+                o.free_p95,
+                o.free_served,
+                o.free_rejected
+            );
+        }
     }
     let m = h.metrics();
     if json {
@@ -223,7 +236,8 @@ pub fn run(e: Engine, prompt_tokens: usize, new_tokens: usize, json: bool, a: &S
                 "sweep": sweep,
                 "compile": compile,
                 "prefix": prefix.map(|(c, w, n)| serde_json::json!({"cold_ttft_ms": round1(c), "cached_ttft_ms": round1(w), "ratio": (w / c * 1000.0).round() / 1000.0, "cached_tokens": n})),
-                "overload": overload.map(|o| serde_json::json!({"plus_ttft_p95_ms": round1(o.plus_p95), "unloaded_plus_ttft_p95_ms": round1(o.unloaded_p95), "free_ttft_p95_ms": round1(o.free_p95), "free_served": o.free_served, "free_rejected": o.free_rejected})),
+                "overload": overload.as_ref().map(Overload::json),
+                "overload_across_loops": across.as_ref().map(Overload::json),
                 "preemptions": m.sched.preemptions,
             })
         );
@@ -318,21 +332,32 @@ struct Overload {
     free_rejected: usize,
 }
 
+impl Overload {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"plus_ttft_p95_ms": round1(self.plus_p95), "unloaded_plus_ttft_p95_ms": round1(self.unloaded_p95), "free_ttft_p95_ms": round1(self.free_p95), "free_served": self.free_served, "free_rejected": self.free_rejected})
+    }
+}
+
+/// The flood of free requests goes to `free_h`, the plus requests to `plus_h` (the same
+/// handle, or two loops sharing one engine's pool); `seed` picks prompts no earlier case
+/// cached.
 fn overload_case(
-    h: &EngineHandle,
+    free_h: &EngineHandle,
+    plus_h: &EngineHandle,
     prompts: &dyn Fn(usize, usize) -> Vec<Vec<u32>>,
     new_tokens: usize,
     secs: u64,
+    seed: usize,
 ) -> Result<Overload> {
     // Plus alone: one request at a time.
     let mut unloaded = Vec::new();
-    for (i, p) in prompts(10, 500).into_iter().enumerate() {
-        let r = burst(h, &[p], new_tokens / 2, Tier::Plus, &format!("alone-{i}"))?;
+    for (i, p) in prompts(10, seed + 500).into_iter().enumerate() {
+        let r = burst(plus_h, &[p], new_tokens / 2, Tier::Plus, &format!("alone-{i}"))?;
         unloaded.extend(r.ttft_ms);
     }
     // The flood: a free request every 100 ms and a plus request every second.
-    let free_prompts = prompts(10 * secs as usize, 600);
-    let plus_prompts = prompts(secs as usize, 700);
+    let free_prompts = prompts(10 * secs as usize, seed + 600);
+    let plus_prompts = prompts(secs as usize, seed + 700);
     let t0 = Instant::now();
     let (plus, free) = std::thread::scope(|scope| -> Result<_> {
         let mut plus = Vec::new();
@@ -343,12 +368,12 @@ fn overload_case(
             if let Some(wait) = due.checked_sub(t0.elapsed()) {
                 std::thread::sleep(wait);
             }
-            let s = h.submit(h.validate(p.clone(), params(new_tokens), Tier::Free, format!("flood-{k}"))?);
+            let s = free_h.submit(free_h.validate(p.clone(), params(new_tokens), Tier::Free, format!("flood-{k}"))?);
             let at = Instant::now();
             free_ids.push(s.id());
             free.push(scope.spawn(move || drain(s, at)));
             if k % 10 == 5 {
-                let s = h.submit(h.validate(
+                let s = plus_h.submit(plus_h.validate(
                     plus_prompts[k / 10].clone(),
                     params(new_tokens / 2),
                     Tier::Plus,
@@ -361,7 +386,7 @@ fn overload_case(
         let plus: Vec<_> = plus.into_iter().map(|j| j.join().expect("collector")).collect();
         // The flood is over: whatever free work is left is cancelled, not waited for.
         for id in free_ids {
-            h.cancel(id);
+            free_h.cancel(id);
         }
         let free: Vec<_> = free.into_iter().map(|j| j.join().expect("collector")).collect();
         Ok((plus, free))
