@@ -14,7 +14,7 @@ use crate::kv::{BlockAllocator, KvCache, KvSizeError};
 use crate::model::{Model, ModelError, Scratch};
 use crate::sampler::{Sampled, Sampler, SamplingError, SamplingParams, StopMatcher};
 use crate::step::{Arch, LogitsFor, SeqStep, StepError};
-use crate::threadpool::ThreadPool;
+use crate::threadpool::{ComputePriority, ThreadPool};
 use crate::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerSpec};
 
 /// The turn format of Gemma 3 checkpoints whose GGUF carries no chat template.
@@ -161,10 +161,15 @@ pub struct Engine {
 impl Engine {
     /// Loads a GGUF model with a compute pool of its own (`opts.threads`).
     pub fn load(path: &Path, opts: &EngineOptions) -> Result<Self, LoadError> {
-        if opts.threads == 0 || opts.threads > 256 {
-            return Err(LoadError::Threads(opts.threads));
+        Self::load_on(path, opts, Self::compute_pool(opts.threads, ComputePriority::Normal)?)
+    }
+
+    /// A compute pool of `threads` (1..=256) for [`Engine::load_on`].
+    pub fn compute_pool(threads: usize, priority: ComputePriority) -> Result<Arc<ThreadPool>, LoadError> {
+        if threads == 0 || threads > 256 {
+            return Err(LoadError::Threads(threads));
         }
-        Self::load_on(path, opts, Arc::new(ThreadPool::new(opts.threads)))
+        Ok(Arc::new(ThreadPool::with_priority(threads, priority)))
     }
 
     /// Loads a GGUF model that computes on `pool`, which other engines (other fleets' models)

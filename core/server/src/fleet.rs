@@ -226,10 +226,10 @@ pub fn load_engines(
         if let Some(e) = loaded.get(&key) {
             return Ok(e.clone());
         }
-        if threads == 0 || threads > 256 {
-            return Err(err(chorus_engine::engine::LoadError::Threads(threads).to_string()));
-        }
-        let pool = pool.get_or_insert_with(|| Arc::new(ThreadPool::with_priority(threads, priority))).clone();
+        let pool = match &pool {
+            Some(p) => p.clone(),
+            None => pool.insert(Engine::compute_pool(threads, priority).map_err(|e| err(e.to_string()))?).clone(),
+        };
         let e = Arc::new(
             Engine::load_on(&path, &EngineOptions { threads, isa: None, device }, pool)
                 .map_err(|e| err(e.to_string()))?,
