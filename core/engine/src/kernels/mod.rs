@@ -19,7 +19,8 @@ pub enum Isa {
     Scalar,
     /// AVX2 + FMA + F16C (`vpmaddubsw` dot products).
     Avx2,
-    /// AVX2 plus AVX-512 VNNI on 256-bit vectors (`vpdpbusd`).
+    /// AVX2 plus AVX-512 (F, BW, VL, VNNI): `vpdpbusd` on 256-bit vectors for one group of
+    /// eight rows, on 512-bit vectors for two.
     Avx512Vnni,
 }
 
@@ -30,7 +31,11 @@ impl Isa {
         {
             let avx2 =
                 is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-            if avx2 && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+            let avx512 = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni");
+            if avx2 && avx512 {
                 return Self::Avx512Vnni;
             }
             if avx2 {
@@ -126,6 +131,9 @@ pub fn matmul(
     let groups = w.groups();
     // Enough chunks for dynamic balance, few enough that each is worth a fetch_add.
     let chunk = (groups / (pool.n_threads() * 8)).clamp(1, 64);
+    // 512-bit VNNI runs groups in pairs within a chunk: even chunks leave no group unpaired
+    // but the matrix's last.
+    let chunk = if isa == Isa::Avx512Vnni { chunk.next_multiple_of(2) } else { chunk };
     // Each chunk writes only the outputs of its own row groups.
     pool.for_chunks(groups, chunk, &|range| match isa {
         Isa::Scalar => quant::matmul_scalar(w, xq, range, &out),
@@ -311,7 +319,7 @@ mod tests {
         let pool = ThreadPool::new(2);
         let mut rng = Lcg(3);
         for ty in QUANT_TYPES {
-            for &(k, n, t) in &[(64, 8, 1), (576, 40, 5), (1536, 24, 9), (96, 19, 4), (32, 3, 13)] {
+            for &(k, n, t) in &[(64, 8, 1), (576, 40, 5), (1536, 24, 9), (96, 19, 4), (32, 3, 13), (64, 12, 6)] {
                 let k = shape_for(ty, k);
                 let data = random_blocks(ty, k, n, &mut rng);
                 let w = PackedMatrix::from_rows(ty, &data, k, n).unwrap();
@@ -327,6 +335,33 @@ mod tests {
                         let tol = 1e-4 * (1.0 + b.abs());
                         assert!((a - b).abs() <= tol, "{ty} {isa:?} k{k} n{n} t{t} [{i}]: {a} vs {b}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gives_the_same_bits_in_a_paired_tile_and_alone() {
+        // 512-bit VNNI computes two row groups per tile; which groups pair up follows the
+        // chunking (and so the thread count). Rows 8..16 of a 40-row matrix are the second half
+        // of a pair; as a matrix of their own they are one group, alone.
+        let pool = ThreadPool::new(2);
+        let mut rng = Lcg(17);
+        for ty in QUANT_TYPES {
+            let (k, n, t) = (shape_for(ty, 256), 40, 6);
+            let data = random_blocks(ty, k, n, &mut rng);
+            let row_bytes = data.len() / n;
+            let full = PackedMatrix::from_rows(ty, &data, k, n).unwrap();
+            let part = PackedMatrix::from_rows(ty, &data[8 * row_bytes..16 * row_bytes], k, 8).unwrap();
+            let x: Vec<f32> = (0..t * k).map(|_| rng.f() * 2.0).collect();
+            let mut qa = QuantizedActs::default();
+            qa.quantize(&x, t, k);
+            for isa in Isa::available() {
+                let (mut a, mut b) = (vec![0f32; t * n], vec![0f32; t * 8]);
+                matmul(&pool, isa, &full, &x, &qa, &mut a, n);
+                matmul(&pool, isa, &part, &x, &qa, &mut b, 8);
+                for r in 0..t {
+                    assert_eq!(a[r * n + 8..r * n + 16], b[r * 8..r * 8 + 8], "{ty} {isa:?} token {r}");
                 }
             }
         }

@@ -3,8 +3,9 @@
 //! Layout reminder (see `quant`): for one group of eight rows and one 32-element block, vector
 //! `j` holds, in its 32-bit lane `r`, the four quants `4j..4j+4` of row `r`. Broadcasting the four
 //! matching activation bytes and issuing one `vpdpbusd` therefore advances all eight row dot
-//! products at once. Zen 4 and Ice Lake run 512-bit VNNI at the same rate as two 256-bit ones, so
-//! 256-bit vectors lose nothing and halve the tail handling.
+//! products at once. With AVX-512, two adjacent groups share one 512-bit vector (sixteen rows):
+//! `vpdpbusd` retires the same multiply-adds per cycle either way on Ice Lake and Zen 4, but each
+//! activation broadcast, scale conversion and accumulator update then serves twice the rows.
 
 #![allow(unsafe_code)] // SIMD intrinsics; every entry point checks its slice bounds first.
 
@@ -53,8 +54,15 @@ pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Rang
     assert!(packed.and_then(|p| p.checked_mul(gbb)).is_some_and(|b| b <= w.quants.len()));
     assert!(packed.and_then(|p| p.checked_mul(2 * ROWS)).is_some_and(|b| b <= w.scales.len()));
     assert!(x.t.checked_mul(w.k).is_some_and(|e| e <= x.q.len()));
-    for g in groups {
-        let rows = (w.n - g * ROWS).min(ROWS);
+    // With 512-bit VNNI, two adjacent row groups run as one 16-row tile: every activation
+    // broadcast and scale multiply then serves sixteen rows, not eight. Each lane does the same
+    // operations in the same order as the 8-row kernel, so a row's result does not depend on
+    // whether it was paired (which follows the chunking, and so the thread count).
+    let pairs = isa == Isa::Avx512Vnni && matches!(w.kind, PackedKind::U4 | PackedKind::U5 | PackedKind::U8);
+    let mut g = groups.start;
+    while g < groups.end {
+        let pair = pairs && g + 1 < groups.end;
+        let rows = (w.n - g * ROWS).min(if pair { 2 * ROWS } else { ROWS });
         let mut t0 = 0;
         while t0 < x.t {
             let nt = (x.t - t0).min(NT);
@@ -76,9 +84,13 @@ pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Rang
                 ldy: y.ld,
                 rows,
             };
-            // SAFETY: the caller's `isa` was detected on this CPU (`Isa::available`).
+            // SAFETY: the caller's `isa` was detected on this CPU (`Isa::available`); a pair's
+            // second group follows the first in `quants` and `scales` (group-major), inside the
+            // lengths asserted above because `g + 1 < groups.end <= w.groups()`.
             unsafe {
                 match (isa, &w.kind) {
+                    (Isa::Avx512Vnni, PackedKind::U4) if pair => dispatch!(u4_vnni_pair, nt, &tile),
+                    (Isa::Avx512Vnni, PackedKind::U5 | PackedKind::U8) if pair => dispatch!(u8_vnni_pair, nt, &tile),
                     (Isa::Avx512Vnni, PackedKind::U4) => dispatch!(u4_vnni, nt, &tile),
                     (Isa::Avx512Vnni, PackedKind::U5 | PackedKind::U8) => dispatch!(u8_vnni, nt, &tile),
                     (_, PackedKind::U4) => dispatch!(u4_avx2, nt, &tile),
@@ -91,6 +103,7 @@ pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Rang
             }
             t0 += nt;
         }
+        g += if pair { 2 } else { 1 };
     }
 }
 
@@ -120,6 +133,8 @@ macro_rules! kernel {
         #[target_feature(enable = $feat)]
         unsafe fn $name<const N: usize>(t: &Tile) {
             unsafe {
+                // The `m · s` term joins each block's sum at once: the two nearly cancel (for
+                // 8-bit weights `m = -128d`), and summing them apart would lose the difference.
                 let mut acc = [_mm256_setzero_ps(); N];
                 for b in 0..t.nb {
                     let w = $unpack(t.qs, b);
@@ -143,6 +158,124 @@ macro_rules! kernel {
         }
     };
 }
+
+/// Sixteen-row form of [`kernel!`] for two adjacent groups (`t.rows` counts both); 512-bit VNNI.
+/// `$block_bytes` is one group's bytes per block: the second group's data lies `nb` such blocks
+/// after the first's.
+macro_rules! pair_kernel {
+    ($name:ident, $unpack:ident, $block_bytes:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn $name<const N: usize>(t: &Tile) {
+            unsafe {
+                let second = t.nb * $block_bytes;
+                let mut acc = [_mm512_setzero_ps(); N];
+                let sc_second = t.nb * 2 * ROWS;
+                for b in 0..t.nb {
+                    let w = $unpack(t.qs, second, b);
+                    let s = t.sc.add(b * 2 * ROWS);
+                    let d = halves(s, sc_second);
+                    let m = halves(s.add(ROWS), sc_second);
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        let x = t.xq.add(i * t.ldx + b * QK);
+                        let isum = dot_vnni512(&w, x);
+                        let dx = _mm512_set1_ps(*t.xd.add(i * t.ldd + b));
+                        *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, dx), *a);
+                        *a = _mm512_fmadd_ps(m, _mm512_set1_ps(*t.xs.add(i * t.ldd + b)), *a);
+                    }
+                }
+                let mask: __mmask16 = if t.rows >= 2 * ROWS { 0xffff } else { (1u16 << t.rows) - 1 };
+                for (i, a) in acc.iter().enumerate() {
+                    _mm512_mask_storeu_ps(t.y.add(i * t.ldy), mask, *a);
+                }
+            }
+        }
+    };
+}
+
+/// Block `b` of two groups, the second `second` bytes after the first: vector `j` holds the
+/// first group's vector `j` in its low half and the second's in its high half.
+#[inline(always)]
+unsafe fn unpack_u4_pair(qs: *const u8, second: usize, b: usize) -> [__m512i; 8] {
+    unsafe {
+        let p = qs.add(b * QK * ROWS / 2);
+        let mask = _mm512_set1_epi8(0x0f);
+        let v = [join(p, second, 0), join(p, second, 1), join(p, second, 2), join(p, second, 3)];
+        [
+            _mm512_and_si512(v[0], mask),
+            _mm512_and_si512(v[1], mask),
+            _mm512_and_si512(v[2], mask),
+            _mm512_and_si512(v[3], mask),
+            _mm512_and_si512(_mm512_srli_epi16(v[0], 4), mask),
+            _mm512_and_si512(_mm512_srli_epi16(v[1], 4), mask),
+            _mm512_and_si512(_mm512_srli_epi16(v[2], 4), mask),
+            _mm512_and_si512(_mm512_srli_epi16(v[3], 4), mask),
+        ]
+    }
+}
+
+#[inline(always)]
+unsafe fn unpack_u8_pair(qs: *const u8, second: usize, b: usize) -> [__m512i; 8] {
+    unsafe {
+        let p = qs.add(b * QK * ROWS);
+        [
+            join(p, second, 0),
+            join(p, second, 1),
+            join(p, second, 2),
+            join(p, second, 3),
+            join(p, second, 4),
+            join(p, second, 5),
+            join(p, second, 6),
+            join(p, second, 7),
+        ]
+    }
+}
+
+/// The 32 bytes at `p + 32j` (low half) and `second` bytes further on (high half).
+/// The 512-bit helpers avoid closures and `array::from_fn`: a closure is compiled without its
+/// caller's target features, so its 512-bit intrinsics would become calls.
+#[inline(always)]
+unsafe fn join(p: *const u8, second: usize, j: usize) -> __m512i {
+    unsafe {
+        let lo = _mm256_loadu_si256(p.add(32 * j).cast());
+        let hi = _mm256_loadu_si256(p.add(second + 32 * j).cast());
+        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+    }
+}
+
+/// Eight f16 values at `p` (low half) and `second` elements further on (high half), as f32.
+#[inline(always)]
+unsafe fn halves(p: *const u16, second: usize) -> __m512 {
+    unsafe {
+        let lo = _mm_loadu_si128(p.cast());
+        let hi = _mm_loadu_si128(p.add(second).cast());
+        _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1))
+    }
+}
+
+#[inline(always)]
+unsafe fn bcast4_512(x: *const i8, j: usize) -> __m512i {
+    unsafe { _mm512_set1_epi32(std::ptr::read_unaligned(x.cast::<i32>().add(j))) }
+}
+
+/// [`dot_vnni`] on sixteen rows; the same two chains in the same order.
+#[inline(always)]
+unsafe fn dot_vnni512(w: &[__m512i; 8], x: *const i8) -> __m512i {
+    unsafe {
+        let z = _mm512_setzero_si512();
+        let mut a0 = _mm512_dpbusd_epi32(z, w[0], bcast4_512(x, 0));
+        let mut a1 = _mm512_dpbusd_epi32(z, w[1], bcast4_512(x, 1));
+        a0 = _mm512_dpbusd_epi32(a0, w[2], bcast4_512(x, 2));
+        a1 = _mm512_dpbusd_epi32(a1, w[3], bcast4_512(x, 3));
+        a0 = _mm512_dpbusd_epi32(a0, w[4], bcast4_512(x, 4));
+        a1 = _mm512_dpbusd_epi32(a1, w[5], bcast4_512(x, 5));
+        a0 = _mm512_dpbusd_epi32(a0, w[6], bcast4_512(x, 6));
+        a1 = _mm512_dpbusd_epi32(a1, w[7], bcast4_512(x, 7));
+        _mm512_add_epi32(a0, a1)
+    }
+}
+
+pair_kernel!(u4_vnni_pair, unpack_u4_pair, QK * ROWS / 2);
+pair_kernel!(u8_vnni_pair, unpack_u8_pair, QK * ROWS);
 
 #[inline(always)]
 unsafe fn unpack_u4(qs: *const u8, b: usize) -> [__m256i; 8] {
