@@ -10,6 +10,7 @@
 #      enterprise TTFT p95 ≤ 2× their unloaded p95 and below free's.
 # Usage: bench/scripts/load.sh [OUT_DIR]   (default: target/bench-load)
 # Environment: DURATION (s per run, default 45), USERS (capacity probe, default 16),
+#   MIX (tier weights for every run, e.g. free=4,team=2,plus=1,enterprise=1; default: equal),
 #   THREADS (llama-server -t, default nproc), CHORUS (a built chorus binary; default: build it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,6 +18,8 @@ out=${1:-$here/target/bench-load}
 duration=${DURATION:-45}
 users=${USERS:-16}
 threads=${THREADS:-$(nproc)}
+mix=()
+[[ -n ${MIX:-} ]] && mix=(--mix "$MIX")
 edge_port=18080
 llama_port=18081
 mkdir -p "$out"
@@ -47,13 +50,13 @@ tiers=(free team plus enterprise)
 pids+=($!)
 wait_http "http://127.0.0.1:$edge_port/readyz" "chorus up" "${pids[-1]}"
 url=http://127.0.0.1:$edge_port/v1
-"$CHORUS" bench load --url "$url" --label chorus --users "$users" --duration "$duration" \
+"$CHORUS" bench load --url "$url" --label chorus "${mix[@]}" --users "$users" --duration "$duration" \
   --no-progress --out "$out/chorus-capacity.json" >"$out/chorus-capacity.txt"
 cap=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runs"][0]["overall"]["answered_per_s"])' \
   "$out/chorus-capacity.json")
 rates=$(python3 -c 'import sys; c=float(sys.argv[1]); print(",".join(f"{c*f:.3f}" for f in (0.1,0.5,1,2)))' "$cap")
 echo "chorus capacity with $users closed-loop users: $cap answers/s; open-loop rates: $rates" | tee "$out/rates.txt"
-"$CHORUS" bench load --url "$url" --label chorus --rate "$rates" --duration "$duration" --no-progress \
+"$CHORUS" bench load --url "$url" --label chorus "${mix[@]}" --rate "$rates" --duration "$duration" --no-progress \
   --out "$out/chorus.json" --svg "$out/chorus.svg" >"$out/chorus.txt"
 stop_last
 
@@ -64,7 +67,7 @@ pids+=($!)
 wait_http "http://127.0.0.1:$llama_port/health" llama-server "${pids[-1]}"
 keys=()
 for t in "${tiers[@]}"; do keys+=(--key "$t=none"); done
-"$CHORUS" bench load --url "http://127.0.0.1:$llama_port/v1" --label llama-server "${keys[@]}" \
+"$CHORUS" bench load --url "http://127.0.0.1:$llama_port/v1" --label llama-server "${keys[@]}" "${mix[@]}" \
   --rate "$rates" --duration "$duration" --no-progress \
   --out "$out/llama.json" --svg "$out/llama.svg" >"$out/llama.txt"
 stop_last

@@ -9,7 +9,12 @@
 //! engine loop takes the pool for a whole step with [`ThreadPool::step`], and when several loops
 //! want it the [`StepGrant`] goes to the largest claim, its tier weight times how long it has
 //! waited (plus one mean step), so a higher tier's steps come first and a lower tier's are
-//! delayed, never starved. Between steps, with no loop waiting, the workers sleep at once instead
+//! delayed, never starved. The loop that just released the pool competes too: it is not waiting
+//! yet (it is sampling and sending its tokens), so with two loops a plain hand-over would
+//! alternate them whatever their weights. A release whose own claim (weight × one mean step)
+//! beats every waiter's keeps the pool free for that loop's next step for a short grace; a
+//! waiter's claim grows while it waits, so a weight-1 loop beside a weight-4 one gets about one
+//! step in four. Between steps, with no loop waiting, the workers sleep at once instead
 //! of spinning, leaving the cores to the threads that send the step's tokens.
 
 #![allow(unsafe_code)] // lifetime erasure of the borrowed job; see `run`.
@@ -73,6 +78,9 @@ struct Turns {
     held: bool,
     /// The ticket the last release handed the pool to, not yet taken up by its waiter.
     handed: Option<u64>,
+    /// The pool is free but kept for the next step of the loop that released it, until then,
+    /// unless a waiter's claim overtakes it first.
+    reserved_until: Option<Instant>,
     next_ticket: u64,
     waiting: Vec<Waiter>,
     /// Mean hold time of a step (exponentially smoothed), the unit a wait is measured in.
@@ -88,18 +96,51 @@ struct Waiter {
 }
 
 impl Turns {
-    /// The waiter with the largest claim, `weight × (waited + mean step)`; the earlier ticket
-    /// on a tie.
+    /// The unit a wait is measured in: one mean step.
+    fn unit(&self) -> f64 {
+        self.mean_step.max(Duration::from_micros(100)).as_secs_f64()
+    }
+
+    /// `weight × (waited + mean step)`.
+    fn claim(&self, w: &Waiter, now: Instant) -> f64 {
+        f64::from(w.weight) * (now.saturating_duration_since(w.since).as_secs_f64() + self.unit())
+    }
+
+    /// The claim of a loop asking now, having waited nothing.
+    fn fresh_claim(&self, weight: u32) -> f64 {
+        f64::from(weight.max(1)) * self.unit()
+    }
+
+    /// The waiter with the largest claim; the earlier ticket on a tie.
     fn pick(&self, now: Instant) -> Option<usize> {
-        let unit = self.mean_step.max(Duration::from_micros(100)).as_secs_f64();
-        let claim = |w: &Waiter| f64::from(w.weight) * (now.saturating_duration_since(w.since).as_secs_f64() + unit);
         let mut best: Option<usize> = None;
         for (i, w) in self.waiting.iter().enumerate() {
-            if best.is_none_or(|b| claim(w) > claim(&self.waiting[b])) {
+            if best.is_none_or(|b| self.claim(w, now) > self.claim(&self.waiting[b], now)) {
                 best = Some(i);
             }
         }
         best
+    }
+
+    /// The best waiter's claim, if any.
+    fn best_claim(&self, now: Instant) -> Option<f64> {
+        self.pick(now).map(|i| self.claim(&self.waiting[i], now))
+    }
+
+    /// Hands the free pool to the best waiter (`false` if none waits).
+    fn hand_to_best(&mut self, now: Instant) -> bool {
+        let Some(i) = self.pick(now) else { return false };
+        let w = self.waiting.swap_remove(i);
+        self.handed = Some(w.ticket);
+        self.held = true;
+        self.reserved_until = None;
+        true
+    }
+
+    /// How long a release keeps the pool for its loop's next step: a fraction of a step, so a
+    /// loop that has no next step costs the waiters little.
+    fn grace(&self) -> Duration {
+        (self.mean_step / 4).clamp(Duration::from_micros(200), Duration::from_millis(5))
     }
 }
 
@@ -118,6 +159,7 @@ pub struct StepCounts {
 pub struct StepGrant<'a> {
     pool: &'a ThreadPool,
     start: Instant,
+    weight: u32,
 }
 
 impl std::fmt::Debug for StepGrant<'_> {
@@ -132,15 +174,22 @@ impl Drop for StepGrant<'_> {
         let mut t = lock(&a.state);
         let held = self.start.elapsed();
         t.mean_step = if t.grants <= 1 { held } else { (t.mean_step * 7 + held) / 8 };
-        match t.pick(Instant::now()) {
-            Some(i) => {
-                let w = t.waiting.swap_remove(i);
-                t.handed = Some(w.ticket);
+        let now = Instant::now();
+        t.held = false;
+        match t.best_claim(now) {
+            // This loop's next step outweighs every waiter: keep the pool for it, briefly.
+            Some(best) if t.fresh_claim(self.weight) > best => {
+                t.reserved_until = Some(now + t.grace());
+                drop(t);
+                a.turn.notify_all();
+            }
+            Some(_) => {
+                t.hand_to_best(now);
                 drop(t);
                 a.turn.notify_all();
             }
             None => {
-                t.held = false;
+                t.reserved_until = None;
                 drop(t);
                 self.pool.rest();
             }
@@ -196,21 +245,52 @@ impl ThreadPool {
     /// session, a benchmark); they then interleave with granted steps kernel by kernel.
     pub fn step(&self, weight: u32) -> StepGrant<'_> {
         let a = &self.arbiter;
+        let weight = weight.max(1);
         let mut t = lock(&a.state);
         t.grants += 1;
-        if !t.held && t.waiting.is_empty() {
-            t.held = true;
-            return StepGrant { pool: self, start: Instant::now() };
+        let now = Instant::now();
+        if !t.held {
+            // Free: at once if nobody waits, or (during a release's grace) if this claim beats
+            // every waiter's; otherwise the best waiter's turn has come.
+            match t.best_claim(now) {
+                None => {
+                    t.held = true;
+                    t.reserved_until = None;
+                    return StepGrant { pool: self, start: now, weight };
+                }
+                Some(best) if t.fresh_claim(weight) > best => {
+                    t.held = true;
+                    t.reserved_until = None;
+                    return StepGrant { pool: self, start: now, weight };
+                }
+                Some(_) => {
+                    t.hand_to_best(now);
+                    a.turn.notify_all();
+                }
+            }
         }
         t.contended += 1;
         let ticket = t.next_ticket;
         t.next_ticket += 1;
-        t.waiting.push(Waiter { ticket, weight: weight.max(1), since: Instant::now() });
+        t.waiting.push(Waiter { ticket, weight, since: now });
         loop {
-            t = a.turn.wait(t).unwrap_or_else(|e| e.into_inner());
+            // During a grace the waiters wake when it ends; otherwise a release wakes them (the
+            // timeout only bounds how long a missed wake-up could last).
+            let wait =
+                t.reserved_until.map_or(Duration::from_millis(50), |u| u.saturating_duration_since(Instant::now()));
+            t = a.turn.wait_timeout(t, wait).unwrap_or_else(|e| e.into_inner()).0;
             if t.handed == Some(ticket) {
                 t.handed = None;
-                return StepGrant { pool: self, start: Instant::now() };
+                return StepGrant { pool: self, start: Instant::now(), weight };
+            }
+            // A grace that ran out with the pool still free: the best waiter takes it.
+            let now = Instant::now();
+            if !t.held && t.reserved_until.is_none_or(|u| now >= u) && t.hand_to_best(now) {
+                if t.handed == Some(ticket) {
+                    t.handed = None;
+                    return StepGrant { pool: self, start: now, weight };
+                }
+                a.turn.notify_all();
             }
         }
     }
@@ -452,6 +532,38 @@ mod tests {
         // The pool is free again: an uncontended step is granted at once.
         drop(pool.step(1));
         assert_eq!(pool.step_counts().contended, c.contended);
+    }
+
+    #[test]
+    fn two_loops_share_the_pool_by_weight_not_by_turns() {
+        // Each loop holds the pool ~2 ms per step and spends ~0.3 ms between steps (sampling,
+        // sending), so the releaser is never waiting when it releases: a plain hand-over would
+        // alternate them 1:1.
+        let pool = Arc::new(ThreadPool::new(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let loops: Vec<_> = [1u32, 4]
+            .into_iter()
+            .map(|weight| {
+                let (pool, stop) = (pool.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut steps = 0u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        let g = pool.step(weight);
+                        std::thread::sleep(Duration::from_millis(2));
+                        drop(g);
+                        steps += 1;
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                    steps
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(600));
+        stop.store(true, Ordering::Relaxed);
+        let steps: Vec<u32> = loops.into_iter().map(|l| l.join().unwrap()).collect();
+        let (low, high) = (f64::from(steps[0]), f64::from(steps[1]));
+        assert!(high >= 2.0 * low, "weight 4 should get well over weight 1's steps: {steps:?}");
+        assert!(low >= 0.05 * high, "weight 1 is delayed, not starved: {steps:?}");
     }
 
     #[test]
