@@ -176,24 +176,20 @@ impl Drop for StepGrant<'_> {
         t.mean_step = if t.grants <= 1 { held } else { (t.mean_step * 7 + held) / 8 };
         let now = Instant::now();
         t.held = false;
-        match t.best_claim(now) {
+        let Some(best) = t.best_claim(now) else {
+            t.reserved_until = None;
+            drop(t);
+            self.pool.rest();
+            return;
+        };
+        if t.fresh_claim(self.weight) > best {
             // This loop's next step outweighs every waiter: keep the pool for it, briefly.
-            Some(best) if t.fresh_claim(self.weight) > best => {
-                t.reserved_until = Some(now + t.grace());
-                drop(t);
-                a.turn.notify_all();
-            }
-            Some(_) => {
-                t.hand_to_best(now);
-                drop(t);
-                a.turn.notify_all();
-            }
-            None => {
-                t.reserved_until = None;
-                drop(t);
-                self.pool.rest();
-            }
+            t.reserved_until = Some(now + t.grace());
+        } else {
+            t.hand_to_best(now);
         }
+        drop(t);
+        a.turn.notify_all();
     }
 }
 
@@ -252,22 +248,13 @@ impl ThreadPool {
         if !t.held {
             // Free: at once if nobody waits, or (during a release's grace) if this claim beats
             // every waiter's; otherwise the best waiter's turn has come.
-            match t.best_claim(now) {
-                None => {
-                    t.held = true;
-                    t.reserved_until = None;
-                    return StepGrant { pool: self, start: now, weight };
-                }
-                Some(best) if t.fresh_claim(weight) > best => {
-                    t.held = true;
-                    t.reserved_until = None;
-                    return StepGrant { pool: self, start: now, weight };
-                }
-                Some(_) => {
-                    t.hand_to_best(now);
-                    a.turn.notify_all();
-                }
+            if t.best_claim(now).is_none_or(|best| t.fresh_claim(weight) > best) {
+                t.held = true;
+                t.reserved_until = None;
+                return StepGrant { pool: self, start: now, weight };
             }
+            t.hand_to_best(now);
+            a.turn.notify_all();
         }
         t.contended += 1;
         let ticket = t.next_ticket;
@@ -279,18 +266,14 @@ impl ThreadPool {
             let wait =
                 t.reserved_until.map_or(Duration::from_millis(50), |u| u.saturating_duration_since(Instant::now()));
             t = a.turn.wait_timeout(t, wait).unwrap_or_else(|e| e.into_inner()).0;
-            if t.handed == Some(ticket) {
-                t.handed = None;
-                return StepGrant { pool: self, start: Instant::now(), weight };
-            }
-            // A grace that ran out with the pool still free: the best waiter takes it.
+            // A grace that ran out with the pool still free: the best waiter's turn.
             let now = Instant::now();
             if !t.held && t.reserved_until.is_none_or(|u| now >= u) && t.hand_to_best(now) {
-                if t.handed == Some(ticket) {
-                    t.handed = None;
-                    return StepGrant { pool: self, start: now, weight };
-                }
                 a.turn.notify_all();
+            }
+            if t.handed == Some(ticket) {
+                t.handed = None;
+                return StepGrant { pool: self, start: now, weight };
             }
         }
     }

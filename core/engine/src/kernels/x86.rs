@@ -22,6 +22,8 @@ const NT: usize = 4;
 
 struct Tile {
     qs: *const u8,
+    /// Bytes of quants from one group to the next (a pair kernel's second group).
+    group_bytes: usize,
     sc: *const u16,
     nb: usize,
     xq: *const i8,
@@ -54,10 +56,9 @@ pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Rang
     assert!(packed.and_then(|p| p.checked_mul(gbb)).is_some_and(|b| b <= w.quants.len()));
     assert!(packed.and_then(|p| p.checked_mul(2 * ROWS)).is_some_and(|b| b <= w.scales.len()));
     assert!(x.t.checked_mul(w.k).is_some_and(|e| e <= x.q.len()));
-    // With 512-bit VNNI, two adjacent row groups run as one 16-row tile: every activation
-    // broadcast and scale multiply then serves sixteen rows, not eight. Each lane does the same
-    // operations in the same order as the 8-row kernel, so a row's result does not depend on
-    // whether it was paired (which follows the chunking, and so the thread count).
+    // With 512-bit VNNI, adjacent groups run in pairs (see the module docs). Each lane does the
+    // same operations in the same order as the 8-row kernel, so a row's result does not depend
+    // on whether it was paired (which follows the chunking, and so the thread count).
     let pairs = isa == Isa::Avx512Vnni && matches!(w.kind, PackedKind::U4 | PackedKind::U5 | PackedKind::U8);
     let mut g = groups.start;
     while g < groups.end {
@@ -69,6 +70,7 @@ pub(super) fn matmul(isa: Isa, w: &PackedMatrix, x: &QuantizedActs, groups: Rang
             let tile = Tile {
                 // SAFETY (all pointer offsets): within the lengths asserted above.
                 qs: unsafe { w.quants.as_ptr().add(g * nb * gbb) },
+                group_bytes: nb * gbb,
                 sc: unsafe { w.scales.as_ptr().add(g * nb * 2 * ROWS) },
                 nb,
                 xq: unsafe { x.q.as_ptr().add(t0 * w.k) },
@@ -160,18 +162,15 @@ macro_rules! kernel {
 }
 
 /// Sixteen-row form of [`kernel!`] for two adjacent groups (`t.rows` counts both); 512-bit VNNI.
-/// `$block_bytes` is one group's bytes per block: the second group's data lies `nb` such blocks
-/// after the first's.
 macro_rules! pair_kernel {
-    ($name:ident, $unpack:ident, $block_bytes:expr) => {
+    ($name:ident, $unpack:ident) => {
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
         unsafe fn $name<const N: usize>(t: &Tile) {
             unsafe {
-                let second = t.nb * $block_bytes;
                 let mut acc = [_mm512_setzero_ps(); N];
                 let sc_second = t.nb * 2 * ROWS;
                 for b in 0..t.nb {
-                    let w = $unpack(t.qs, second, b);
+                    let w = $unpack(t.qs, t.group_bytes, b);
                     let s = t.sc.add(b * 2 * ROWS);
                     let d = halves(s, sc_second);
                     let m = halves(s.add(ROWS), sc_second);
@@ -274,8 +273,8 @@ unsafe fn dot_vnni512(w: &[__m512i; 8], x: *const i8) -> __m512i {
     }
 }
 
-pair_kernel!(u4_vnni_pair, unpack_u4_pair, QK * ROWS / 2);
-pair_kernel!(u8_vnni_pair, unpack_u8_pair, QK * ROWS);
+pair_kernel!(u4_vnni_pair, unpack_u4_pair);
+pair_kernel!(u8_vnni_pair, unpack_u8_pair);
 
 #[inline(always)]
 unsafe fn unpack_u4(qs: *const u8, b: usize) -> [__m256i; 8] {
